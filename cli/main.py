@@ -1,0 +1,155 @@
+"""The `par` command line: parses options, calls par_pipeline, renders with rich."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from par_pipeline.errors import ParError
+
+from .ui import console, err_console, kv_table, progress_bar
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Video pedestrian attribute recognition (VTF-PAR) on precomputed CLIP tokens.")
+manifest_app = typer.Typer(no_args_is_help=True, help="Build a manifest from a dataset layout.")
+app.add_typer(manifest_app, name="manifest")
+
+
+def _manifest(layout: str, root: Path, out: Path, attributes: Optional[Path], schema: Optional[str]) -> None:
+    from par_pipeline.layouts import LAYOUTS
+    from par_pipeline.manifest import write_manifest
+    from par_pipeline.schema import load_schema
+
+    manifest, summary = LAYOUTS[layout](root, load_schema(schema or layout), attributes)
+    if not manifest.records:
+        raise ParError(f"{root}: no labelled tracklets found; check the dataset root and the attribute CSV")
+    write_manifest(manifest, out)
+    t = Table(title=f"{layout} manifest -> {out}", title_justify="left")
+    for col in ("split", "tracklets", "frames"):
+        t.add_column(col, justify="right" if col != "split" else "left")
+    for split in ("train", "test"):
+        t.add_row(split, f"{summary.tracklets.get(split, 0):,}", f"{summary.frames.get(split, 0):,}")
+    console.print(t)
+    console.print(kv_table("checks", [
+        ("labelled tracklets without frames", len(summary.labelled_without_frames)),
+        ("tracklets with frames but no labels", len(summary.unlabelled_tracklets)),
+        ("empty tracklets", len(summary.empty_tracklets)),
+    ]))
+
+
+@manifest_app.command("mars")
+def manifest_mars(root: Path = typer.Argument(..., help="MARS root holding bbox_train/ and bbox_test/"),
+                  out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
+                  attributes: Optional[Path] = typer.Option(None, help="mars_attributes.csv (default: found in ROOT)"),
+                  schema: Optional[str] = typer.Option(None, help="attribute schema name or JSON (default: mars)")) -> None:
+    """MARS layout + MARS-Attribute CSV -> manifest."""
+    _manifest("mars", root, out, attributes, schema)
+
+
+@manifest_app.command("duke")
+def manifest_duke(root: Path = typer.Argument(..., help="DukeMTMC-VideoReID root holding train/, gallery/, query/"),
+                  out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
+                  attributes: Optional[Path] = typer.Option(None, help="duke_attributes.csv (default: found in ROOT)"),
+                  schema: Optional[str] = typer.Option(None, help="attribute schema name or JSON (default: duke)")) -> None:
+    """DukeMTMC-VID layout + attribute CSV -> manifest."""
+    _manifest("duke", root, out, attributes, schema)
+
+
+@app.command()
+def synth(out: Path = typer.Argument(..., help="folder to create (MARS layout)"),
+          tracklets_per_split: Optional[int] = typer.Option(None, "--tracklets", help="tracklets per split (default 40; with --like-mars: all)"),
+          frames: str = typer.Option("8", help="frames per tracklet: N or MIN-MAX (ignored with --like-mars)"),
+          height: int = typer.Option(256), width: int = typer.Option(128),
+          seed: int = typer.Option(0, help="same seed, same bytes"),
+          like_mars: Optional[Path] = typer.Option(None, help="folder with mars_attributes.csv and info/: real identities, labels and frame counts"),
+          workers: int = typer.Option(2, help="render processes")) -> None:
+    """Write a MARS-shaped synthetic dataset whose frames show their attributes."""
+    from par_pipeline.synth import plan_like_mars, plan_random, write_synth
+
+    if like_mars is not None:
+        plan = plan_like_mars(like_mars, tracklets_per_split, seed)
+    else:
+        lo, _, hi = frames.partition("-")
+        try:
+            span = (int(lo), int(hi or lo))
+        except ValueError:
+            raise ParError(f"--frames must be N or MIN-MAX, not '{frames}'") from None
+        if span[0] < 1 or span[1] < span[0]:
+            raise ParError(f"--frames {frames}: need 1 <= MIN <= MAX")
+        plan = plan_random(40 if tracklets_per_split is None else tracklets_per_split, span, seed)
+    total = sum(t.num_frames for t in plan)
+    done = 0
+    with progress_bar("synth", total, "frames") as update:
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            update(done)
+        write_synth(out, plan, height, width, workers, step)
+    console.print(f"wrote {len(plan):,} tracklets, {total:,} frames to {out}")
+
+
+@app.command()
+def extract(manifest: Path = typer.Argument(..., help="manifest from `par manifest`"),
+            out: str = typer.Option(..., "--out", "-o", help="store path: zarr folder/URL, or a .h5 file"),
+            model: str = typer.Option("ViT-B-16", help="open_clip model name (par-tiny-clip for tests)"),
+            pretrained: Optional[str] = typer.Option(None, help="open_clip tag (e.g. openai) or a local checkpoint file"),
+            allow_random_init: bool = typer.Option(False, help="random CLIP weights: tests and the demo only"),
+            fmt: Optional[str] = typer.Option(None, "--format", help="zarr or h5 (default: from --out's suffix)"),
+            dtype: str = typer.Option("float16", help="float16 or float32"),
+            batch_size: int = typer.Option(64), shard_frames: int = typer.Option(64, help="frames per zarr shard"),
+            workers: int = typer.Option(2, help="JPEG decode workers"),
+            device: str = typer.Option("cpu", help="cpu, cuda, cuda:N"),
+            precision: str = typer.Option("auto", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, fp16, bf16"),
+            prompt_template: Optional[str] = typer.Option(None, help="e.g. 'the pedestrian has an attribute {phrase}'"),
+            max_frames_per_tracklet: Optional[int] = typer.Option(None, help="keep K evenly spaced frames per tracklet"),
+            on_bad_frame: str = typer.Option("error", help="error or skip"),
+            seed: int = typer.Option(0, help="seed of random CLIP weights")) -> None:
+    """Stage one: frozen CLIP over every frame, once, into a token store (resumable)."""
+    from par_pipeline.distributed import DistContext
+    from par_pipeline.extract import ExtractConfig, extract as run_extract
+    from par_pipeline.manifest import read_manifest
+
+    m = read_manifest(manifest)
+    dist = DistContext.from_env()
+    if fmt is None and not out.endswith((".h5", ".hdf5")):
+        fmt = "zarr"
+    if fmt == "h5" and not out.endswith((".h5", ".hdf5")):
+        raise ParError(f"{out}: an HDF5 store needs a .h5 or .hdf5 file name")
+    cfg = ExtractConfig(out=out, model=model, pretrained=pretrained, allow_random_init=allow_random_init, fmt=fmt,
+                        dtype=dtype, batch_size=batch_size, shard_frames=shard_frames, workers=workers,
+                        device=dist.device(device), precision=precision, prompt_template=prompt_template,
+                        max_frames_per_tracklet=max_frames_per_tracklet, on_bad_frame=on_bad_frame, seed=seed)
+    if dist.is_main:
+        with progress_bar("extract", None, "frames") as update:
+            res = run_extract(m, cfg, dist, update)
+    else:
+        res = run_extract(m, cfg, dist)
+    dist.shutdown()
+    if dist.is_main:
+        if res.already_complete:
+            console.print(f"{out}: already complete ({res.frames:,} frames); nothing to do")
+        else:
+            console.print(kv_table(f"token store {out}", [("tracklets", f"{res.tracklets:,}"), ("frames", f"{res.frames:,}"),
+                                                             ("encoded now", f"{res.encoded_frames:,}"),
+                                                             ("resumed from shards", res.resumed_shards),
+                                                             ("skipped bad frames", len(res.skipped))]))
+            for path in res.skipped[:20]:
+                console.print(f"  skipped {path}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ParError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]; re-run the same command to resume", highlight=False)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,337 @@
+"""Stage one: every frame of every tracklet through the frozen CLIP image encoder, once, into a store.
+
+Work is cut into shards of `shard_frames` consecutive store rows. A shard is encoded in fixed,
+shard-aligned batches and written whole, then marked done; so a run stopped at any point
+(Ctrl-C, kill -9) resumes at the first unfinished shard and ends bit-identical to an
+uninterrupted run, and torchrun ranks (shard s goes to rank s % world) never touch one file.
+The store is built at `<out>.partial` and renamed to `<out>` (or converted into the HDF5 file)
+only when every shard is done.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from . import __version__
+from .atomic import atomic_path, remove_path
+from .distributed import DistContext
+from .encoder import ClipEncoder
+from .errors import ParError
+from .manifest import Manifest
+from .preprocess import Preprocess, load_frame
+from .prompts import build_prompts
+from .store import (STORE_FORMAT, STORE_VERSION, StorePlan, create_zarr, is_url, open_zarr_group, store_format_of,
+                    zarr_to_h5)
+
+RUN_KEYS = ("model", "weights", "schema", "attributes", "prompts", "preprocessing", "dtype", "frame_policy",
+            "shard_frames", "manifest_sha256")
+
+
+@dataclass
+class ExtractConfig:
+    out: str
+    model: str = "ViT-B-16"
+    pretrained: str | None = None
+    allow_random_init: bool = False
+    seed: int = 0
+    fmt: str | None = None  # "zarr" | "h5"; from the suffix when None
+    dtype: str = "float16"
+    batch_size: int = 64
+    shard_frames: int = 64
+    workers: int = 2
+    device: str = "cpu"
+    precision: str = "auto"
+    prompt_template: str | None = None
+    max_frames_per_tracklet: int | None = None
+    on_bad_frame: str = "error"  # "error" | "skip"
+
+
+@dataclass
+class ExtractResult:
+    path: str
+    frames: int
+    tracklets: int
+    encoded_frames: int
+    skipped: list[str] = field(default_factory=list)
+    already_complete: bool = False
+    resumed_shards: int = 0
+
+
+def select_frames(n: int, k: int | None) -> np.ndarray:
+    """All frames, or k evenly spaced ones (first and last included)."""
+    if k is None or n <= k:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+
+
+def plan_store(manifest: Manifest, max_frames: int | None, num_tokens: int, dim: int) -> tuple[StorePlan, list[str]]:
+    frame_index, paths, offsets = [], [], [0]
+    for rec in manifest.records:
+        idx = select_frames(len(rec.frames), max_frames)
+        frame_index.append(idx)
+        paths.extend(str(manifest.resolve(rec.frames[i])) for i in idx)
+        offsets.append(offsets[-1] + len(idx))
+    plan = StorePlan(
+        tracklets=[r.tracklet for r in manifest.records], split=[r.split for r in manifest.records],
+        labels=np.array([r.labels for r in manifest.records], dtype=np.uint8).reshape(len(manifest.records), -1),
+        offsets=np.array(offsets, dtype=np.int64),
+        frame_index=np.concatenate(frame_index).astype(np.int32) if frame_index else np.zeros(0, np.int32),
+        num_tokens=num_tokens, dim=dim,
+    )
+    return plan, paths
+
+
+class FrameDataset(Dataset):
+    """Store row -> (row, uint8 image, ok, reason); a bad frame comes back as zeros with ok=False."""
+
+    def __init__(self, paths: list[str], pp: Preprocess):
+        self.paths, self.pp = paths, pp
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int) -> tuple[int, torch.Tensor, bool, str]:
+        img, reason = load_frame(self.paths[row], self.pp)
+        if img is None:
+            return row, torch.zeros(3, self.pp.size, self.pp.size, dtype=torch.uint8), False, reason
+        return row, torch.from_numpy(img), True, ""
+
+
+class ShardBatchSampler(Sampler):
+    """Shard-aligned batches: batch composition depends only on the shard, so resumed runs match."""
+
+    def __init__(self, shards: list[int], shard_frames: int, batch_size: int, num_frames: int):
+        self.shards, self.shard_frames, self.batch_size, self.num_frames = shards, shard_frames, batch_size, num_frames
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for s in self.shards:
+            start, end = s * self.shard_frames, min((s + 1) * self.shard_frames, self.num_frames)
+            for b in range(start, end, self.batch_size):
+                yield list(range(b, min(b + self.batch_size, end)))
+
+    def __len__(self) -> int:
+        per = -(-self.shard_frames // self.batch_size)
+        return len(self.shards) * per
+
+
+def manifest_digest(manifest: Manifest, max_frames: int | None) -> str:
+    h = hashlib.sha256()
+    for r in manifest.records:
+        h.update(f"{r.tracklet}|{r.split}|{','.join(r.frames)}|{r.labels}\n".encode())
+    return h.hexdigest()
+
+
+def store_attrs(cfg: ExtractConfig, enc: ClipEncoder, manifest: Manifest, prompts: list[str]) -> dict[str, Any]:
+    schema = manifest.schema
+    return {
+        "format": STORE_FORMAT, "version": STORE_VERSION, "complete": False,
+        "model": enc.model_name, "weights": enc.weights, "schema": schema.name, "attributes": schema.attributes,
+        "group_boundaries": schema.boundaries, "groups": [g.name for g in schema.groups],
+        "prompts": prompts, "preprocessing": enc.preprocess.to_dict(), "dtype": cfg.dtype,
+        "frame_policy": {"max_frames_per_tracklet": cfg.max_frames_per_tracklet, "selection": "evenly-spaced"},
+        "shard_frames": cfg.shard_frames, "manifest_sha256": manifest_digest(manifest, cfg.max_frames_per_tracklet),
+        "manifest_root": manifest.root, "num_tokens": enc.num_tokens, "dim": enc.dim,
+        "allow_random_init": enc.weights.get("kind") == "random-init", "on_bad_frame": cfg.on_bad_frame,
+        "skipped_frames": [], "par_version": __version__,
+    }
+
+
+def _partial_path(out: str) -> str:
+    return out.rstrip("/") + ".partial"
+
+
+def _check_same_run(existing: dict[str, Any], wanted: dict[str, Any], where: str) -> None:
+    for key in RUN_KEYS:
+        if existing.get(key) != wanted.get(key):
+            raise ParError(f"{where}: existing store was made with a different {key}; it is never mixed - "
+                           f"remove it or choose another --out")
+
+
+def extract(manifest: Manifest, cfg: ExtractConfig, dist: DistContext | None = None,
+            on_progress: Callable[[int, int], None] | None = None) -> ExtractResult:
+    """Run stage one. `on_progress(done_frames, total_frames)` is called as frames are written (rank 0)."""
+    dist = dist or DistContext.single()
+    fmt = cfg.fmt or store_format_of(cfg.out)
+    if fmt == "h5" and dist.world_size > 1:
+        raise ParError(f"{cfg.out}: HDF5 output cannot be written by several ranks; use a zarr --out with torchrun")
+    if cfg.on_bad_frame not in ("error", "skip"):
+        raise ParError(f"--on-bad-frame must be 'error' or 'skip', not '{cfg.on_bad_frame}'")
+    if cfg.dtype not in ("float16", "float32"):
+        raise ParError(f"--dtype must be float16 or float32, not '{cfg.dtype}'")
+    enc = ClipEncoder(cfg.model, cfg.pretrained, cfg.allow_random_init, cfg.device, cfg.precision, cfg.seed)
+    prompts = build_prompts(manifest.schema, cfg.prompt_template)
+    attrs = store_attrs(cfg, enc, manifest, prompts)
+    plan, paths = plan_store(manifest, cfg.max_frames_per_tracklet, enc.num_tokens, enc.dim)
+    out, partial = cfg.out, _partial_path(cfg.out)
+
+    # A finished store: verify it is the same run and stop.
+    existing = _existing_attrs(out, fmt)
+    if existing is not None and existing.get("complete"):
+        _check_same_run(existing, attrs, out)
+        return ExtractResult(out, plan.num_frames, len(plan.tracklets), 0, list(existing.get("skipped_frames", [])),
+                             already_complete=True)
+
+    target = out if is_url(out) else partial  # URLs are written in place, marked complete last
+    resumed = 0
+    if dist.is_main:
+        if _zarr_exists(target):
+            g = open_zarr_group(target, mode="r+")
+            _check_same_run(g.attrs.asdict(), attrs, target)
+            resumed = int(np.asarray(g["done"][:]).sum())
+        else:
+            text = enc.encode_text(prompts).cpu().numpy()
+            create_zarr(target, plan, text, attrs, cfg.dtype, cfg.shard_frames)
+    dist.barrier()
+    g = open_zarr_group(target, mode="r+")
+    done = np.asarray(g["done"][:]).astype(bool)
+    mine = [s for s in range(len(done)) if s % dist.world_size == dist.rank and not done[s]]
+    total_frames = plan.num_frames
+    done_frames = total_frames - sum(_shard_len(s, cfg.shard_frames, total_frames) for s in range(len(done)) if not done[s])
+    if on_progress and dist.is_main:
+        on_progress(done_frames, total_frames)
+
+    encoded = _run_shards(enc, g, paths, mine, cfg, dist, lambda n: on_progress(n, total_frames) if on_progress and dist.is_main else None,
+                          done_frames)
+    dist.barrier()
+    result = ExtractResult(out, total_frames, len(plan.tracklets), encoded, resumed_shards=resumed)
+    if dist.is_main:
+        result.skipped = _finalize(g, target, out, fmt, paths)
+    dist.barrier()
+    return result
+
+
+def _existing_attrs(out: str, fmt: str) -> dict[str, Any] | None:
+    """Attributes of whatever store is at `out` (None when nothing is); a foreign file there is an error."""
+    if fmt == "h5" and Path(out).is_file():
+        import h5py
+        import json
+
+        try:
+            with h5py.File(out, "r") as h:
+                return {k: json.loads(v) for k, v in h.attrs.items()}
+        except (OSError, ValueError):
+            raise ParError(f"{out}: exists but is not a par token store; remove it or choose another --out") from None
+    if _zarr_exists(out):
+        attrs = open_zarr_group(out).attrs.asdict()
+        if attrs.get("format") != STORE_FORMAT or not (attrs.get("complete") or is_url(out)):
+            raise ParError(f"{out}: exists but is not a finished par token store; remove it or choose another --out")
+        return attrs
+    if not is_url(out) and Path(out).exists():
+        raise ParError(f"{out}: exists but is not a par token store; remove it or choose another --out")
+    return None
+
+
+def _zarr_exists(path: str) -> bool:
+    if is_url(path):
+        try:
+            open_zarr_group(path)
+            return True
+        except ParError:
+            return False
+    return (Path(path) / "zarr.json").exists()
+
+
+def _shard_len(s: int, shard_frames: int, total: int) -> int:
+    return max(0, min((s + 1) * shard_frames, total) - s * shard_frames)
+
+
+def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], cfg: ExtractConfig, dist: DistContext,
+                report: Callable[[int], None], done_frames: int) -> int:
+    if not shards:
+        return 0
+    F = len(paths)
+    loader = DataLoader(
+        FrameDataset(paths, enc.preprocess),
+        batch_sampler=ShardBatchSampler(shards, cfg.shard_frames, cfg.batch_size, F),
+        num_workers=cfg.workers, pin_memory=enc.device.type == "cuda",
+        persistent_workers=False, prefetch_factor=4 if cfg.workers > 0 else None,
+    )
+    np_dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    tokens, frame_ok, done = g["tokens"], g["frame_ok"], g["done"]
+    writes: queue.Queue = queue.Queue(maxsize=2)
+    failure: list[BaseException] = []
+
+    def writer() -> None:  # overlaps disk writes with the next shard's decode and forward
+        while (item := writes.get()) is not None:
+            s, buf, ok = item
+            if failure:
+                continue
+            try:
+                start = s * cfg.shard_frames
+                tokens[start:start + len(buf)] = buf
+                frame_ok[start:start + len(buf)] = ok
+                done[s] = 1  # only after the shard's data: a killed run redoes this shard
+            except BaseException as exc:  # surfaced in the main thread
+                failure.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    encoded = 0
+    shard_iter = iter(shards)
+    current = next(shard_iter)
+    buf = np.zeros((_shard_len(current, cfg.shard_frames, F), enc.num_tokens, enc.dim), dtype=np_dtype)
+    ok = np.zeros(len(buf), dtype=np.uint8)
+    filled = 0
+    try:
+        for rows, images, good, reasons in loader:
+            if failure:
+                raise failure[0]
+            bad = [(int(r), reason) for r, g_, reason in zip(rows, good, reasons) if not g_]
+            if bad and cfg.on_bad_frame == "error":
+                row, reason = bad[0]
+                raise ParError(f"{paths[row]}: {reason}; replace or remove the frame, or pass --on-bad-frame skip")
+            feats = enc.encode_frames(images).cpu().numpy().astype(np_dtype)
+            feats[~good.numpy()] = 0
+            local = rows.numpy() - current * cfg.shard_frames
+            buf[local] = feats
+            ok[local] = good.numpy().astype(np.uint8)
+            filled += len(rows)
+            encoded += len(rows)
+            if filled == len(buf):
+                writes.put((current, buf, ok))
+                done_frames += len(buf)
+                report(done_frames)
+                current = next(shard_iter, None)
+                if current is None:
+                    break
+                buf = np.zeros((_shard_len(current, cfg.shard_frames, F), enc.num_tokens, enc.dim), dtype=np_dtype)
+                ok = np.zeros(len(buf), dtype=np.uint8)
+                filled = 0
+    finally:
+        writes.put(None)
+        thread.join()
+    if failure:
+        raise failure[0]
+    return encoded
+
+
+def _finalize(g: Any, target: str, out: str, fmt: str, paths: list[str]) -> list[str]:
+    done = np.asarray(g["done"][:])
+    if not done.all():
+        raise ParError(f"{target}: {int((done == 0).sum())} shard(s) unfinished; re-run the same command to resume")
+    ok = np.asarray(g["frame_ok"][:]).astype(bool)
+    skipped = [paths[i] for i in np.flatnonzero(~ok)]
+    g.attrs.update({"skipped_frames": skipped, "complete": True})
+    if is_url(out):
+        return skipped
+    if fmt == "h5":
+        with atomic_path(out) as tmp:
+            zarr_to_h5(g, tmp)
+        remove_path(Path(target))
+    else:
+        os.replace(target, out)
+    return skipped
+
+
+def remove_partial(out: str) -> None:
+    shutil.rmtree(_partial_path(out), ignore_errors=True)
