@@ -140,6 +140,103 @@ def extract(manifest: Path = typer.Argument(..., help="manifest from `par manife
                 console.print(f"  skipped {path}")
 
 
+def _merge_options(config: Optional[Path], given: dict) -> dict:
+    """Defaults < config file (JSON of TrainConfig keys) < options given on the command line."""
+    import json
+
+    merged: dict = {}
+    if config is not None:
+        if not config.is_file():
+            raise ParError(f"{config}: config file not found")
+        try:
+            merged.update(json.loads(config.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ParError(f"{config}: not valid JSON ({exc})") from None
+    merged.update({k: v for k, v in given.items() if v is not None})
+    return merged
+
+
+@app.command()
+def train(store: Optional[str] = typer.Argument(None, help="token store from `par extract`"),
+          out: Optional[str] = typer.Option(None, "--out", "-o", help="run folder (default runs/vtf-par)"),
+          config: Optional[Path] = typer.Option(None, help="JSON file of training options (command line wins)"),
+          model: Optional[str] = typer.Option(None, help="model config name or JSON (vtf-par, vtf-par-small)"),
+          fusion: Optional[bool] = typer.Option(None, "--fusion/--no-fusion", help="--no-fusion: the paper's w/o FusionFormer"),
+          text_tokens: Optional[bool] = typer.Option(None, "--text-tokens/--no-text-tokens", help="CLIP text tokens or learned queries"),
+          depth: Optional[int] = typer.Option(None, help="fusion blocks (paper: 1)"),
+          fusion_init: Optional[str] = typer.Option(None, help="timm ViT-B/16 checkpoint: its last block initialises the fusion"),
+          frames: Optional[int] = typer.Option(None, help="T frames per tracklet (paper: 6)"),
+          eval_frames: Optional[int] = typer.Option(None, help="T for evaluation (default: --frames)"),
+          epochs: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
+          lr: Optional[float] = typer.Option(None), weight_decay: Optional[float] = typer.Option(None),
+          warmup_epochs: Optional[int] = typer.Option(None), loss: Optional[str] = typer.Option(None, help="weighted or bce"),
+          seed: Optional[int] = typer.Option(None), workers: Optional[int] = typer.Option(None),
+          device: Optional[str] = typer.Option(None), amp: Optional[str] = typer.Option(None, help="auto, off, bf16, fp16"),
+          resume: bool = typer.Option(False, help="continue the run in --out from its last epoch")) -> None:
+    """Stage two: train the fusion Transformer and heads from a token store."""
+    from rich.live import Live
+
+    from par_pipeline.distributed import DistContext
+    from par_pipeline.train import TrainConfig, train as run_train
+
+    opts = {k: v for k, v in locals().items() if k not in ("config", "resume", "Live", "DistContext", "TrainConfig", "run_train")}
+    cfg = TrainConfig.from_dict(_merge_options(config, opts))
+    if not cfg.store:
+        raise ParError("no token store given: `par train STORE` (or 'store' in --config)")
+    dist = DistContext.from_env()
+    cfg.device = dist.device(cfg.device)
+    table = Table(title=f"training {cfg.out}", title_justify="left")
+    for col in ("epoch", "loss", "lr", "P", "R", "F1", "mA"):
+        table.add_column(col, justify="right")
+
+    def on_epoch(r: dict) -> None:
+        table.add_row(f"{r['epoch']}/{cfg.epochs}", f"{r['loss']:.4f}", f"{r['lr']:.2e}", f"{100 * r['precision']:.2f}",
+                      f"{100 * r['recall']:.2f}", f"{100 * r['f1']:.2f}", f"{100 * r['mA']:.2f}")
+
+    if dist.is_main:
+        with Live(table, console=console, refresh_per_second=2):
+            best = run_train(cfg, resume, dist, on_epoch)
+        console.print(f"best F1 {100 * best['f1']:.2f} at epoch {best['epoch']}; checkpoints in {cfg.out}/ (best.json, last.json)")
+    else:
+        run_train(cfg, resume, dist)
+    dist.shutdown()
+
+
+@app.command("eval")
+def eval_cmd(store: str = typer.Argument(..., help="token store"),
+             checkpoint: str = typer.Option(..., help="run folder, best.json/last.json or .safetensors"),
+             out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (default CHECKPOINT_RUN/eval-T<frames>)"),
+             frames: Optional[int] = typer.Option(None, help="T evaluation frames (default: the checkpoint's)"),
+             split: str = typer.Option("test"), device: str = typer.Option("cpu"), workers: int = typer.Option(2),
+             threshold: Optional[float] = typer.Option(None, help="default: the checkpoint's (0.45)")) -> None:
+    """Evaluate a checkpoint with the paper's protocol; writes metrics.json, groups.md/csv, predictions.npz."""
+    from par_pipeline.checkpoint import resolve_checkpoint
+    from par_pipeline.evaluate import evaluate_checkpoint
+    from par_pipeline.report import GROUP_HEADER, group_rows
+
+    ckpt = resolve_checkpoint(checkpoint)
+    out = out or str(ckpt.parent / (f"eval-{split}" + (f"-T{frames}" if frames else "")))
+    metrics = evaluate_checkpoint(store, checkpoint, out, frames, split, device, workers, threshold)
+    render_group_table(metrics, f"{split} split, T={metrics['frames']}, threshold {metrics['threshold']}")
+    console.print(f"wrote {out}/metrics.json, groups.md, groups.csv, predictions.npz")
+
+
+def render_group_table(metrics: dict, title: str) -> None:
+    from par_pipeline.report import GROUP_HEADER, group_rows
+
+    t = Table(title=title, title_justify="left")
+    for i, col in enumerate(GROUP_HEADER):
+        t.add_column(col, justify="left" if i == 0 else "right")
+    rows = group_rows(metrics)
+    for row in rows[:-1]:
+        t.add_row(*row)
+    t.add_row(*rows[-1], style="bold")
+    console.print(t)
+    s = metrics["standard"]
+    console.print(f"standard: label mA {100 * s['label_mA']:.2f} | instance acc {100 * s['instance_accuracy']:.2f} "
+                  f"P {100 * s['instance_precision']:.2f} R {100 * s['instance_recall']:.2f} F1 {100 * s['instance_f1']:.2f}")
+
+
 def main() -> None:
     try:
         app()
