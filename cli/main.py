@@ -237,6 +237,68 @@ def render_group_table(metrics: dict, title: str) -> None:
                   f"P {100 * s['instance_precision']:.2f} R {100 * s['instance_recall']:.2f} F1 {100 * s['instance_f1']:.2f}")
 
 
+@app.command()
+def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder for bench.json and the work files"),
+          part: str = typer.Option("all", help="extract, train, sweep or all"),
+          model: str = typer.Option("ViT-B-16", help="CLIP model for the extract part (random weights: speed only)"),
+          pretrained: Optional[str] = typer.Option(None, help="real weights, optional: throughput does not depend on them"),
+          fusion_model: str = typer.Option("vtf-par", help="fusion model config for the train part"),
+          device: str = typer.Option("cpu"), precision: str = typer.Option("auto"),
+          batch_size: int = typer.Option(32), workers: int = typer.Option(2),
+          tracklets: int = typer.Option(16, help="synthetic tracklets per split"),
+          frames: int = typer.Option(8, help="frames per synthetic tracklet"),
+          train_batch: int = typer.Option(16), epochs: int = typer.Option(2),
+          sweep_epochs: int = typer.Option(2), sweep_frames: str = typer.Option("1 2 4 6")) -> None:
+    """Throughput benchmarks (pipeline vs model-only, store bytes, train from store, sweep speedup); writes bench.json."""
+    import json
+    import platform
+
+    from par_pipeline.atomic import write_json_atomic
+    from par_pipeline import bench as B
+
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
+                                 "torch": __import__("torch").__version__,
+                                 "gpu": __import__("torch").cuda.get_device_name(0) if device.startswith("cuda") else None}}
+    log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
+    if part in ("extract", "all"):
+        results["extract"] = B.bench_extract(out, model, device, precision, batch_size, workers, tracklets, frames, pretrained, log)
+    if part in ("train", "all"):
+        store = out / "store.zarr"
+        if not store.exists():
+            raise ParError(f"{store}: run the extract part first (`par bench --part extract --out {out}`)")
+        results["train"] = B.bench_train(store, out, fusion_model, device, epochs, train_batch, workers, log)
+    if part in ("sweep", "all"):
+        results["sweep"] = B.bench_sweep(out / "mars", out, "par-tiny-clip" if device == "cpu" else model, fusion_model,
+                                         device, [int(t) for t in sweep_frames.split()], sweep_epochs, train_batch, log)
+    write_json_atomic(out / "bench.json", results)
+    where = results["machine"]["gpu"] or f"{results['machine']['cpus']} CPU cores"
+    t = Table(title=f"benchmark ({where})", title_justify="left")
+    t.add_column("measure")
+    t.add_column("value", justify="right")
+    t.add_column("target", justify="right")
+    if "extract" in results:
+        e = results["extract"]
+        t.add_row(f"extract model-only ({e['model']}, batch {e['batch_size']})", f"{e['model_only_fps']:,.1f} frames/s", "")
+        t.add_row(f"extract pipeline ({e['workers']} decode workers)", f"{e['pipeline_fps']:,.1f} frames/s", "")
+        t.add_row("pipeline / model-only", f"{e['pipeline_over_model']:.3f}", ">= 0.9")
+        t.add_row("bytes per frame / raw floor 2*N*D", f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}", "<= 1.02")
+        t.add_row("chunks / shards", f"{e['chunks']} / {e['shards']}", "")
+        t.add_row("random read of T=6 frames", f"{e['random_read_ms_T6']:.2f} ms", "")
+    if "train" in results:
+        r = results["train"]
+        t.add_row(f"train model-only ({r['model']}, batch {r['batch_size']})", f"{r['model_only_samples_per_s']:,.1f} samples/s", "")
+        t.add_row("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", "")
+        t.add_row("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9")
+    if "sweep" in results:
+        w = results["sweep"]
+        t.add_row(f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)", f"{w['ours_total_s']:.1f} s", "")
+        t.add_row("sweep the reference way (CLIP every step)", f"{w['reference_total_s']:.1f} s", "")
+        t.add_row("sweep speedup", f"{w['speedup']:.2f}x", "")
+    console.print(t)
+    console.print(f"wrote {out}/bench.json")
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,198 @@
+"""`make bench`: throughput figures measured as ratios in one run on one machine.
+
+extract: whole pipeline (decode workers + CLIP + writes) vs model-only forward on pre-decoded
+         tensors; bytes per frame on disk vs the raw floor 2*N*D; random-read cost of the chunking.
+train:   training samples/s from the store vs the model-only step on in-memory tensors; a
+         frame-count sweep from one store (extraction included) vs the reference way (CLIP re-run
+         on every sampled frame at every step).
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .encoder import ClipEncoder
+from .extract import ExtractConfig, extract
+from .layouts import build_mars_manifest
+from .losses import attribute_loss
+from .model import VTFPAR, load_model_config
+from .preprocess import load_frame
+from .samples import TrackletTokens, sample_frames
+from .schema import load_schema
+from .store import TokenStore
+from .synth import plan_random, write_synth
+from .train import TrainConfig, train
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_extract(work: Path, model: str, device: str, precision: str, batch_size: int, workers: int, tracklets: int,
+                  frames: int, pretrained: str | None, log: Callable[[str], None]) -> dict[str, Any]:
+    data = work / "mars"
+    if not data.exists():
+        write_synth(data, plan_random(tracklets, (frames, frames), seed=0), workers=max(1, os.cpu_count() or 1))
+    manifest, _ = build_mars_manifest(data, load_schema("mars"))
+    enc = ClipEncoder(model, pretrained, pretrained is None, device, precision)
+    paths = [str(manifest.resolve(f)) for r in manifest.records for f in r.frames]
+    imgs = torch.from_numpy(np.stack([load_frame(p, enc.preprocess)[0] for p in paths[:batch_size]]))
+    if enc.device.type == "cuda":
+        imgs = imgs.pin_memory()
+    for _ in range(2):
+        enc.encode_frames(imgs)
+    _sync(enc.device)
+    n_batches = max(3, len(paths) // batch_size)
+    t = time.perf_counter()
+    for _ in range(n_batches):
+        enc.encode_frames(imgs).cpu()
+    _sync(enc.device)
+    model_fps = n_batches * batch_size / (time.perf_counter() - t)
+    log(f"model-only: {model_fps:,.1f} frames/s")
+    agreement = {}
+    if enc.autocast_dtype is not None:  # reduced precision vs fp32 on the same frames
+        low = enc.encode_frames(imgs[:16])
+        dtype, enc.autocast_dtype = enc.autocast_dtype, None
+        ref = enc.encode_frames(imgs[:16])
+        enc.autocast_dtype = dtype
+        cos = torch.nn.functional.cosine_similarity(low.flatten(0, 1), ref.flatten(0, 1), dim=-1)
+        agreement = {"max_abs_diff_vs_fp32": float((low - ref).abs().max()), "min_token_cosine_vs_fp32": float(cos.min()),
+                     "mean_token_cosine_vs_fp32": float(cos.mean())}
+        log(f"{dtype} vs fp32: {agreement}")
+    out = work / "store.zarr"
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    stamps: list[tuple[float, int]] = []
+    cfg = ExtractConfig(out=str(out), model=model, pretrained=pretrained, allow_random_init=pretrained is None,
+                        batch_size=batch_size, shard_frames=batch_size * max(1, 64 // batch_size) if batch_size < 64 else batch_size,
+                        workers=workers, device=device, precision=precision)
+    t0 = time.perf_counter()
+    res = extract(manifest, cfg, on_progress=lambda d, _t: stamps.append((time.perf_counter(), d)))
+    wall = time.perf_counter() - t0
+    # Rate from the first written shard to the end: model loading and worker start-up excluded.
+    (ta, da), (tb, db) = stamps[1], stamps[-1]
+    pipe_fps = (db - da) / (tb - ta) if tb > ta else res.frames / wall
+    log(f"pipeline: {pipe_fps:,.1f} frames/s")
+    store = TokenStore(out)
+    floor = 2 * store.num_tokens * store.dim if store.tokens.dtype == np.float16 else 4 * store.num_tokens * store.dim
+    per_frame = _dir_bytes(out / "tokens") / res.frames
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    for i in range(min(200, len(store))):
+        rows = store.valid_rows(i)
+        store.read_rows(rows[sample_frames(len(rows), 6, rng)])
+    read_ms = (time.perf_counter() - t) / min(200, len(store)) * 1000
+    return {"model": model, "device": str(enc.device), "precision": precision, "autocast": str(enc.autocast_dtype),
+            "batch_size": batch_size, "workers": workers, "frames": res.frames,
+            "model_only_fps": model_fps, "pipeline_fps": pipe_fps, "pipeline_over_model": pipe_fps / model_fps,
+            "bytes_per_frame": per_frame, "raw_floor_bytes": floor, "bytes_over_floor": per_frame / floor,
+            "chunks": list(store.tokens.chunks), "shards": list(getattr(store.tokens, "shards", None) or []),
+            "random_read_ms_T6": read_ms, "store": str(out), **agreement}
+
+
+def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: int, batch_size: int, workers: int,
+                log: Callable[[str], None]) -> dict[str, Any]:
+    store = TokenStore(store_path)
+    dev = torch.device(device)
+    mcfg = load_model_config(model, input_dim=store.dim, num_attributes=len(store.attribute_names))
+    net = VTFPAR(mcfg, torch.from_numpy(store.text_embeddings)).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x = torch.randn(batch_size, store.num_tokens, store.dim, device=dev)
+    y = (torch.rand(batch_size, len(store.attribute_names), device=dev) > 0.5).float()
+    on = dev.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=on):
+            logits = net(x)
+        loss = attribute_loss(logits.float(), y, None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    _sync(dev)
+    n = 20
+    t = time.perf_counter()
+    for _ in range(n):
+        step()
+    _sync(dev)
+    model_sps = n * batch_size / (time.perf_counter() - t)
+    log(f"train model-only: {model_sps:,.1f} samples/s")
+    steps: list[tuple[float, int]] = []
+    cfg = TrainConfig(store=str(store_path), out=str(work / "bench-run"), model=model, epochs=epochs, batch_size=batch_size,
+                      workers=workers, device=device, warmup_epochs=1)
+    import shutil
+    shutil.rmtree(work / "bench-run", ignore_errors=True)
+    # Only training steps are timed: on_step stamps every step; gaps across epoch ends (evaluation) are removed.
+    train(cfg, on_step=lambda s, _t: steps.append((time.perf_counter(), s)))
+    per_epoch = len(steps) // epochs
+    gaps = [steps[i][0] - steps[i - 1][0] for i in range(1, len(steps)) if i % per_epoch != 0]
+    store_sps = batch_size / float(np.median(gaps))
+    log(f"train from store: {store_sps:,.1f} samples/s")
+    return {"model": model, "device": device, "batch_size": batch_size, "workers": workers,
+            "model_only_samples_per_s": model_sps, "store_samples_per_s": store_sps,
+            "store_over_model": store_sps / model_sps}
+
+
+def bench_sweep(manifest_dir: Path, work: Path, clip_model: str, fusion_model: str, device: str, frames_list: list[int],
+                epochs: int, batch_size: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Sweep cost: ours = one extraction + training from the store per T; reference = CLIP on every sampled frame."""
+    manifest, _ = build_mars_manifest(manifest_dir, load_schema("mars"))
+    out = work / "sweep-store.zarr"
+    import shutil
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    extract(manifest, ExtractConfig(out=str(out), model=clip_model, allow_random_init=True, device=device, workers=2))
+    extract_s = time.perf_counter() - t
+    ours = {}
+    for T in frames_list:
+        shutil.rmtree(work / f"sweep-T{T}", ignore_errors=True)
+        t = time.perf_counter()
+        train(TrainConfig(store=str(out), out=str(work / f"sweep-T{T}"), model=fusion_model, frames=T, epochs=epochs,
+                          batch_size=batch_size, workers=2, device=device, warmup_epochs=1))
+        ours[T] = time.perf_counter() - t
+    # Reference: per step, decode B*T frames, run CLIP on them, average, then the same fusion step.
+    enc = ClipEncoder(clip_model, None, True, device)
+    train_recs = manifest.split("train")
+    store = TokenStore(out)
+    dev = torch.device(device)
+    net = VTFPAR(load_model_config(fusion_model, input_dim=store.dim, num_attributes=len(store.attribute_names)),
+                 torch.from_numpy(store.text_embeddings)).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    reference = {}
+    rng = np.random.default_rng(0)
+    for T in frames_list:
+        t = time.perf_counter()
+        for _ in range(epochs):
+            order = rng.permutation(len(train_recs))
+            for b in range(0, len(order) - 1, batch_size):
+                recs = [train_recs[i] for i in order[b:b + batch_size]]
+                imgs = [load_frame(manifest.resolve(r.frames[j]), enc.preprocess)[0]
+                        for r in recs for j in sample_frames(len(r.frames), T, rng)]
+                feats = enc.encode_frames(torch.from_numpy(np.stack(imgs))).view(len(recs), T, store.num_tokens, store.dim).mean(1)
+                y = torch.tensor([r.labels for r in recs], dtype=torch.float32, device=dev)
+                loss = attribute_loss(net(feats.to(dev)), y, None)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        reference[T] = time.perf_counter() - t
+        log(f"sweep T={T}: ours {ours[T]:.1f}s (+{extract_s:.1f}s extraction once), reference {reference[T]:.1f}s")
+    total_ours = extract_s + sum(ours.values())
+    total_ref = sum(reference.values())
+    return {"clip_model": clip_model, "fusion_model": fusion_model, "epochs": epochs, "frames": frames_list,
+            "extract_s": extract_s, "ours_train_s": ours, "reference_s": reference, "ours_total_s": total_ours,
+            "reference_total_s": total_ref, "speedup": total_ref / total_ours,
+            "note": "ours includes per-epoch evaluation; the reference loop trains only"}
