@@ -208,7 +208,8 @@ def eval_cmd(store: str = typer.Argument(..., help="token store"),
              out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (default CHECKPOINT_RUN/eval-T<frames>)"),
              frames: Optional[int] = typer.Option(None, help="T evaluation frames (default: the checkpoint's)"),
              split: str = typer.Option("test"), device: str = typer.Option("cpu"), workers: int = typer.Option(2),
-             threshold: Optional[float] = typer.Option(None, help="default: the checkpoint's (0.45)")) -> None:
+             threshold: Optional[float] = typer.Option(None, help="default: the checkpoint's (0.45)"),
+             baseline: bool = typer.Option(False, help="also print the majority-value baseline on the same split")) -> None:
     """Evaluate a checkpoint with the paper's protocol; writes metrics.json, groups.md/csv, predictions.npz."""
     from par_pipeline.checkpoint import resolve_checkpoint
     from par_pipeline.evaluate import evaluate_checkpoint
@@ -218,6 +219,17 @@ def eval_cmd(store: str = typer.Argument(..., help="token store"),
     out = out or str(ckpt.parent / (f"eval-{split}" + (f"-T{frames}" if frames else "")))
     metrics = evaluate_checkpoint(store, checkpoint, out, frames, split, device, workers, threshold)
     render_group_table(metrics, f"{split} split, T={metrics['frames']}, threshold {metrics['threshold']}")
+    if baseline:
+        from par_pipeline.metrics import evaluate_predictions, majority_baseline
+        from par_pipeline.store import TokenStore
+
+        st = TokenStore(store)
+        tr, te = st.indices("train"), st.indices(split)
+        base = evaluate_predictions(majority_baseline(st.labels[tr], st.labels[te], st.attrs["group_boundaries"]),
+                                    st.labels[te], st.attrs["group_boundaries"], st.attrs["groups"], metrics["threshold"])
+        m, b = metrics["protocol"]["mean"], base["protocol"]["mean"]
+        console.print(f"[bold]model F1 {100 * m['f1']:.2f} (mA {100 * m['mA']:.2f}) vs majority-value baseline "
+                      f"F1 {100 * b['f1']:.2f} (mA {100 * b['mA']:.2f})[/]")
     console.print(f"wrote {out}/metrics.json, groups.md, groups.csv, predictions.npz")
 
 

@@ -96,8 +96,11 @@ class ClipEncoder:
         self.tokenizer = open_clip.get_tokenizer(model_name)
 
     @torch.inference_mode()
-    def encode_frames(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 3, S, S] -> float32 [B, N, D] (all tokens after ln_post, projected)."""
+    def encode_frames(self, images_uint8: torch.Tensor, out_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """uint8 [B, 3, S, S] -> [B, N, D] in `out_dtype` (all tokens after ln_post, projected).
+
+        Casting to the store dtype on the device halves the bytes moved back for float16 stores.
+        """
         x = normalize(images_uint8.to(self.device, non_blocking=True), self.preprocess)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             v = self.visual
@@ -105,7 +108,7 @@ class ClipEncoder:
             h = v.ln_post(h)
             if v.proj is not None:
                 h = h @ v.proj
-        return h.float()
+        return h.to(out_dtype)
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

@@ -257,6 +257,7 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
         persistent_workers=False, prefetch_factor=4 if cfg.workers > 0 else None,
     )
     np_dtype = np.float16 if cfg.dtype == "float16" else np.float32
+    torch_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
     tokens, frame_ok, done = g["tokens"], g["frame_ok"], g["done"]
     writes: queue.Queue = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
@@ -290,11 +291,11 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
             if bad and cfg.on_bad_frame == "error":
                 row, reason = bad[0]
                 raise ParError(f"{paths[row]}: {reason}; replace or remove the frame, or pass --on-bad-frame skip")
-            feats = enc.encode_frames(images).cpu().numpy().astype(np_dtype)
+            feats = enc.encode_frames(images, torch_dtype).cpu().numpy()
             feats[~good.numpy()] = 0
-            local = rows.numpy() - current * cfg.shard_frames
-            buf[local] = feats
-            ok[local] = good.numpy().astype(np.uint8)
+            lo = int(rows[0]) - current * cfg.shard_frames  # batches are consecutive rows of one shard
+            buf[lo:lo + len(rows)] = feats
+            ok[lo:lo + len(rows)] = good.numpy().astype(np.uint8)
             filled += len(rows)
             encoded += len(rows)
             if filled == len(buf):

@@ -113,7 +113,7 @@ class VTFPAR(nn.Module):
         self.head_weight = nn.Parameter(torch.empty(A, H))
         self.head_bias = nn.Parameter(torch.zeros(A))
         nn.init.trunc_normal_(self.head_weight, std=0.02)
-        self.bn = nn.BatchNorm1d(A) if cfg.head_batchnorm else nn.Identity()
+        self.bn = GlobalBatchNorm1d(A) if cfg.head_batchnorm else nn.Identity()
         self.apply(_init_linear)
 
     def attribute_tokens(self) -> torch.Tensor:
@@ -135,6 +135,31 @@ class VTFPAR(nn.Module):
             tokens = pooled.unsqueeze(1) + t  # each head still reads its own attribute token
         logits = (tokens * self.head_weight).sum(-1) + self.head_bias
         return self.bn(logits)
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm1d whose training statistics span every rank's part of the batch (any backend, CPU too).
+
+    torch's SyncBatchNorm needs GPU modules; this keeps DDP on CPU (gloo) equal to one process.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as tdist
+
+        if not (self.training and tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        stats = all_reduce(torch.cat([x.sum(0), (x * x).sum(0), x.new_full((1,), float(x.shape[0]))]))
+        C = x.shape[1]
+        n = stats[-1]
+        mean = stats[:C] / n
+        var = stats[C:2 * C] / n - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach() * n / (n - 1))
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
 
 
 def _init_linear(m: nn.Module) -> None:

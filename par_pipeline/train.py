@@ -128,7 +128,6 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
     torch.use_deterministic_algorithms(device.type == "cpu", warn_only=True)
     model = build_model(cfg, store).to(device)
     if dist.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         ddp = model
