@@ -121,9 +121,14 @@ def test_ddp_two_processes_match_single(store_path, tmp_path):
     a, _ = load_checkpoint(single / "last.json")
     b, _ = load_checkpoint(tmp_path / "ddp" / "last.json")
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        if k == "head_bias":  # BatchNorm cancels it: zero gradient, Adam moves it by noise alone
+            continue
         # Stated tolerance: float reduction order differs across ranks, and Adam turns a near-zero gradient's
         # tiny difference into up to one lr-sized step (1e-3) per update; 3e-3 = three such steps.
         assert float((v.float() - w.float()).abs().max()) <= 3e-3, k
+    x = torch.randn(4, 197, 512)
+    with torch.no_grad():
+        assert torch.allclose(torch.sigmoid(a(x)), torch.sigmoid(b(x)), atol=1e-2)
 
 
 def test_cli_end_to_end(tmp_path):
