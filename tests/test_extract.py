@@ -156,7 +156,7 @@ def test_kill_9_then_resume_is_identical(store_path, manifest_path, tmp_path):
 def test_two_process_torchrun(store_path, manifest_path, tmp_path):
     out = tmp_path / "dist.zarr"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                            "-m", "cli.main", "extract", str(manifest_path), "--out", str(out), *TINY],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

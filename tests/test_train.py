@@ -108,27 +108,31 @@ def test_checkpoint_refuses_other_store(store_path, manifest_path, tmp_path):
         load_checkpoint(tmp_path / "run")
 
 
-def test_ddp_two_processes_match_single(store_path, tmp_path):
-    """2 gloo ranks, each half of every global batch, SyncBatchNorm: same result as one process."""
+def test_ddp_gradients_match_single_process():
+    """2 gloo ranks, each half of the global batch, BatchNorm statistics over both: gradients equal one process's
+    within float32 reduction error (stated tolerance: 1e-3 of the largest gradient)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           str(ROOT / "tests" / "ddp_grad_check.py")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+
+
+def test_ddp_training_matches_single(store_path, tmp_path):
+    """The same run under torchrun: after 2 epochs the models agree. Adam turns float-order differences of near-zero
+    gradients into up to an lr-sized step, so the stated tolerance is on predictions: 0.05 in probability."""
     single = tmp_path / "single"
     train(small_cfg(store_path, single, epochs=2, batch_size=4))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
                            "-m", "cli.main", "train", str(store_path), "--out", str(tmp_path / "ddp"), "--model", "vtf-par-small",
                            "--epochs", "2", "--batch-size", "4", "--workers", "0", "--warmup-epochs", "1", "--frames", "3"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, _ = load_checkpoint(single / "last.json")
-    b, _ = load_checkpoint(tmp_path / "ddp" / "last.json")
-    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
-        if k == "head_bias":  # BatchNorm cancels it: zero gradient, Adam moves it by noise alone
-            continue
-        # Stated tolerance: float reduction order differs across ranks, and Adam turns a near-zero gradient's
-        # tiny difference into up to one lr-sized step (1e-3) per update; 3e-3 = three such steps.
-        assert float((v.float() - w.float()).abs().max()) <= 3e-3, k
-    x = torch.randn(4, 197, 512)
-    with torch.no_grad():
-        assert torch.allclose(torch.sigmoid(a(x)), torch.sigmoid(b(x)), atol=1e-2)
+    a = evaluate_checkpoint(str(store_path), str(single / "last.json"), str(tmp_path / "ea"), workers=0)
+    b = evaluate_checkpoint(str(store_path), str(tmp_path / "ddp" / "last.json"), str(tmp_path / "eb"), workers=0)
+    pa, pb = np.load(tmp_path / "ea" / "predictions.npz")["probs"], np.load(tmp_path / "eb" / "predictions.npz")["probs"]
+    assert np.abs(pa - pb).max() <= 0.05
+    assert abs(a["protocol"]["mean"]["f1"] - b["protocol"]["mean"]["f1"]) <= 0.05
 
 
 def test_cli_end_to_end(tmp_path):
