@@ -163,6 +163,7 @@ def train(store: Optional[str] = typer.Argument(None, help="token store from `pa
           model: Optional[str] = typer.Option(None, help="model config name or JSON (vtf-par, vtf-par-small)"),
           fusion: Optional[bool] = typer.Option(None, "--fusion/--no-fusion", help="--no-fusion: the paper's w/o FusionFormer"),
           text_tokens: Optional[bool] = typer.Option(None, "--text-tokens/--no-text-tokens", help="CLIP text tokens or learned queries"),
+          text_source: Optional[str] = typer.Option(None, help="prompts (default) or phrases (prompt template off)"),
           depth: Optional[int] = typer.Option(None, help="fusion blocks (paper: 1)"),
           fusion_init: Optional[str] = typer.Option(None, help="timm ViT-B/16 checkpoint: its last block initialises the fusion"),
           frames: Optional[int] = typer.Option(None, help="T frames per tracklet (paper: 6)"),
@@ -251,7 +252,7 @@ def render_group_table(metrics: dict, title: str) -> None:
 
 @app.command()
 def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder for bench.json and the work files"),
-          part: str = typer.Option("all", help="extract, train, sweep or all"),
+          part: str = typer.Option("all", help="extract, train, predict, sweep or all"),
           model: str = typer.Option("ViT-B-16", help="CLIP model for the extract part (random weights: speed only)"),
           pretrained: Optional[str] = typer.Option(None, help="real weights, optional: throughput does not depend on them"),
           fusion_model: str = typer.Option("vtf-par", help="fusion model config for the train part"),
@@ -280,6 +281,10 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
         if not store.exists():
             raise ParError(f"{store}: run the extract part first (`par bench --part extract --out {out}`)")
         results["train"] = B.bench_train(store, out, fusion_model, device, epochs, train_batch, workers, log)
+    if part in ("predict", "all"):
+        if not (out / "bench-run" / "best.json").exists():
+            raise ParError(f"{out}/bench-run: run the train part first (`par bench --part train --out {out}`)")
+        results["predict"] = B.bench_predict(out, device, batch_size, log)
     if part in ("sweep", "all"):
         results["sweep"] = B.bench_sweep(out / "mars", out, "par-tiny-clip" if device == "cpu" else model, fusion_model,
                                          device, [int(t) for t in sweep_frames.split()], sweep_epochs, train_batch, log)
@@ -302,6 +307,9 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
         t.add_row(f"train model-only ({r['model']}, batch {r['batch_size']})", f"{r['model_only_samples_per_s']:,.1f} samples/s", "")
         t.add_row("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", "")
         t.add_row("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9")
+    if "predict" in results:
+        p = results["predict"]
+        t.add_row(f"predict ({p['tracklets']} tracklets, all {p['frames']} frames)", f"{p['tracklets_per_s']:,.2f} tracklets/s", "")
     if "sweep" in results:
         w = results["sweep"]
         t.add_row(f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)", f"{w['ours_total_s']:.1f} s", "")
@@ -309,6 +317,102 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
         t.add_row("sweep speedup", f"{w['speedup']:.2f}x", "")
     console.print(t)
     console.print(f"wrote {out}/bench.json")
+
+
+@app.command()
+def ablation(store: str = typer.Argument(..., help="ONE token store; every point trains from it"),
+             out: Path = typer.Option(Path("results"), "--out", "-o"),
+             frames: str = typer.Option("1 2 4 6", help="frame counts T, space-separated"),
+             variants: str = typer.Option("fusion no-fusion", help="from data_manifests/ablation/variants.json"),
+             seeds: int = typer.Option(1, help="repeat each point; mean and std are reported"),
+             epochs: int = typer.Option(20), model: str = typer.Option("vtf-par"), batch_size: int = typer.Option(16),
+             warmup_epochs: Optional[int] = typer.Option(None), workers: int = typer.Option(2),
+             device: str = typer.Option("cpu")) -> None:
+    """Frame-count sweep and component ablation: ablation.json/.csv/.md and ablation.png."""
+    from rich.progress import Progress
+
+    from par_pipeline.ablation import run_ablation
+
+
+    base = {"epochs": epochs, "model": model, "batch_size": batch_size, "workers": workers, "device": device,
+            "warmup_epochs": min(5, epochs // 4) if warmup_epochs is None else warmup_epochs}
+    try:
+        frame_list = [int(t) for t in frames.split()]
+    except ValueError:
+        raise ParError(f"--frames must be integers separated by spaces, not '{frames}'") from None
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
+        sweep = progress.add_task("sweep", total=None)
+        run = progress.add_task("run", total=epochs)
+
+        def on_point(i: int, n: int, p, reused: bool) -> None:
+            progress.update(sweep, total=n, completed=i, description=f"sweep (run {i + 1}/{n})")
+            progress.reset(run, total=epochs, description=f"{p.variant} T={p.frames} seed {p.seed}" + (" (reused)" if reused else ""))
+
+        def on_epoch(r: dict) -> None:
+            progress.update(run, completed=r["epoch"], description=f"{progress.tasks[run].description.split(' F1')[0]} F1 {100 * r['f1']:.1f}")
+
+        rows = run_ablation(store, out, frame_list, variants.split(), seeds, base, on_point, on_epoch)
+        progress.update(sweep, completed=progress.tasks[sweep].total)
+    t = Table(title=f"ablation ({epochs} epochs, {seeds} seed(s))", title_justify="left")
+    for col in ("variant", "T", "P", "R", "F1", "mA"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    for r in rows:
+        sd = (lambda k: f" ± {100 * r[k + '_std']:.2f}" if seeds > 1 else "")
+        t.add_row(r["variant"], str(r["frames"]), *(f"{100 * r[k]:.2f}{sd(k)}" for k in ("precision", "recall", "f1", "mA")))
+    console.print(t)
+    console.print(f"wrote {out}/ablation.json, ablation.csv, ablation.md, ablation.png")
+
+
+@app.command()
+def report(runs: list[Path] = typer.Argument(..., help="run folders (from par train) or eval folders (metrics.json)"),
+           out: Path = typer.Option(Path("report"), "--out", "-o")) -> None:
+    """Several runs side by side: report.md (means and the per-group F1 table of the paper's Table 2) and report.png."""
+    from par_pipeline.report import compare_runs
+
+    md = compare_runs(runs, out)
+    console.print(md)
+    console.print(f"wrote {out}/report.md, report.png")
+
+
+@app.command()
+def predict(inputs: list[Path] = typer.Argument(None, help="frame folders (one person each, or a folder of them) and/or video files"),
+            checkpoint: str = typer.Option(..., help="run folder, best.json/last.json or .safetensors"),
+            pretrained: Optional[str] = typer.Option(None, help="the CLIP weights file the checkpoint's store was built with"),
+            mars_root: Optional[Path] = typer.Option(None, help="MARS root, with --tracklet"),
+            tracklet: list[str] = typer.Option([], help="MARS tracklet id (repeatable), e.g. 0001C1T0001"),
+            frames: Optional[int] = typer.Option(None, help="T evenly spaced frames (default: all frames)"),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="write one record per tracklet (JSON list)"),
+            csv_out: Optional[Path] = typer.Option(None, "--csv", help="write one row per tracklet"),
+            device: str = typer.Option("cpu"), batch_size: int = typer.Option(64)) -> None:
+    """Attributes of new tracklets and videos: probabilities and a decoded description per group."""
+    import json
+
+    from par_pipeline.atomic import write_json_atomic, write_text_atomic
+    from par_pipeline.predict import collect_inputs, predict as run_predict
+    from par_pipeline.report import csv_text
+
+    items = collect_inputs(inputs or [], mars_root, tracklet)
+    with progress_bar("predict", None, "frames") as update:
+        records = run_predict(items, checkpoint, pretrained, device, frames, batch_size, update)
+    groups = list(records[0]["description"])
+    t = Table(title=f"predicted attributes ({len(records)} tracklet(s))", title_justify="left")
+    t.add_column("tracklet")
+    t.add_column("frames", justify="right")
+    for g in groups:
+        t.add_column(g)
+    for r in records:
+        t.add_row(r["tracklet"], str(r["frames"]), *(r["description"][g] for g in groups))
+    console.print(t)
+    if json_out:
+        write_json_atomic(json_out, records)
+    if csv_out:
+        attrs = list(records[0]["probabilities"])
+        rows = [[r["tracklet"], r["frames"], *(r["description"][g] for g in groups),
+                 *(f"{r['probabilities'][a]:.4f}" for a in attrs)] for r in records]
+        write_text_atomic(csv_out, csv_text(["tracklet", "frames", *groups, *(f"p({a})" for a in attrs)], rows))
 
 
 def main() -> None:

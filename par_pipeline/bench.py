@@ -107,7 +107,7 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     store = TokenStore(store_path)
     dev = torch.device(device)
     mcfg = load_model_config(model, input_dim=store.dim, num_attributes=len(store.attribute_names))
-    net = VTFPAR(mcfg, torch.from_numpy(store.text_embeddings)).to(dev)
+    net = VTFPAR(mcfg, torch.from_numpy(store.text_features())).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.randn(batch_size, store.num_tokens, store.dim, device=dev)
     y = (torch.rand(batch_size, len(store.attribute_names), device=dev) > 0.5).float()
@@ -170,7 +170,7 @@ def bench_sweep(manifest_dir: Path, work: Path, clip_model: str, fusion_model: s
     store = TokenStore(out)
     dev = torch.device(device)
     net = VTFPAR(load_model_config(fusion_model, input_dim=store.dim, num_attributes=len(store.attribute_names)),
-                 torch.from_numpy(store.text_embeddings)).to(dev)
+                 torch.from_numpy(store.text_features())).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     reference = {}
     rng = np.random.default_rng(0)
@@ -196,3 +196,20 @@ def bench_sweep(manifest_dir: Path, work: Path, clip_model: str, fusion_model: s
             "extract_s": extract_s, "ours_train_s": ours, "reference_s": reference, "ours_total_s": total_ours,
             "reference_total_s": total_ref, "speedup": total_ref / total_ours,
             "note": "ours includes per-epoch evaluation; the reference loop trains only"}
+
+
+def bench_predict(work: Path, device: str, batch_size: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """`par predict` throughput: all frames of every synthetic test tracklet, batched through CLIP together."""
+    from .manifest import Manifest  # noqa: F401
+    from .predict import TrackletInput, predict
+
+    manifest, _ = build_mars_manifest(work / "mars", load_schema("mars"))
+    items = [TrackletInput(r.tracklet, frames=[manifest.resolve(f) for f in r.frames]) for r in manifest.split("test")]
+    predict(items[:2], str(work / "bench-run"), device=device, batch_size=batch_size)  # warm-up
+    t = time.perf_counter()
+    predict(items, str(work / "bench-run"), device=device, batch_size=batch_size)
+    wall = time.perf_counter() - t
+    frames = sum(len(i.frames or []) for i in items)
+    log(f"predict: {len(items) / wall:,.2f} tracklets/s")
+    return {"tracklets": len(items), "frames": frames, "seconds": wall, "tracklets_per_s": len(items) / wall,
+            "frames_per_s": frames / wall, "batch_size": batch_size, "device": device}

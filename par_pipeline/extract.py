@@ -189,7 +189,8 @@ def extract(manifest: Manifest, cfg: ExtractConfig, dist: DistContext | None = N
             _check_same_run(g.attrs.asdict(), attrs, target)
             resumed = int(np.asarray(g["done"][:]).sum())
         else:
-            text = enc.encode_text(prompts).cpu().numpy()
+            text = {"text_embeddings": enc.encode_text(prompts).cpu().numpy(),
+                    "phrase_embeddings": enc.encode_text(build_prompts(manifest.schema, "{phrase}")).cpu().numpy()}
             create_zarr(target, plan, text, attrs, cfg.dtype, cfg.shard_frames)
     dist.barrier()
     g = open_zarr_group(target, mode="r+")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -62,3 +63,50 @@ def line_plot(path: str, series: dict[str, tuple[list[float], list[float], list[
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def load_run_metrics(path: Path) -> tuple[str, dict[str, Any]]:
+    """(label, metrics) from an eval folder (metrics.json) or a run folder (best.json's metrics)."""
+    import json
+
+    from .errors import ParError
+
+    path = Path(path)
+    for candidate, key in ((path / "metrics.json", None), (path / "eval" / "metrics.json", None), (path / "best.json", "metrics")):
+        if candidate.is_file():
+            data = json.loads(candidate.read_text())
+            return path.name, data[key] if key else data
+    raise ParError(f"{path}: no metrics.json or best.json; give run folders from `par train` or folders from `par eval`")
+
+
+def compare_runs(paths: Sequence[Path], out: Path) -> str:
+    from .atomic import atomic_path, write_text_atomic
+
+    runs = [load_run_metrics(p) for p in paths]
+    means = [[name, *(_pct(m["protocol"]["mean"][k]) for k in ("precision", "recall", "f1", "mA")),
+              _pct(m["standard"]["label_mA"])] for name, m in runs]
+    groups = [g["name"] for g in runs[0][1]["protocol"]["groups"]]
+    per_group = [[g, *(_pct(next(x["f1"] for x in m["protocol"]["groups"] if x["name"] == g)) for _, m in runs)] for g in groups]
+    md = ("# Runs side by side\n\n" + markdown_table(["run", "Precision", "Recall", "F1", "mA", "label mA"], means) +
+          "\n## Per-group F1 (the paper's Table 2 layout)\n\n" + markdown_table(["group", *(n for n, _ in runs)], per_group))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    write_text_atomic(Path(out) / "report.md", md)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(max(6, len(groups) * 0.6), 4), dpi=120)
+    width = 0.8 / len(runs)
+    for i, (name, m) in enumerate(runs):
+        ax.bar(np.arange(len(groups)) + i * width, [100 * x["f1"] for x in m["protocol"]["groups"]], width, label=name)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, groups, rotation=45, ha="right")
+    ax.set_ylabel("F1 (%)")
+    ax.set_title("per-group F1")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(Path(out) / "report.png") as tmp:
+        fig.savefig(str(tmp), format="png")
+    plt.close(fig)
+    return md

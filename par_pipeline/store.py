@@ -5,7 +5,8 @@ Layout (format `par-token-store`, version 1; README documents every key):
   offsets [T+1] int64                tracklet i owns rows offsets[i]:offsets[i+1]
   frame_ok [F] uint8                 0 where a bad frame was skipped (its tokens are zeros)
   frame_index [F] int32              position of the row's frame in the manifest's frame list
-  tracklets [T] str, split [T] str, labels [T, A] uint8, text_embeddings [A, D] float32
+  tracklets [T] str, split [T] str, labels [T, A] uint8, text_embeddings [A, D] float32 (the prompts),
+  phrase_embeddings [A, D] float32 (the bare phrases: the prompt-template ablation from one store)
   attrs: format, version, complete, identity (model, weights, schema, prompts, preprocessing),
          attribute names, group boundaries, dtype, frame policy, shard size, package version.
 zarr: `tokens` is chunked one frame per chunk (stage two reads a few random frames of one
@@ -25,7 +26,7 @@ from .errors import ParError
 STORE_FORMAT = "par-token-store"
 STORE_VERSION = 1
 IDENTITY_KEYS = ("model", "weights", "schema", "attributes", "prompts", "preprocessing")
-TRACKLET_ARRAYS = ("offsets", "tracklets", "split", "labels", "text_embeddings", "frame_index")
+TEXT_SOURCES = {"prompts": "text_embeddings", "phrases": "phrase_embeddings"}
 
 
 def is_url(path: str) -> bool:
@@ -52,7 +53,7 @@ class StorePlan:
         return int(self.offsets[-1])
 
 
-def create_zarr(path: str, plan: StorePlan, text_embeddings: np.ndarray, attrs: dict[str, Any],
+def create_zarr(path: str, plan: StorePlan, text: dict[str, np.ndarray], attrs: dict[str, Any],
                 dtype: str, shard_frames: int) -> Any:
     import zarr
 
@@ -66,7 +67,8 @@ def create_zarr(path: str, plan: StorePlan, text_embeddings: np.ndarray, attrs: 
     g.create_array("offsets", data=plan.offsets.astype(np.int64))
     g.create_array("frame_index", data=plan.frame_index.astype(np.int32))
     g.create_array("labels", data=plan.labels.astype(np.uint8))
-    g.create_array("text_embeddings", data=text_embeddings.astype(np.float32))
+    for name, values in text.items():  # text_embeddings, phrase_embeddings
+        g.create_array(name, data=values.astype(np.float32))
     for name in ("tracklets", "split"):
         values = getattr(plan, name)
         arr = g.create_array(name, shape=(len(values),), dtype=str)
@@ -95,7 +97,7 @@ def zarr_to_h5(src: Any, dst: Path, chunk_frames: int = 256) -> None:
         ds = h.create_dataset("tokens", shape=(F, N, D), dtype=tok.dtype, chunks=(1, N, D) if F else None)
         for s in range(0, F, chunk_frames):
             ds[s:s + chunk_frames] = tok[s:s + chunk_frames]
-        for name in ("frame_ok", "offsets", "frame_index", "labels", "text_embeddings"):
+        for name in ("frame_ok", "offsets", "frame_index", "labels", *TEXT_SOURCES.values()):
             h.create_dataset(name, data=src[name][:])
         for name in ("tracklets", "split"):
             h.create_dataset(name, data=np.array(src[name][:], dtype=object), dtype=h5py.string_dtype())
@@ -135,6 +137,7 @@ class TokenStore:
         self.offsets = np.asarray(self._root["offsets"][:], dtype=np.int64)
         self.labels = np.asarray(self._root["labels"][:], dtype=np.uint8)
         self.text_embeddings = np.asarray(self._root["text_embeddings"][:], dtype=np.float32)
+        self.phrase_embeddings = np.asarray(self._root["phrase_embeddings"][:], dtype=np.float32)
         self.frame_ok = np.asarray(self._root["frame_ok"][:], dtype=bool)
         self.frame_index = np.asarray(self._root["frame_index"][:], dtype=np.int64)
         self.tracklets = [_str(s) for s in self._root["tracklets"][:]]
@@ -154,6 +157,12 @@ class TokenStore:
     @property
     def attribute_names(self) -> list[str]:
         return list(self.attrs["attributes"])
+
+    def text_features(self, source: str = "prompts") -> np.ndarray:
+        """[A, D] text features: of the prompts (default) or of the bare phrases (template off)."""
+        if source not in TEXT_SOURCES:
+            raise ParError(f"text source must be one of {sorted(TEXT_SOURCES)}, not '{source}'")
+        return self.text_embeddings if source == "prompts" else self.phrase_embeddings
 
     @property
     def identity(self) -> dict[str, Any]:

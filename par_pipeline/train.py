@@ -30,6 +30,7 @@ class TrainConfig:
     model: str = "vtf-par"
     fusion: bool = True
     text_tokens: bool = True
+    text_source: str = "prompts"  # "phrases": text features of the bare phrases (prompt template off)
     depth: int | None = None
     fusion_init: str | None = None
     frames: int = 6
@@ -76,7 +77,7 @@ def lr_factor(step: int, steps_per_epoch: int, epochs: int, warmup_epochs: int) 
 def build_model(cfg: TrainConfig, store: TokenStore) -> VTFPAR:
     mcfg = load_model_config(cfg.model, fusion=cfg.fusion, text_tokens=cfg.text_tokens, depth=cfg.depth,
                              input_dim=store.dim, num_attributes=len(store.attribute_names))
-    model = VTFPAR(mcfg, torch.from_numpy(store.text_embeddings))
+    model = VTFPAR(mcfg, torch.from_numpy(store.text_features(cfg.text_source)))
     if cfg.fusion_init:
         load_fusion_init(model, cfg.fusion_init)
     return model
