@@ -284,7 +284,7 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
     if part in ("predict", "all"):
         if not (out / "bench-run" / "best.json").exists():
             raise ParError(f"{out}/bench-run: run the train part first (`par bench --part train --out {out}`)")
-        results["predict"] = B.bench_predict(out, device, batch_size, log)
+        results["predict"] = B.bench_predict(out, device, batch_size, workers, log)
     if part in ("sweep", "all"):
         results["sweep"] = B.bench_sweep(out / "mars", out, "par-tiny-clip" if device == "cpu" else model, fusion_model,
                                          device, [int(t) for t in sweep_frames.split()], sweep_epochs, train_batch, log)
@@ -386,7 +386,8 @@ def predict(inputs: list[Path] = typer.Argument(None, help="frame folders (one p
             frames: Optional[int] = typer.Option(None, help="T evenly spaced frames (default: all frames)"),
             json_out: Optional[Path] = typer.Option(None, "--json", help="write one record per tracklet (JSON list)"),
             csv_out: Optional[Path] = typer.Option(None, "--csv", help="write one row per tracklet"),
-            device: str = typer.Option("cpu"), batch_size: int = typer.Option(64)) -> None:
+            device: str = typer.Option("cpu"), batch_size: int = typer.Option(64),
+            workers: int = typer.Option(2, help="JPEG decode workers")) -> None:
     """Attributes of new tracklets and videos: probabilities and a decoded description per group."""
     import json
 
@@ -396,7 +397,7 @@ def predict(inputs: list[Path] = typer.Argument(None, help="frame folders (one p
 
     items = collect_inputs(inputs or [], mars_root, tracklet)
     with progress_bar("predict", None, "frames") as update:
-        records = run_predict(items, checkpoint, pretrained, device, frames, batch_size, update)
+        records = run_predict(items, checkpoint, pretrained, device, frames, batch_size, update, workers)
     groups = list(records[0]["description"])
     t = Table(title=f"predicted attributes ({len(records)} tracklet(s))", title_justify="left")
     t.add_column("tracklet")

@@ -198,18 +198,17 @@ def bench_sweep(manifest_dir: Path, work: Path, clip_model: str, fusion_model: s
             "note": "ours includes per-epoch evaluation; the reference loop trains only"}
 
 
-def bench_predict(work: Path, device: str, batch_size: int, log: Callable[[str], None]) -> dict[str, Any]:
+def bench_predict(work: Path, device: str, batch_size: int, workers: int, log: Callable[[str], None]) -> dict[str, Any]:
     """`par predict` throughput: all frames of every synthetic test tracklet, batched through CLIP together."""
-    from .manifest import Manifest  # noqa: F401
     from .predict import TrackletInput, predict
 
     manifest, _ = build_mars_manifest(work / "mars", load_schema("mars"))
     items = [TrackletInput(r.tracklet, frames=[manifest.resolve(f) for f in r.frames]) for r in manifest.split("test")]
-    predict(items[:2], str(work / "bench-run"), device=device, batch_size=batch_size)  # warm-up
+    predict(items[:2], str(work / "bench-run"), device=device, batch_size=batch_size, workers=workers)  # warm-up
     t = time.perf_counter()
-    predict(items, str(work / "bench-run"), device=device, batch_size=batch_size)
+    predict(items, str(work / "bench-run"), device=device, batch_size=batch_size, workers=workers)
     wall = time.perf_counter() - t
     frames = sum(len(i.frames or []) for i in items)
     log(f"predict: {len(items) / wall:,.2f} tracklets/s")
     return {"tracklets": len(items), "frames": frames, "seconds": wall, "tracklets_per_s": len(items) / wall,
-            "frames_per_s": frames / wall, "batch_size": batch_size, "device": device}
+            "frames_per_s": frames / wall, "batch_size": batch_size, "workers": workers, "device": device}

@@ -17,7 +17,10 @@ import torch
 from .checkpoint import load_checkpoint, resolve_checkpoint
 from .encoder import ClipEncoder, file_sha256
 from .errors import ParError
-from .preprocess import Preprocess, load_frame, prepare_image
+from torch.utils.data import DataLoader
+
+from .extract import FrameDataset
+from .preprocess import Preprocess, prepare_image
 from .samples import sample_frames
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -126,8 +129,8 @@ def describe(probs: np.ndarray, attributes: Sequence[str], boundaries: Sequence[
 
 
 def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None = None, device: str = "cpu",
-            frames: int | None = None, batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None
-            ) -> list[dict[str, Any]]:
+            frames: int | None = None, batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None,
+            workers: int = 2) -> list[dict[str, Any]]:
     model, meta = load_checkpoint(checkpoint, device)
     meta["_path"] = str(resolve_checkpoint(checkpoint))
     enc = encoder_for_checkpoint(meta, pretrained, device)
@@ -148,24 +151,29 @@ def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None
         counts.append(len(idx))
     sums = torch.zeros(len(inputs), enc.num_tokens, enc.dim)
     done = 0
-    for b in range(0, len(jobs), batch_size):
-        chunk = jobs[b:b + batch_size]
-        imgs = []
-        for _, item in chunk:
-            if isinstance(item, np.ndarray):
-                imgs.append(item)
-                continue
-            img, reason = load_frame(item, pp)
-            if img is None:
-                raise ParError(f"{item}: {reason}; remove or replace the frame")
-            imgs.append(img)
+
+    def accumulate(owners: list[int], images: torch.Tensor) -> None:
+        nonlocal done
         # Round through float16 as the store does, so predictions match `par eval` on the same frames.
-        tokens = enc.encode_frames(torch.from_numpy(np.stack(imgs)), torch.float16).float().cpu()
-        owners = torch.tensor([i for i, _ in chunk])
-        sums.index_add_(0, owners, tokens)
-        done += len(chunk)
+        tokens = enc.encode_frames(images, torch.float16).float().cpu()
+        sums.index_add_(0, torch.tensor(owners), tokens)
+        done += len(owners)
         if on_progress:
             on_progress(done, len(jobs))
+
+    decoded = [(i, item) for i, item in jobs if isinstance(item, np.ndarray)]
+    for b in range(0, len(decoded), batch_size):
+        chunk = decoded[b:b + batch_size]
+        accumulate([i for i, _ in chunk], torch.from_numpy(np.stack([img for _, img in chunk])))
+    files = [(i, str(item)) for i, item in jobs if not isinstance(item, np.ndarray)]
+    if files:  # decode JPEGs in loader workers while CLIP runs, as `par extract` does
+        loader = DataLoader(FrameDataset([p for _, p in files], pp), batch_size=batch_size, num_workers=workers,
+                            pin_memory=enc.device.type == "cuda")
+        for rows, images, good, reasons in loader:
+            if not bool(good.all()):
+                k = int(rows[~good][0])
+                raise ParError(f"{files[k][1]}: {reasons[int((~good).nonzero()[0])]}; remove or replace the frame")
+            accumulate([files[int(r)][0] for r in rows], images)
     mean = sums / torch.tensor(counts, dtype=torch.float32).view(-1, 1, 1)
     with torch.no_grad():
         probs = torch.sigmoid(model(mean.to(device)).float()).cpu().numpy()

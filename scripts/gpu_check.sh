@@ -21,5 +21,5 @@ cp /tmp/b16/bench.json "$OUT/extract_bf16.json"
 python3 -m cli.main bench --part train --device cuda --fusion-model vtf-par --train-batch 64 --epochs 2 \
   --workers $W --out /tmp/b16 2>&1 | tee "$OUT/train_bf16.txt"
 cp /tmp/b16/bench.json "$OUT/train.json"
-python3 -m cli.main bench --part predict --device cuda --batch-size 256 --out /tmp/b16 2>&1 | tee "$OUT/predict.txt"
+python3 -m cli.main bench --part predict --device cuda --batch-size 256 --workers $W --out /tmp/b16 2>&1 | tee "$OUT/predict.txt"
 cp /tmp/b16/bench.json "$OUT/predict.json"
