@@ -9,7 +9,7 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
 DEMO := demo
 STORE ?= $(DEMO)/store.zarr
-EPOCHS ?= 8
+EPOCHS ?= 6
 FRAMES ?= 1 2 4 6
 SEEDS ?= 1
 VARIANTS ?= fusion no-fusion

@@ -180,7 +180,10 @@ def train(store: Optional[str] = typer.Argument(None, help="token store from `pa
     from par_pipeline.distributed import DistContext
     from par_pipeline.train import TrainConfig, train as run_train
 
-    opts = {k: v for k, v in locals().items() if k not in ("config", "resume", "Live", "DistContext", "TrainConfig", "run_train")}
+    opts = dict(store=store, out=out, model=model, fusion=fusion, text_tokens=text_tokens, text_source=text_source,
+                depth=depth, fusion_init=fusion_init, frames=frames, eval_frames=eval_frames, epochs=epochs,
+                batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, loss=loss, seed=seed,
+                workers=workers, device=device, amp=amp)
     cfg = TrainConfig.from_dict(_merge_options(config, opts))
     if not cfg.store:
         raise ParError("no token store given: `par train STORE` (or 'store' in --config)")
@@ -206,7 +209,7 @@ def train(store: Optional[str] = typer.Argument(None, help="token store from `pa
 @app.command("eval")
 def eval_cmd(store: str = typer.Argument(..., help="token store"),
              checkpoint: str = typer.Option(..., help="run folder, best.json/last.json or .safetensors"),
-             out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (default CHECKPOINT_RUN/eval-T<frames>)"),
+             out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (default: RUN/eval-<split>[-T<frames>])"),
              frames: Optional[int] = typer.Option(None, help="T evaluation frames (default: the checkpoint's)"),
              split: str = typer.Option("test"), device: str = typer.Option("cpu"), workers: int = typer.Option(2),
              threshold: Optional[float] = typer.Option(None, help="default: the checkpoint's (0.45)"),
@@ -214,7 +217,6 @@ def eval_cmd(store: str = typer.Argument(..., help="token store"),
     """Evaluate a checkpoint with the paper's protocol; writes metrics.json, groups.md/csv, predictions.npz."""
     from par_pipeline.checkpoint import resolve_checkpoint
     from par_pipeline.evaluate import evaluate_checkpoint
-    from par_pipeline.report import GROUP_HEADER, group_rows
 
     ckpt = resolve_checkpoint(checkpoint)
     out = out or str(ckpt.parent / (f"eval-{split}" + (f"-T{frames}" if frames else "")))
@@ -399,13 +401,14 @@ def predict(inputs: list[Path] = typer.Argument(None, help="frame folders (one p
     with progress_bar("predict", None, "frames") as update:
         records = run_predict(items, checkpoint, pretrained, device, frames, batch_size, update, workers)
     groups = list(records[0]["description"])
-    t = Table(title=f"predicted attributes ({len(records)} tracklet(s))", title_justify="left")
-    t.add_column("tracklet")
-    t.add_column("frames", justify="right")
+    shown = records[:6]  # one column per tracklet; --json / --csv hold every record
+    t = Table(title=f"predicted attributes ({len(records)} tracklet(s){', first 6 shown' if len(records) > 6 else ''})",
+              title_justify="left")
+    t.add_column("group")
+    for r in shown:
+        t.add_column(f"{r['tracklet']} ({r['frames']} frames)")
     for g in groups:
-        t.add_column(g)
-    for r in records:
-        t.add_row(r["tracklet"], str(r["frames"]), *(r["description"][g] for g in groups))
+        t.add_row(g, *(f"{r['description'][g]} ({r['confidence'][g]:.2f})" for r in shown))
     console.print(t)
     if json_out:
         write_json_atomic(json_out, records)

@@ -115,17 +115,21 @@ def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device:
 
 
 def describe(probs: np.ndarray, attributes: Sequence[str], boundaries: Sequence[int], groups: Sequence[str],
-             threshold: float) -> dict[str, str]:
-    """Binary groups yes/no at the threshold; multi-class groups their most likely value."""
-    out = {}
+             threshold: float) -> tuple[dict[str, str], dict[str, float]]:
+    """Binary groups yes/no at the threshold; multi-class groups their most likely value.
+
+    Also returns the probability behind each answer (of the attribute for binary groups, of the value otherwise).
+    """
+    out, conf = {}, {}
     for g, name in enumerate(groups):
         s, e = boundaries[g], boundaries[g + 1]
         if e - s == 1:
-            out[name] = "yes" if probs[s] >= threshold else "no"
+            out[name], conf[name] = ("yes" if probs[s] >= threshold else "no"), float(probs[s])
         else:
-            best = attributes[s + int(np.argmax(probs[s:e]))]
-            out[name] = best[len(name):].strip() if best.startswith(name) else best
-    return out
+            k = s + int(np.argmax(probs[s:e]))
+            best = attributes[k]
+            out[name], conf[name] = (best[len(name):].strip() if best.startswith(name) else best), float(probs[k])
+    return out, conf
 
 
 def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None = None, device: str = "cpu",
@@ -178,6 +182,9 @@ def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None
     with torch.no_grad():
         probs = torch.sigmoid(model(mean.to(device)).float()).cpu().numpy()
     threshold = meta.get("threshold", 0.45)
-    return [{"tracklet": t.name, "frames": n, "probabilities": dict(zip(meta["attributes"], map(float, p))),
-             "description": describe(p, meta["attributes"], meta["group_boundaries"], meta["groups"], threshold)}
-            for t, n, p in zip(inputs, counts, probs)]
+    records = []
+    for t, n, p in zip(inputs, counts, probs):
+        desc, conf = describe(p, meta["attributes"], meta["group_boundaries"], meta["groups"], threshold)
+        records.append({"tracklet": t.name, "frames": n, "description": desc, "confidence": conf,
+                        "probabilities": dict(zip(meta["attributes"], map(float, p)))})
+    return records
