@@ -246,6 +246,35 @@ def _shard_len(s: int, shard_frames: int, total: int) -> int:
     return max(0, min((s + 1) * shard_frames, total) - s * shard_frames)
 
 
+class _HostCopies:
+    """Copies each batch's tokens to pinned host memory on a side stream, so the GPU starts the next
+    batch while the previous one travels back (on CPU it simply hands the tensor through)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+
+    def start(self, feats: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        if not self.cuda:
+            return feats, None
+        computed = torch.cuda.Event()
+        computed.record()
+        host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
+        with torch.cuda.stream(self.stream):
+            self.stream.wait_event(computed)
+            host.copy_(feats, non_blocking=True)
+            feats.record_stream(self.stream)
+        copied = torch.cuda.Event()
+        copied.record(self.stream)
+        return host, copied
+
+    @staticmethod
+    def finish(host: torch.Tensor, copied: Any) -> np.ndarray:
+        if copied is not None:
+            copied.synchronize()
+        return host.numpy()
+
+
 def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], cfg: ExtractConfig, dist: DistContext,
                 report: Callable[[int], None], done_frames: int) -> int:
     if not shards:
@@ -278,12 +307,31 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
-    encoded = 0
     shard_iter = iter(shards)
-    current = next(shard_iter)
-    buf = np.zeros((_shard_len(current, cfg.shard_frames, F), enc.num_tokens, enc.dim), dtype=np_dtype)
-    ok = np.zeros(len(buf), dtype=np.uint8)
-    filled = 0
+    state: dict[str, Any] = {"shard": None, "done_frames": done_frames, "encoded": 0}
+
+    def new_shard() -> None:
+        s = next(shard_iter, None)
+        n = _shard_len(s, cfg.shard_frames, F) if s is not None else 0
+        state.update(shard=s, buf=np.zeros((n, enc.num_tokens, enc.dim), dtype=np_dtype), ok=np.zeros(n, np.uint8), filled=0)
+
+    def place(rows: torch.Tensor, good: torch.Tensor, feats: np.ndarray) -> None:
+        """Put one batch into its shard's buffer; a full shard goes to the writer."""
+        feats[~good.numpy()] = 0
+        lo = int(rows[0]) - state["shard"] * cfg.shard_frames  # batches are consecutive rows of one shard
+        state["buf"][lo:lo + len(rows)] = feats
+        state["ok"][lo:lo + len(rows)] = good.numpy().astype(np.uint8)
+        state["filled"] += len(rows)
+        state["encoded"] += len(rows)
+        if state["filled"] == len(state["buf"]):
+            writes.put((state["shard"], state["buf"], state["ok"]))
+            state["done_frames"] += len(state["buf"])
+            report(state["done_frames"])
+            new_shard()
+
+    new_shard()
+    copies = _HostCopies(enc.device)
+    pending = None
     try:
         for rows, images, good, reasons in loader:
             if failure:
@@ -292,29 +340,18 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
             if bad and cfg.on_bad_frame == "error":
                 row, reason = bad[0]
                 raise ParError(f"{paths[row]}: {reason}; replace or remove the frame, or pass --on-bad-frame skip")
-            feats = enc.encode_frames(images, torch_dtype).cpu().numpy()
-            feats[~good.numpy()] = 0
-            lo = int(rows[0]) - current * cfg.shard_frames  # batches are consecutive rows of one shard
-            buf[lo:lo + len(rows)] = feats
-            ok[lo:lo + len(rows)] = good.numpy().astype(np.uint8)
-            filled += len(rows)
-            encoded += len(rows)
-            if filled == len(buf):
-                writes.put((current, buf, ok))
-                done_frames += len(buf)
-                report(done_frames)
-                current = next(shard_iter, None)
-                if current is None:
-                    break
-                buf = np.zeros((_shard_len(current, cfg.shard_frames, F), enc.num_tokens, enc.dim), dtype=np_dtype)
-                ok = np.zeros(len(buf), dtype=np.uint8)
-                filled = 0
+            started = (rows, good, *copies.start(enc.encode_frames(images, torch_dtype)))
+            if pending is not None:  # the previous batch lands while this one computes
+                place(pending[0], pending[1], copies.finish(pending[2], pending[3]))
+            pending = started
+        if pending is not None:
+            place(pending[0], pending[1], copies.finish(pending[2], pending[3]))
     finally:
         writes.put(None)
         thread.join()
     if failure:
         raise failure[0]
-    return encoded
+    return state["encoded"]
 
 
 def _finalize(g: Any, target: str, out: str, fmt: str, paths: list[str]) -> list[str]:

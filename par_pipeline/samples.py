@@ -31,8 +31,10 @@ class TrackletTokens(Dataset):
     epoch < 0 selects the deterministic evaluation frames. The store is opened lazily in each worker.
     """
 
-    def __init__(self, store_path: str, frames: int, seed: int = 0):
-        self.store_path, self.frames, self.seed = store_path, frames, seed
+    def __init__(self, store_path: str, frames: int, seed: int = 0, out_dtype: torch.dtype = torch.float32):
+        # out_dtype: bf16/fp16 when the model runs under that autocast anyway (its first Linear would round
+        # the input the same way), which halves the bytes moved to the GPU; the mean is taken in float32.
+        self.store_path, self.frames, self.seed, self.out_dtype = store_path, frames, seed, out_dtype
         self._store: TokenStore | None = None
 
     @property
@@ -55,7 +57,7 @@ class TrackletTokens(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         i, epoch = key
-        x = torch.from_numpy(self.mean_tokens(i, epoch))
+        x = torch.from_numpy(self.mean_tokens(i, epoch)).to(self.out_dtype)
         y = torch.from_numpy(self.store.labels[i].astype(np.float32))
         return x, y, i
 

@@ -134,15 +134,15 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
         ddp = model
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pos_rate = torch.from_numpy(store.labels[train_idx].mean(0).astype(np.float32)).to(device)
-    train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed)
-    eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed)
+    on, amp_dtype = _autocast(device, cfg.amp)
+    train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
+    eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
     sampler = EpochBatches(train_idx, cfg.batch_size, cfg.seed, shuffle=True, rank=dist.rank, world=dist.world_size)
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers > 0 else None)
     steps_per_epoch = len(sampler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg.epochs, cfg.warmup_epochs))
-    on, amp_dtype = _autocast(device, cfg.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=on and amp_dtype == torch.float16)
 
     identity = store.identity

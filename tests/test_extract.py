@@ -162,3 +162,18 @@ def test_two_process_torchrun(store_path, manifest_path, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = TokenStore(out), TokenStore(store_path)
     assert np.array_equal(a.tokens[:], b.tokens[:]) and a.attrs == b.attrs
+
+
+def test_direct_shard_reads_match_zarr(store_path):
+    from par_pipeline.shard_reader import ShardFileReader
+
+    s = TokenStore(store_path)
+    assert s._direct is not None  # our layout is recognised
+    rows = np.array([0, 5, 5, 17, int(s.tokens.shape[0]) - 1, 3])
+    expected = np.stack([np.asarray(s.tokens[int(r)]) for r in rows])
+    assert np.array_equal(s.read_rows(rows), expected)
+    # any other layout is left to zarr
+    import zarr
+
+    other = zarr.open_array(str(store_path.parent / "other.zarr"), mode="w", shape=(4, 3), chunks=(2, 3), dtype="float16")
+    assert ShardFileReader.for_array(store_path.parent / "other.zarr") is None and other.shape == (4, 3)
