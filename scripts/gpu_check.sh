@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks on a lent machine: real ViT-B/16 extraction throughput in fp16 and bf16 (model-only vs
-# pipeline, agreement with fp32) and the paper-size fusion training step from the store.
-# Packages missing on that image travel as wheels in .whl/ (see README, "GPU checks").
+# pipeline, agreement with fp32), the disk's own write speed (the pipeline writes ~200 KB a frame),
+# the paper-size fusion training step from the store, and predict throughput.
+# Packages missing on that image travel as wheels in .whl/ (see README, "Benchmarks and GPU checks").
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
@@ -10,14 +11,16 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1 COLUMNS=160
+TRACKLETS=${TRACKLETS:-300}
 nvidia-smi --query-gpu=name,memory.total --format=csv
 W=$(( $(nproc) - 2 ))
-python3 -m cli.main bench --part extract --model ViT-B-16 --device cuda --precision fp16 --batch-size 256 \
-  --workers $W --tracklets 150 --frames 16 --out /tmp/b16 2>&1 | tee "$OUT/extract_fp16.txt"
-cp /tmp/b16/bench.json "$OUT/extract_fp16.json"
-python3 -m cli.main bench --part extract --model ViT-B-16 --device cuda --precision bf16 --batch-size 256 \
-  --workers $W --tracklets 150 --frames 16 --out /tmp/b16 2>&1 | tee "$OUT/extract_bf16.txt"
-cp /tmp/b16/bench.json "$OUT/extract_bf16.json"
+echo "disk write speed (the folder the store goes to):"
+dd if=/dev/zero of=/tmp/ddtest bs=1M count=2048 conv=fdatasync 2>&1 | tail -1; rm -f /tmp/ddtest
+for P in fp16 bf16; do
+  python3 -m cli.main bench --part extract --model ViT-B-16 --device cuda --precision $P --batch-size 256 \
+    --workers $W --tracklets $TRACKLETS --frames 16 --out /tmp/b16 2>&1 | tee "$OUT/extract_$P.txt"
+  cp /tmp/b16/bench.json "$OUT/extract_$P.json"
+done
 python3 -m cli.main bench --part train --device cuda --fusion-model vtf-par --train-batch 64 --epochs 2 \
   --workers $W --out /tmp/b16 2>&1 | tee "$OUT/train_bf16.txt"
 cp /tmp/b16/bench.json "$OUT/train.json"
