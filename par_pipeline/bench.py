@@ -84,7 +84,7 @@ def bench_extract(work: Path, model: str, device: str, precision: str, batch_siz
     # Rate from the first written shard to the end: model loading and worker start-up excluded.
     (ta, da), (tb, db) = stamps[1], stamps[-1]
     pipe_fps = (db - da) / (tb - ta) if tb > ta else res.frames / wall
-    log(f"pipeline: {pipe_fps:,.1f} frames/s")
+    log(f"pipeline: {pipe_fps:,.1f} frames/s; waited for decoded frames {res.loader_wait_s:.1f} of {res.encode_s:.1f} s")
     store = TokenStore(out)
     floor = 2 * store.num_tokens * store.dim if store.tokens.dtype == np.float16 else 4 * store.num_tokens * store.dim
     per_frame = _dir_bytes(out / "tokens") / res.frames
@@ -99,7 +99,8 @@ def bench_extract(work: Path, model: str, device: str, precision: str, batch_siz
             "model_only_fps": model_fps, "pipeline_fps": pipe_fps, "pipeline_over_model": pipe_fps / model_fps,
             "bytes_per_frame": per_frame, "raw_floor_bytes": floor, "bytes_over_floor": per_frame / floor,
             "chunks": list(store.tokens.chunks), "shards": list(getattr(store.tokens, "shards", None) or []),
-            "random_read_ms_T6": read_ms, "store": str(out), **agreement}
+            "random_read_ms_T6": read_ms, "store": str(out), "loader_wait_s": res.loader_wait_s,
+            "encode_loop_s": res.encode_s, **agreement}
 
 
 def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: int, batch_size: int, workers: int,

@@ -14,6 +14,7 @@ import os
 import queue
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -65,6 +66,8 @@ class ExtractResult:
     skipped: list[str] = field(default_factory=list)
     already_complete: bool = False
     resumed_shards: int = 0
+    encode_s: float = 0.0  # wall time of the encode loop (this rank)
+    loader_wait_s: float = 0.0  # of which waiting for decoded frames: near encode_s means decode-bound
 
 
 def select_frames(n: int, k: int | None) -> np.ndarray:
@@ -201,10 +204,13 @@ def extract(manifest: Manifest, cfg: ExtractConfig, dist: DistContext | None = N
     if on_progress and dist.is_main:
         on_progress(done_frames, total_frames)
 
+    stats: dict[str, float] = {}
+    t_start = time.perf_counter()
     encoded = _run_shards(enc, g, paths, mine, cfg, dist, lambda n: on_progress(n, total_frames) if on_progress and dist.is_main else None,
-                          done_frames)
+                          done_frames, stats)
     dist.barrier()
-    result = ExtractResult(out, total_frames, len(plan.tracklets), encoded, resumed_shards=resumed)
+    result = ExtractResult(out, total_frames, len(plan.tracklets), encoded, resumed_shards=resumed,
+                           encode_s=time.perf_counter() - t_start, loader_wait_s=stats.get("loader_wait_s", 0.0))
     if dist.is_main:
         result.skipped = _finalize(g, target, out, fmt, paths)
     dist.barrier()
@@ -276,7 +282,8 @@ class _HostCopies:
 
 
 def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], cfg: ExtractConfig, dist: DistContext,
-                report: Callable[[int], None], done_frames: int) -> int:
+                report: Callable[[int], None], done_frames: int, stats: dict[str, float]) -> int:
+    """Encode and write `shards`; `stats["loader_wait_s"]` gets the time spent waiting for decoded frames."""
     if not shards:
         return 0
     F = len(paths)
@@ -332,8 +339,15 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
     new_shard()
     copies = _HostCopies(enc.device)
     pending = None
+    batches = iter(loader)
     try:
-        for rows, images, good, reasons in loader:
+        while True:
+            t0 = time.perf_counter()
+            batch = next(batches, None)
+            state["loader_wait_s"] = state.get("loader_wait_s", 0.0) + time.perf_counter() - t0
+            if batch is None:
+                break
+            rows, images, good, reasons = batch
             if failure:
                 raise failure[0]
             bad = [(int(r), reason) for r, g_, reason in zip(rows, good, reasons) if not g_]
@@ -351,6 +365,7 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
         thread.join()
     if failure:
         raise failure[0]
+    stats["loader_wait_s"] = state.get("loader_wait_s", 0.0)
     return state["encoded"]
 
 
