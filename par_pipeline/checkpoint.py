@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from . import __version__
 from .atomic import atomic_path, write_json_atomic

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
-import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -127,7 +126,7 @@ class ShardBatchSampler(Sampler):
         return len(self.shards) * per
 
 
-def manifest_digest(manifest: Manifest, max_frames: int | None) -> str:
+def manifest_digest(manifest: Manifest) -> str:
     h = hashlib.sha256()
     for r in manifest.records:
         h.update(f"{r.tracklet}|{r.split}|{','.join(r.frames)}|{r.labels}\n".encode())
@@ -142,7 +141,7 @@ def store_attrs(cfg: ExtractConfig, enc: ClipEncoder, manifest: Manifest, prompt
         "group_boundaries": schema.boundaries, "groups": [g.name for g in schema.groups],
         "prompts": prompts, "preprocessing": enc.preprocess.to_dict(), "dtype": cfg.dtype,
         "frame_policy": {"max_frames_per_tracklet": cfg.max_frames_per_tracklet, "selection": "evenly-spaced"},
-        "shard_frames": cfg.shard_frames, "manifest_sha256": manifest_digest(manifest, cfg.max_frames_per_tracklet),
+        "shard_frames": cfg.shard_frames, "manifest_sha256": manifest_digest(manifest),
         "manifest_root": manifest.root, "num_tokens": enc.num_tokens, "dim": enc.dim,
         "allow_random_init": enc.weights.get("kind") == "random-init", "on_bad_frame": cfg.on_bad_frame,
         "skipped_frames": [], "par_version": __version__,
@@ -385,7 +384,3 @@ def _finalize(g: Any, target: str, out: str, fmt: str, paths: list[str]) -> list
     else:
         os.replace(target, out)
     return skipped
-
-
-def remove_partial(out: str) -> None:
-    shutil.rmtree(_partial_path(out), ignore_errors=True)

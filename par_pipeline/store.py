@@ -83,7 +83,7 @@ def open_zarr_group(path: str, mode: str = "r") -> Any:
 
     try:
         return zarr.open_group(path, mode=mode)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError if hasattr(zarr.errors, "GroupNotFoundError") else FileNotFoundError):
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         raise ParError(f"{path}: no token store there; create it with `par extract`") from None
 
 

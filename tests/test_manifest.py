@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_shared, run_par
-from par_pipeline.errors import ParError
-from par_pipeline.layouts import build_duke_manifest, build_mars_manifest, mars_frame_counts, read_attribute_csv, read_mars_info
+from par_pipeline.layouts import build_duke_manifest, mars_frame_counts, read_attribute_csv, read_mars_info
 from par_pipeline.manifest import read_manifest, write_manifest
 from par_pipeline.schema import load_schema
 
