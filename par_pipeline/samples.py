@@ -49,15 +49,16 @@ class TrackletTokens(Dataset):
     def __len__(self) -> int:
         return len(self.store)
 
-    def mean_tokens(self, i: int, epoch: int) -> np.ndarray:
+    def mean_tokens(self, i: int, epoch: int) -> torch.Tensor:
+        """Mean of the tracklet's T chosen frames in float32 [N, D] (torch: several times faster than numpy's float16 path)."""
         rows = self.store.valid_rows(i)
         rng = np.random.default_rng([self.seed, epoch, i]) if epoch >= 0 else None
         picked = rows[sample_frames(len(rows), self.frames, rng)]
-        return self.store.read_rows(picked).astype(np.float32).mean(0)
+        return torch.from_numpy(self.store.read_rows(picked)).float().mean(0)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
         i, epoch = key
-        x = torch.from_numpy(self.mean_tokens(i, epoch)).to(self.out_dtype)
+        x = self.mean_tokens(i, epoch).to(self.out_dtype)
         y = torch.from_numpy(self.store.labels[i].astype(np.float32))
         return x, y, i
 
