@@ -46,7 +46,7 @@ ablation: $(STAMP) $(STORE)
 
 bench: $(STAMP)
 	$(PAR) bench --out bench --model ViT-B-16 --tracklets 40 --frames 4 --batch-size 16 --workers 2 \
-		--fusion-model vtf-par-small --train-batch 8 --epochs 2 --sweep-epochs 1
+		--fusion-model vtf-par-small --train-batch 8 --epochs 6 --sweep-epochs 1
 
 clean:
 	rm -rf $(DEMO) results bench
