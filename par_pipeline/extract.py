@@ -30,6 +30,7 @@ from .errors import ParError
 from .manifest import Manifest
 from .preprocess import Preprocess, load_frame
 from .prompts import build_prompts
+from .samples import sample_frames
 from .store import (STORE_FORMAT, STORE_VERSION, StorePlan, create_zarr, is_url, open_zarr_group, store_format_of,
                     zarr_to_h5)
 
@@ -73,7 +74,7 @@ def select_frames(n: int, k: int | None) -> np.ndarray:
     """All frames, or k evenly spaced ones (first and last included)."""
     if k is None or n <= k:
         return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, k).round().astype(np.int64))
+    return sample_frames(n, k, None)  # n > k: the rounded positions are distinct
 
 
 def plan_store(manifest: Manifest, max_frames: int | None, num_tokens: int, dim: int) -> tuple[StorePlan, list[str]]:
@@ -343,7 +344,7 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)
-            state["loader_wait_s"] = state.get("loader_wait_s", 0.0) + time.perf_counter() - t0
+            stats["loader_wait_s"] = stats.get("loader_wait_s", 0.0) + time.perf_counter() - t0
             if batch is None:
                 break
             rows, images, good, reasons = batch
@@ -364,7 +365,6 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
         thread.join()
     if failure:
         raise failure[0]
-    stats["loader_wait_s"] = state.get("loader_wait_s", 0.0)
     return state["encoded"]
 
 

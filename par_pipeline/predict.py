@@ -143,15 +143,11 @@ def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None
     jobs: list[tuple[int, Any]] = []
     counts = []
     for i, t in enumerate(inputs):
-        if t.video is not None:
-            decoded = _video_frames(t.video, pp)
-            idx = np.arange(len(decoded)) if frames is None else sample_frames(len(decoded), frames, None)
-            jobs.extend((i, decoded[k]) for k in idx)
-        else:
-            if not t.frames:
-                raise ParError(f"{t.name}: no frames")
-            idx = np.arange(len(t.frames)) if frames is None else sample_frames(len(t.frames), frames, None)
-            jobs.extend((i, t.frames[k]) for k in idx)
+        items: Sequence[Any] = _video_frames(t.video, pp) if t.video is not None else (t.frames or [])
+        if not items:
+            raise ParError(f"{t.name}: no frames")
+        idx = np.arange(len(items)) if frames is None else sample_frames(len(items), frames, None)
+        jobs.extend((i, items[k]) for k in idx)
         counts.append(len(idx))
     sums = torch.zeros(len(inputs), enc.num_tokens, enc.dim)
     done = 0

@@ -93,17 +93,6 @@ class AttributeSchema:
                 labels[g.start + value] = 1
         return labels
 
-    def describe(self, probs: Sequence[float], threshold: float) -> dict[str, str]:
-        """Readable value per group: yes/no for binary groups, the most likely value otherwise."""
-        out: dict[str, str] = {}
-        for g in self.groups:
-            p = probs[g.start:g.end]
-            if g.is_binary:
-                out[g.name] = "yes" if p[0] >= threshold else "no"
-            else:
-                out[g.name] = g.value_names[int(np.argmax(p))]
-        return out
-
     def to_dict(self) -> dict[str, Any]:
         return self.source
 

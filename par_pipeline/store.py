@@ -136,8 +136,7 @@ class TokenStore:
         self.tokens = self._root["tokens"]
         self.offsets = np.asarray(self._root["offsets"][:], dtype=np.int64)
         self.labels = np.asarray(self._root["labels"][:], dtype=np.uint8)
-        self.text_embeddings = np.asarray(self._root["text_embeddings"][:], dtype=np.float32)
-        self.phrase_embeddings = np.asarray(self._root["phrase_embeddings"][:], dtype=np.float32)
+        self._text = {src: np.asarray(self._root[name][:], dtype=np.float32) for src, name in TEXT_SOURCES.items()}
         self.frame_ok = np.asarray(self._root["frame_ok"][:], dtype=bool)
         self.frame_index = np.asarray(self._root["frame_index"][:], dtype=np.int64)
         self.tracklets = [_str(s) for s in self._root["tracklets"][:]]
@@ -167,7 +166,7 @@ class TokenStore:
         """[A, D] text features: of the prompts (default) or of the bare phrases (template off)."""
         if source not in TEXT_SOURCES:
             raise ParError(f"text source must be one of {sorted(TEXT_SOURCES)}, not '{source}'")
-        return self.text_embeddings if source == "prompts" else self.phrase_embeddings
+        return self._text[source]
 
     @property
     def identity(self) -> dict[str, Any]:

@@ -27,7 +27,8 @@ def test_store_layout(store_path, manifest_path):
     assert s.tracklets == [r.tracklet for r in m.records] and s.split == [r.split for r in m.records]
     assert s.labels.shape == (16, 43) and s.labels.dtype == np.uint8
     assert (s.labels == np.array([r.labels for r in m.records])).all()
-    assert s.text_embeddings.shape == (43, 512) and s.text_embeddings.dtype == np.float32
+    assert s.text_features().shape == (43, 512) and s.text_features().dtype == np.float32
+    assert s.text_features("phrases").shape == (43, 512)
     assert s.frame_ok.all()
     a = s.attrs
     assert a["format"] == "par-token-store" and a["version"] == 1 and a["complete"] is True
@@ -53,7 +54,9 @@ def test_tokens_are_clip_tokens(store_path, manifest_path):
     row = s.offsets[3] + 1
     expected = enc.encode_frames(img)[0].numpy()
     assert np.allclose(s.tokens[row].astype(np.float32), expected, atol=2e-2)
-    cls = enc.model.visual(enc.preprocess and __import__("par_pipeline.preprocess", fromlist=["normalize"]).normalize(img, enc.preprocess))
+    from par_pipeline.preprocess import normalize
+
+    cls = enc.model.visual(normalize(img, enc.preprocess))
     assert np.allclose(cls[0].detach().numpy(), expected[0], atol=1e-4)  # CLS token == open_clip's image feature
 
 
