@@ -308,6 +308,10 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
         t.add_row("bytes per frame / raw floor 2*N*D", f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}", "<= 1.02")
         t.add_row("chunks / shards", f"{e['chunks']} / {e['shards']}", "")
         t.add_row("random read of T=6 frames", f"{e['random_read_ms_T6']:.2f} ms", "")
+        h = e["host_loop"]
+        for name in ("direct", "zarr"):
+            t.add_row(f"extract host loop, CLIP+decode stubbed, {name} writes",
+                      f"{h[name]['frames_per_s']:,.0f} frames/s ({h[name]['user_ms_per_frame']:.3f} ms user CPU/frame)", "")
     if "train" in results:
         r = results["train"]
         t.add_row(f"train model-only ({r['model']}, batch {r['batch_size']})", f"{r['model_only_samples_per_s']:,.1f} samples/s", "")

@@ -49,4 +49,5 @@ class DistContext:
 
     def shutdown(self) -> None:
         if self.enabled and tdist.is_initialized():
+            tdist.barrier()  # no rank tears gloo down while another is still in a collective (abort at exit)
             tdist.destroy_process_group()

@@ -31,6 +31,7 @@ from .manifest import Manifest
 from .preprocess import Preprocess, load_frame
 from .prompts import build_prompts
 from .samples import sample_frames
+from .shard_files import ShardFileWriter
 from .store import (STORE_FORMAT, STORE_VERSION, StorePlan, create_zarr, is_url, open_zarr_group, store_format_of,
                     zarr_to_h5)
 
@@ -206,8 +207,14 @@ def extract(manifest: Manifest, cfg: ExtractConfig, dist: DistContext | None = N
 
     stats: dict[str, float] = {}
     t_start = time.perf_counter()
-    encoded = _run_shards(enc, g, paths, mine, cfg, dist, lambda n: on_progress(n, total_frames) if on_progress and dist.is_main else None,
-                          done_frames, stats)
+    written = [done_frames]
+
+    def report(n: int) -> None:
+        written[0] += n
+        if on_progress and dist.is_main:
+            on_progress(written[0], total_frames)
+
+    encoded = _run_shards(enc, g, target, paths, mine, cfg, report, stats)
     dist.barrier()
     result = ExtractResult(out, total_frames, len(plan.tracklets), encoded, resumed_shards=resumed,
                            encode_s=time.perf_counter() - t_start, loader_wait_s=stats.get("loader_wait_s", 0.0))
@@ -252,93 +259,104 @@ def _shard_len(s: int, shard_frames: int, total: int) -> int:
     return max(0, min((s + 1) * shard_frames, total) - s * shard_frames)
 
 
-class _HostCopies:
-    """Copies each batch's tokens to pinned host memory on a side stream, so the GPU starts the next
-    batch while the previous one travels back (on CPU it simply hands the tensor through)."""
+class _ShardSink:
+    """Host side of the encode loop: a few shard buffers (pinned on CUDA) that the device copies batches
+    straight into on a side stream, and a writer thread that writes each full shard (one `writev` of the
+    buffer into its shard file; zarr itself for URL stores), then marks it done and frees the buffer.
 
-    def __init__(self, device: torch.device):
+    The main loop therefore never waits for the GPU and never copies tokens on the host; the bounded
+    buffer pool is the back-pressure when the disk is the slower side."""
+
+    def __init__(self, g: Any, target: str, shard_frames: int, num_tokens: int, dim: int, dtype: torch.dtype,
+                 device: torch.device, report: Callable[[int], None], depth: int = 3, direct_writes: bool = True):
+        self.g, self.shard_frames, self.report = g, shard_frames, report
+        local = direct_writes and not is_url(target)
+        self.direct = ShardFileWriter.for_array(Path(target) / "tokens") if local else None
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(depth):
+            self.free.put(torch.empty((shard_frames, num_tokens, dim), dtype=dtype, pin_memory=self.cuda))
+        self.todo: queue.Queue = queue.Queue()
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._write_loop, daemon=True)
+        self.thread.start()
 
-    def start(self, feats: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    def take(self) -> torch.Tensor:
+        self.raise_failure()
+        return self.free.get()
+
+    def copy(self, buf: torch.Tensor, lo: int, feats: torch.Tensor) -> None:
+        """buf[lo:lo+len(feats)] = feats, asynchronously from the GPU."""
         if not self.cuda:
-            return feats, None
+            buf[lo:lo + len(feats)].copy_(feats)
+            return
         computed = torch.cuda.Event()
         computed.record()
-        host = torch.empty(feats.shape, dtype=feats.dtype, pin_memory=True)
         with torch.cuda.stream(self.stream):
             self.stream.wait_event(computed)
-            host.copy_(feats, non_blocking=True)
+            buf[lo:lo + len(feats)].copy_(feats, non_blocking=True)
             feats.record_stream(self.stream)
-        copied = torch.cuda.Event()
-        copied.record(self.stream)
-        return host, copied
 
-    @staticmethod
-    def finish(host: torch.Tensor, copied: Any) -> np.ndarray:
-        if copied is not None:
-            copied.synchronize()
-        return host.numpy()
+    def submit(self, s: int, buf: torch.Tensor, ok: np.ndarray) -> None:
+        copied = None
+        if self.cuda:
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        self.todo.put((s, buf, ok, copied))
+
+    def close(self, surface: bool = True) -> None:
+        self.todo.put(None)
+        self.thread.join()
+        if surface:
+            self.raise_failure()
+
+    def raise_failure(self) -> None:
+        if self.failure:
+            raise self.failure[0]
+
+    def _write_loop(self) -> None:
+        while (item := self.todo.get()) is not None:
+            s, buf, ok, copied = item
+            try:
+                if not self.failure:
+                    if copied is not None:
+                        copied.synchronize()  # releases the GIL
+                    n, start = len(ok), s * self.shard_frames
+                    frames = buf[:n].numpy()
+                    if self.direct is not None:
+                        self.direct.write(s, frames, ok)
+                    else:
+                        self.g["tokens"][start:start + n] = frames
+                    self.g["frame_ok"][start:start + n] = ok
+                    self.g["done"][s] = 1  # only after the shard's data: a killed run redoes this shard
+                    self.report(n)
+            except BaseException as exc:  # surfaced in the main thread
+                self.failure.append(exc)
+            finally:
+                self.free.put(buf)
 
 
-def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], cfg: ExtractConfig, dist: DistContext,
-                report: Callable[[int], None], done_frames: int, stats: dict[str, float]) -> int:
-    """Encode and write `shards`; `stats["loader_wait_s"]` gets the time spent waiting for decoded frames."""
+@torch.inference_mode()
+def _run_shards(enc: ClipEncoder, g: Any, target: str, paths: list[str], shards: list[int], cfg: ExtractConfig,
+                report: Callable[[int], None], stats: dict[str, float], frames: Dataset | None = None,
+                direct_writes: bool = True) -> int:
+    """Encode and write `shards`; `report(n)` after each n frames are written; `stats["loader_wait_s"]` gets
+    the time spent waiting for decoded frames. `frames` and `direct_writes` exist for `make bench`, which
+    times this loop's own host cost with decoding and CLIP stubbed out."""
     if not shards:
         return 0
     F = len(paths)
     loader = DataLoader(
-        FrameDataset(paths, enc.preprocess),
+        frames if frames is not None else FrameDataset(paths, enc.preprocess),
         batch_sampler=ShardBatchSampler(shards, cfg.shard_frames, cfg.batch_size, F),
         num_workers=cfg.workers, pin_memory=enc.device.type == "cuda",
         persistent_workers=False, prefetch_factor=4 if cfg.workers > 0 else None,
     )
-    np_dtype = np.float16 if cfg.dtype == "float16" else np.float32
-    torch_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
-    tokens, frame_ok, done = g["tokens"], g["frame_ok"], g["done"]
-    writes: queue.Queue = queue.Queue(maxsize=2)
-    failure: list[BaseException] = []
-
-    def writer() -> None:  # overlaps disk writes with the next shard's decode and forward
-        while (item := writes.get()) is not None:
-            s, buf, ok = item
-            if failure:
-                continue
-            try:
-                start = s * cfg.shard_frames
-                tokens[start:start + len(buf)] = buf
-                frame_ok[start:start + len(buf)] = ok
-                done[s] = 1  # only after the shard's data: a killed run redoes this shard
-            except BaseException as exc:  # surfaced in the main thread
-                failure.append(exc)
-
-    thread = threading.Thread(target=writer, daemon=True)
-    thread.start()
-    shard_iter = iter(shards)
-    state: dict[str, Any] = {"shard": None, "done_frames": done_frames, "encoded": 0}
-
-    def new_shard() -> None:
-        s = next(shard_iter, None)
-        n = _shard_len(s, cfg.shard_frames, F) if s is not None else 0
-        state.update(shard=s, buf=np.zeros((n, enc.num_tokens, enc.dim), dtype=np_dtype), ok=np.zeros(n, np.uint8), filled=0)
-
-    def place(rows: torch.Tensor, good: torch.Tensor, feats: np.ndarray) -> None:
-        """Put one batch into its shard's buffer; a full shard goes to the writer."""
-        feats[~good.numpy()] = 0
-        lo = int(rows[0]) - state["shard"] * cfg.shard_frames  # batches are consecutive rows of one shard
-        state["buf"][lo:lo + len(rows)] = feats
-        state["ok"][lo:lo + len(rows)] = good.numpy().astype(np.uint8)
-        state["filled"] += len(rows)
-        state["encoded"] += len(rows)
-        if state["filled"] == len(state["buf"]):
-            writes.put((state["shard"], state["buf"], state["ok"]))
-            state["done_frames"] += len(state["buf"])
-            report(state["done_frames"])
-            new_shard()
-
-    new_shard()
-    copies = _HostCopies(enc.device)
-    pending = None
+    store_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
+    sink = _ShardSink(g, target, cfg.shard_frames, enc.num_tokens, enc.dim, store_dtype, enc.device, report,
+                      direct_writes=direct_writes)
+    shard, buf, ok, filled, encoded = -1, None, np.zeros(0, np.uint8), 0, 0
     batches = iter(loader)
     try:
         while True:
@@ -348,24 +366,32 @@ def _run_shards(enc: ClipEncoder, g: Any, paths: list[str], shards: list[int], c
             if batch is None:
                 break
             rows, images, good, reasons = batch
-            if failure:
-                raise failure[0]
-            bad = [(int(r), reason) for r, g_, reason in zip(rows, good, reasons) if not g_]
-            if bad and cfg.on_bad_frame == "error":
-                row, reason = bad[0]
-                raise ParError(f"{paths[row]}: {reason}; replace or remove the frame, or pass --on-bad-frame skip")
-            started = (rows, good, *copies.start(enc.encode_frames(images, torch_dtype)))
-            if pending is not None:  # the previous batch lands while this one computes
-                place(pending[0], pending[1], copies.finish(pending[2], pending[3]))
-            pending = started
-        if pending is not None:
-            place(pending[0], pending[1], copies.finish(pending[2], pending[3]))
-    finally:
-        writes.put(None)
-        thread.join()
-    if failure:
-        raise failure[0]
-    return state["encoded"]
+            sink.raise_failure()
+            if not bool(good.all()):
+                bad = [(int(r), reason) for r, g_, reason in zip(rows, good, reasons) if not g_]
+                if cfg.on_bad_frame == "error":
+                    row, reason = bad[0]
+                    raise ParError(f"{paths[row]}: {reason}; replace or remove the frame, or pass --on-bad-frame skip")
+            feats = enc.encode_frames(images, store_dtype)
+            if not bool(good.all()):
+                feats[~good.to(feats.device)] = 0
+            first = int(rows[0])
+            if first // cfg.shard_frames != shard:  # batches are consecutive rows of one shard
+                shard = first // cfg.shard_frames
+                buf, ok, filled = sink.take(), np.zeros(_shard_len(shard, cfg.shard_frames, F), np.uint8), 0
+            lo = first - shard * cfg.shard_frames
+            sink.copy(buf, lo, feats)
+            ok[lo:lo + len(rows)] = good.numpy()
+            filled += len(rows)
+            encoded += len(rows)
+            if filled == len(ok):
+                sink.submit(shard, buf, ok)
+                shard, buf = -1, None
+    except BaseException:
+        sink.close(surface=False)  # the error at hand wins over a writer failure it may have caused
+        raise
+    sink.close()
+    return encoded
 
 
 def _finalize(g: Any, target: str, out: str, fmt: str, paths: list[str]) -> list[str]:

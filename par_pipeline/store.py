@@ -143,7 +143,7 @@ class TokenStore:
         self.split = [_str(s) for s in self._root["split"][:]]
         self._direct = None
         if self.format == "zarr" and not is_url(self.path):
-            from .shard_reader import ShardFileReader
+            from .shard_files import ShardFileReader
 
             self._direct = ShardFileReader.for_array(Path(self.path) / "tokens")
 

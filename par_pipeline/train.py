@@ -93,6 +93,36 @@ def _autocast(device: torch.device, amp: str) -> tuple[bool, torch.dtype]:
     raise ParError(f"--amp must be auto, off, bf16 or fp16, not '{amp}'")
 
 
+class TrainingStep:
+    """One optimiser step as `par train` takes it (loss, AMP, Adam, per-step schedule); `make bench` times the
+    same object on in-memory tensors, so the two figures differ only by data loading."""
+
+    def __init__(self, model: torch.nn.Module, ddp: torch.nn.Module, cfg: TrainConfig, steps_per_epoch: int,
+                 pos_rate: torch.Tensor):
+        device = pos_rate.device
+        self.ddp, self.pos_rate = ddp, pos_rate if cfg.loss == "weighted" else None
+        self.amp_on, self.amp_dtype = _autocast(device, cfg.amp)
+        # fused Adam on the GPU: one kernel instead of a few per parameter group (the fusion model is small,
+        # so kernel launches, not FLOPs, set the step time); on the CPU the default, bit-reproducible path.
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                          fused=True if device.type == "cuda" else None)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg.epochs, cfg.warmup_epochs))
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_on and self.amp_dtype == torch.float16)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Train on one batch (already on the device); returns the detached loss, without waiting for it."""
+        with torch.autocast(x.device.type, dtype=self.amp_dtype, enabled=self.amp_on):
+            logits = self.ddp(x)
+        loss = attribute_loss(logits.float(), y, self.pos_rate)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+
 @torch.no_grad()
 def predict_split(model: torch.nn.Module, dataset: TrackletTokens, indices: np.ndarray, batch_size: int, workers: int,
                   device: torch.device, amp: str = "auto") -> np.ndarray:
@@ -132,7 +162,6 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     else:
         ddp = model
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     pos_rate = torch.from_numpy(store.labels[train_idx].mean(0).astype(np.float32)).to(device)
     on, amp_dtype = _autocast(device, cfg.amp)
     train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
@@ -141,9 +170,8 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
     loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
                         persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers > 0 else None)
     steps_per_epoch = len(sampler)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, steps_per_epoch, cfg.epochs, cfg.warmup_epochs))
-    scaler = torch.amp.GradScaler(device.type, enabled=on and amp_dtype == torch.float16)
+    steps = TrainingStep(model, ddp, cfg, steps_per_epoch, pos_rate)
+    optimizer, scheduler = steps.optimizer, steps.scheduler
 
     identity = store.identity
     start_epoch, best, history = 0, None, []
@@ -164,22 +192,16 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         ddp.train()
-        total_loss, seen = 0.0, 0
+        # The loss is summed on the device: reading it every step would stall the GPU queue each step.
+        total_loss, seen = torch.zeros((), device=device), 0
         for step, (x, y, _) in enumerate(loader):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=on):
-                logits = ddp(x)
-            loss = attribute_loss(logits.float(), y, pos_rate if cfg.loss == "weighted" else None)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            total_loss += loss.item() * len(y)
+            total_loss += steps.step(x, y) * len(y)
             seen += len(y)
             if on_step and dist.is_main:
                 on_step(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": total_loss / max(1, seen), "lr": scheduler.get_last_lr()[0]}
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen),
+                                  "lr": steps.scheduler.get_last_lr()[0]}
         if dist.is_main:
             probs = predict_split(model, eval_set, eval_idx, cfg.batch_size, cfg.workers, device, cfg.amp)
             metrics = evaluate_predictions(probs, store.labels[eval_idx], store.attrs["group_boundaries"],

@@ -22,6 +22,7 @@ attribute_loss(reference(x), y, pos_rate).backward()
 scale = max(float(q.grad.abs().max()) for q in reference.parameters())
 worst = max(float((p.grad - q.grad).abs().max()) for p, q in zip(model.parameters(), reference.parameters())) / scale
 running = float((model.bn.running_var - reference.bn.running_var).abs().max())
+dist.barrier()  # tearing gloo down while the other rank is still in a collective aborts it
 dist.destroy_process_group()
 if rank == 0:
     print(f"worst relative gradient difference {worst:.2e}; running var difference {running:.2e}")

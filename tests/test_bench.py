@@ -16,3 +16,5 @@ def test_bench_smoke(tmp_path):
     assert e["chunks"] == [1, 197, 512] and e["pipeline_fps"] > 0 and e["model_only_fps"] > 0
     assert t["store_samples_per_s"] > 0 and p["tracklets"] == 4 and set(s["reference_s"]) == {"1", "2"}
     assert s["projected_speedup"] > 0
+    host = e["host_loop"]
+    assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0

@@ -167,7 +167,7 @@ def test_two_process_torchrun(store_path, manifest_path, tmp_path):
 
 
 def test_direct_shard_reads_match_zarr(store_path):
-    from par_pipeline.shard_reader import ShardFileReader
+    from par_pipeline.shard_files import ShardFileReader
 
     s = TokenStore(store_path)
     assert s._direct is not None  # our layout is recognised
@@ -179,3 +179,37 @@ def test_direct_shard_reads_match_zarr(store_path):
 
     other = zarr.open_array(str(store_path.parent / "other.zarr"), mode="w", shape=(4, 3), chunks=(2, 3), dtype="float16")
     assert ShardFileReader.for_array(store_path.parent / "other.zarr") is None and other.shape == (4, 3)
+
+
+def test_direct_shard_writes_equal_zarr_bytes(tmp_path):
+    """The writer's shard files are byte for byte what zarr-python writes: full and partial last shard,
+    and a frame left out (bad frame: zeros, no chunk) exactly as zarr leaves out a chunk of fill values."""
+    import zarr
+
+    from par_pipeline.shard_files import ShardFileReader, ShardFileWriter
+
+    F, N, D, S = 13, 5, 8, 8
+    data = (np.random.default_rng(0).random((F, N, D)) + 0.5).astype(np.float16)
+    present = np.ones(F, np.uint8)
+    present[2] = 0
+    data[2] = 0
+    paths = {}
+    for name in ("by-zarr", "direct"):
+        g = zarr.open_group(str(tmp_path / name), mode="w", zarr_format=3)
+        arr = g.create_array("tokens", shape=(F, N, D), chunks=(1, N, D), shards=(S, N, D), dtype="float16",
+                             compressors=None, fill_value=0)
+        paths[name] = tmp_path / name / "tokens"
+        if name == "by-zarr":
+            arr[:S] = data[:S]
+            arr[S:] = data[S:]
+        else:
+            w = ShardFileWriter.for_array(paths[name])
+            assert w is not None
+            w.write(0, np.ascontiguousarray(data[:S]), present[:S])
+            w.write(1, np.ascontiguousarray(data[S:]), present[S:])
+    for s in (0, 1):
+        a = (paths["by-zarr"] / "c" / str(s) / "0" / "0").read_bytes()
+        b = (paths["direct"] / "c" / str(s) / "0" / "0").read_bytes()
+        assert a == b, f"shard {s} differs"
+    assert np.array_equal(zarr.open_array(str(paths["direct"]))[:], data)
+    assert np.array_equal(ShardFileReader.for_array(paths["direct"]).read(np.arange(F)[::-1]), data[::-1])
