@@ -315,6 +315,7 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
     if "train" in results:
         r = results["train"]
         t.add_row(f"train model-only ({r['model']}, batch {r['batch_size']})", f"{r['model_only_samples_per_s']:,.1f} samples/s", "")
+        t.add_row(f"train loader alone ({r['workers']} workers, no model)", f"{r['loader_alone_samples_per_s']:,.1f} samples/s", "")
         t.add_row("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", "")
         t.add_row("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9")
     if "predict" in results:

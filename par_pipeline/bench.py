@@ -26,7 +26,7 @@ from .samples import sample_frames
 from .schema import load_schema
 from .store import TokenStore
 from .synth import plan_random, write_synth
-from .train import TrainConfig, TrainingStep, build_model, train
+from .train import TrainConfig, TrainingStep, build_model, train, training_loader
 
 
 def _dir_bytes(path: Path) -> int:
@@ -198,6 +198,21 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     _sync(dev)
     model_sps = n * batch_size / (time.perf_counter() - t)
     log(f"train model-only: {model_sps:,.1f} samples/s")
+    # The loader alone (same workers, same batches, no model): the rate data loading can carry at most.
+    # Epoch 0 absorbs worker start-up; then whole epochs (their start-up included) until 40 batches are timed.
+    loader, sampler = training_loader(cfg, store.indices(cfg.train_split), dev)
+    for _ in loader:
+        pass
+    loaded, epoch, t = 0, 1, time.perf_counter()
+    while loaded < 40 * batch_size or epoch < 3:
+        sampler.set_epoch(epoch)
+        for x, _, _ in loader:
+            loaded += len(x)
+        epoch += 1
+    busy = time.perf_counter() - t
+    loader_sps = loaded / busy if busy > 0 else float("nan")
+    del loader
+    log(f"train loader alone ({workers} workers): {loader_sps:,.1f} samples/s")
     stamps: list[tuple[float, int]] = []
     import shutil
     shutil.rmtree(work / "bench-run", ignore_errors=True)
@@ -205,10 +220,13 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     train(cfg, on_step=lambda s, _t: stamps.append((time.perf_counter(), s)))
     per_epoch = len(stamps) // epochs
     gaps = [stamps[i][0] - stamps[i - 1][0] for i in range(1, len(stamps)) if i % per_epoch != 0]
-    store_sps = batch_size / float(np.median(gaps))
+    store_sps = batch_size / float(np.median(gaps)) if gaps else float("nan")
+    if per_epoch < 8:  # the first batches of an epoch come from the prefetch: a short epoch overstates the rate
+        log(f"note: only {per_epoch} steps per epoch; for a steady-state rate use more tracklets or a smaller batch")
     log(f"train from store: {store_sps:,.1f} samples/s")
     return {"model": model, "device": device, "batch_size": batch_size, "workers": workers,
-            "model_only_samples_per_s": model_sps, "store_samples_per_s": store_sps,
+            "model_only_samples_per_s": model_sps, "store_samples_per_s": store_sps, "loader_alone_samples_per_s": loader_sps,
+            "steps_per_epoch": per_epoch,
             "store_over_model": store_sps / model_sps}
 
 

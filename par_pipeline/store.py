@@ -181,6 +181,13 @@ class TokenStore:
         rows = np.arange(self.offsets[i], self.offsets[i + 1])
         return rows[self.frame_ok[rows]]
 
+    def read_rows_into(self, rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """`read_rows` into a given C-contiguous [k, N, D] array of the store's dtype (no allocation on the fast path)."""
+        if self._direct is not None:
+            return self._direct.read_into(rows, out)
+        out[...] = self.read_rows(rows)
+        return out
+
     def read_rows(self, rows: np.ndarray) -> np.ndarray:
         """Tokens of the given rows [k, N, D] in the given order (duplicates allowed).
 

@@ -19,7 +19,7 @@ from .errors import ParError
 from .losses import attribute_loss
 from .metrics import evaluate_predictions
 from .model import VTFPAR, load_fusion_init, load_model_config
-from .samples import EpochBatches, TrackletTokens
+from .samples import EpochBatches, TrackletTokens, tracklet_batches
 from .store import TokenStore
 
 
@@ -123,13 +123,24 @@ class TrainingStep:
         return loss.detach()
 
 
+def training_loader(cfg: TrainConfig, train_idx: np.ndarray, device: torch.device,
+                    dist: DistContext | None = None) -> tuple[DataLoader, EpochBatches]:
+    """Training batches (x [B, N, D] in the autocast dtype on GPU, y [B, A], index) from worker processes;
+    call `sampler.set_epoch(e)` before each epoch."""
+    dist = dist or DistContext.single()
+    on, amp_dtype = _autocast(device, cfg.amp)
+    train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
+    sampler = EpochBatches(train_idx, cfg.batch_size, cfg.seed, shuffle=True, rank=dist.rank, world=dist.world_size)
+    return tracklet_batches(train_set, sampler, cfg.workers, device.type == "cuda", persistent=True), sampler
+
+
 @torch.no_grad()
 def predict_split(model: torch.nn.Module, dataset: TrackletTokens, indices: np.ndarray, batch_size: int, workers: int,
                   device: torch.device, amp: str = "auto") -> np.ndarray:
     """Sigmoid probabilities [n, A] on the deterministic evaluation frames."""
     model.eval()
-    loader = DataLoader(dataset, batch_sampler=EpochBatches(indices, max(batch_size, 64), 0, shuffle=False),
-                        num_workers=workers, pin_memory=device.type == "cuda")
+    loader = tracklet_batches(dataset, EpochBatches(indices, max(batch_size, 64), 0, shuffle=False), workers,
+                              device.type == "cuda")
     on, dtype = _autocast(device, amp)
     out = []
     for x, _, _ in loader:
@@ -164,11 +175,8 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
         ddp = model
     pos_rate = torch.from_numpy(store.labels[train_idx].mean(0).astype(np.float32)).to(device)
     on, amp_dtype = _autocast(device, cfg.amp)
-    train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
     eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
-    sampler = EpochBatches(train_idx, cfg.batch_size, cfg.seed, shuffle=True, rank=dist.rank, world=dist.world_size)
-    loader = DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                        persistent_workers=cfg.workers > 0, prefetch_factor=4 if cfg.workers > 0 else None)
+    loader, sampler = training_loader(cfg, train_idx, device, dist)
     steps_per_epoch = len(sampler)
     steps = TrainingStep(model, ddp, cfg, steps_per_epoch, pos_rate)
     optimizer, scheduler = steps.optimizer, steps.scheduler

@@ -54,6 +54,29 @@ def test_sample_frames_rules():
     assert sample_frames(7, 4, None).tolist() == [0, 2, 4, 6]  # evaluation: evenly spaced
 
 
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.bfloat16])
+def test_batches_are_float32_means_of_the_picked_frames(store_path, out_dtype):
+    """Whole-batch loading (workers, shared memory) gives exactly mean_t(tokens) taken in float32, then cast;
+    training picks are keyed by (seed, epoch, tracklet), evaluation picks are evenly spaced."""
+    from par_pipeline.samples import EpochBatches, TrackletTokens, tracklet_batches
+    from par_pipeline.store import TokenStore
+
+    store = TokenStore(store_path)
+    ds = TrackletTokens(str(store_path), 4, seed=5, out_dtype=out_dtype)
+    keys = [(i, 2) for i in range(len(store))] + [(i, -1) for i in range(len(store))]
+    x, y, index = ds.__getitems__(keys)
+    for b, (i, epoch) in enumerate(keys):
+        rows = store.valid_rows(i)
+        rng = np.random.default_rng([5, epoch, i]) if epoch >= 0 else None
+        expected = torch.from_numpy(np.stack([np.asarray(store.tokens[int(r)]) for r in rows[sample_frames(len(rows), 4, rng)]]))
+        assert torch.equal(x[b], expected.float().mean(0).to(out_dtype)) and x.dtype == out_dtype
+        assert torch.equal(y[b], torch.from_numpy(store.labels[i].astype(np.float32))) and int(index[b]) == i
+    # the same batches through 2 worker processes
+    loader = tracklet_batches(ds, EpochBatches(np.arange(len(store)), 5, seed=1, shuffle=False), workers=2, pin_memory=False)
+    got = torch.cat([xb for xb, _, _ in loader])
+    assert torch.equal(got, x[len(store):])
+
+
 def test_train_checkpoint_eval_and_resume(store_path, tmp_path):
     best = train(small_cfg(store_path, tmp_path / "run", epochs=3))
     run = tmp_path / "run"
