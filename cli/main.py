@@ -171,7 +171,7 @@ def train(store: Optional[str] = typer.Argument(None, help="token store from `pa
           epochs: Optional[int] = typer.Option(None), batch_size: Optional[int] = typer.Option(None),
           lr: Optional[float] = typer.Option(None), weight_decay: Optional[float] = typer.Option(None),
           warmup_epochs: Optional[int] = typer.Option(None), loss: Optional[str] = typer.Option(None, help="weighted or bce"),
-          seed: Optional[int] = typer.Option(None), workers: Optional[int] = typer.Option(None),
+          seed: Optional[int] = typer.Option(None), workers: Optional[int] = typer.Option(None, help="loader workers (default: 0 on a CPU of up to 4 cores, else 2; on a GPU its CPUs less 2, at most 16)"),
           device: Optional[str] = typer.Option(None), amp: Optional[str] = typer.Option(None, help="auto, off, bf16, fp16"),
           resume: bool = typer.Option(False, help="continue the run in --out from its last epoch")) -> None:
     """Stage two: train the fusion Transformer and heads from a token store."""
@@ -259,7 +259,8 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
           pretrained: Optional[str] = typer.Option(None, help="real weights, optional: throughput does not depend on them"),
           fusion_model: str = typer.Option("vtf-par", help="fusion model config for the train part"),
           device: str = typer.Option("cpu"), precision: str = typer.Option("auto"),
-          batch_size: int = typer.Option(32), workers: int = typer.Option(2),
+          batch_size: int = typer.Option(32), workers: int = typer.Option(2, help="JPEG decode workers (extract, predict)"),
+          train_workers: Optional[int] = typer.Option(None, help="training loader workers (default as `par train`)"),
           tracklets: int = typer.Option(16, help="synthetic tracklets per split"),
           frames: int = typer.Option(8, help="frames per synthetic tracklet"),
           train_batch: int = typer.Option(16), epochs: int = typer.Option(2),
@@ -284,7 +285,7 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
         store = out / "store.zarr"
         if not store.exists():
             raise ParError(f"{store}: run the extract part first (`par bench --part extract --out {out}`)")
-        results["train"] = B.bench_train(store, out, fusion_model, device, epochs, train_batch, workers, log)
+        results["train"] = B.bench_train(store, out, fusion_model, device, epochs, train_batch, train_workers, log)
     if "predict" in parts:
         if not (out / "bench-run" / "best.json").exists():
             raise ParError(f"{out}/bench-run: run the train part first (`par bench --part train --out {out}`)")
@@ -338,7 +339,8 @@ def ablation(store: str = typer.Argument(..., help="ONE token store; every point
              variants: str = typer.Option("fusion no-fusion", help="from data_manifests/ablation/variants.json"),
              seeds: int = typer.Option(1, help="repeat each point; mean and std are reported"),
              epochs: int = typer.Option(20), model: str = typer.Option("vtf-par"), batch_size: int = typer.Option(16),
-             warmup_epochs: Optional[int] = typer.Option(None), workers: int = typer.Option(2),
+             warmup_epochs: Optional[int] = typer.Option(None),
+             workers: Optional[int] = typer.Option(None, help="loader workers (default: 0 on a CPU of up to 4 cores, else 2; on a GPU its CPUs less 2, at most 16)"),
              device: str = typer.Option("cpu")) -> None:
     """Frame-count sweep and component ablation: ablation.json/.csv/.md and ablation.png."""
     from rich.progress import Progress

@@ -26,7 +26,7 @@ from .samples import sample_frames
 from .schema import load_schema
 from .store import TokenStore
 from .synth import plan_random, write_synth
-from .train import TrainConfig, TrainingStep, build_model, train, training_loader
+from .train import TrainConfig, TrainingStep, build_model, loader_workers, train, training_loader
 
 
 def _dir_bytes(path: Path) -> int:
@@ -175,7 +175,7 @@ def bench_host_loop(enc: ClipEncoder, work: Path, batch_size: int, shard_frames:
     return out
 
 
-def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: int, batch_size: int, workers: int,
+def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: int, batch_size: int, workers: int | None,
                 log: Callable[[str], None]) -> dict[str, Any]:
     """Training from the store vs the same `TrainingStep` on one in-memory batch (model, loss, AMP, fused
     Adam on GPU, schedule: all as `par train` has them), so the ratio is what data loading costs."""
@@ -212,16 +212,18 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     busy = time.perf_counter() - t
     loader_sps = loaded / busy if busy > 0 else float("nan")
     del loader
+    workers = loader_workers(workers, dev)
     log(f"train loader alone ({workers} workers): {loader_sps:,.1f} samples/s")
-    stamps: list[tuple[float, int]] = []
     import shutil
     shutil.rmtree(work / "bench-run", ignore_errors=True)
-    # Only training steps are timed: on_step stamps every step; gaps across epoch ends (evaluation) are removed.
-    train(cfg, on_step=lambda s, _t: stamps.append((time.perf_counter(), s)))
-    per_epoch = len(stamps) // epochs
-    gaps = [stamps[i][0] - stamps[i - 1][0] for i in range(1, len(stamps)) if i % per_epoch != 0]
-    store_sps = batch_size / float(np.median(gaps)) if gaps else float("nan")
-    if per_epoch < 8:  # the first batches of an epoch come from the prefetch: a short epoch overstates the rate
+    # Each epoch's rate from `par train`'s own log: its first batch (loader start-up) left out, its end
+    # synchronised with the device; the first epoch (allocator and kernel warm-up) is left out when there are more.
+    records: list[dict[str, Any]] = []
+    train(cfg, on_epoch=records.append)
+    rates = [r["samples_per_s"] for r in (records[1:] if len(records) > 1 else records) if r["samples_per_s"]]
+    store_sps = float(np.median(rates)) if rates else float("nan")
+    per_epoch = -(-len(store.indices(cfg.train_split)) // batch_size)
+    if per_epoch < 8:  # a short epoch is mostly start-up and prefetch: the rate is not a steady one
         log(f"note: only {per_epoch} steps per epoch; for a steady-state rate use more tracklets or a smaller batch")
     log(f"train from store: {store_sps:,.1f} samples/s")
     return {"model": model, "device": device, "batch_size": batch_size, "workers": workers,
@@ -248,7 +250,7 @@ def bench_sweep(work: Path, extract_s: float, fusion_model: str, device: str, fr
         shutil.rmtree(work / f"sweep-T{T}", ignore_errors=True)
         t = time.perf_counter()
         train(TrainConfig(store=str(store_path), out=str(work / f"sweep-T{T}"), model=fusion_model, frames=T, epochs=epochs,
-                          batch_size=batch_size, workers=2, device=device, warmup_epochs=0))
+                          batch_size=batch_size, device=device, warmup_epochs=0))
         ours[T] = time.perf_counter() - t
     enc = ClipEncoder(clip_model, None, True, device)
     train_recs = manifest.split("train")

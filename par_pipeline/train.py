@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -42,7 +44,7 @@ class TrainConfig:
     warmup_epochs: int = 5
     loss: str = "weighted"  # "weighted" (SPEC §2) or "bce"
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None  # loader worker processes; None: `loader_workers` picks for the device
     device: str = "cpu"
     amp: str = "auto"  # auto: bf16 autocast on GPU, off on CPU
     threshold: float = 0.45
@@ -123,6 +125,19 @@ class TrainingStep:
         return loss.detach()
 
 
+def loader_workers(requested: int | None, device: torch.device) -> int:
+    """`--workers`, or by default: on a GPU the CPUs this rank may use, less two (the training loop and the
+    pin-memory thread), at most 16; on a CPU of up to 4 cores none (the model's own threads already use every
+    core; in-process loading measured as fast as 2 workers on 2 cores and spares the processes), else 2."""
+    if requested is not None:
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    per_rank = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if device.type != "cuda":
+        return 0 if per_rank <= 4 else 2
+    return max(1, min(16, per_rank - 2))
+
+
 def training_loader(cfg: TrainConfig, train_idx: np.ndarray, device: torch.device,
                     dist: DistContext | None = None) -> tuple[DataLoader, EpochBatches]:
     """Training batches (x [B, N, D] in the autocast dtype on GPU, y [B, A], index) from worker processes;
@@ -131,7 +146,8 @@ def training_loader(cfg: TrainConfig, train_idx: np.ndarray, device: torch.devic
     on, amp_dtype = _autocast(device, cfg.amp)
     train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
     sampler = EpochBatches(train_idx, cfg.batch_size, cfg.seed, shuffle=True, rank=dist.rank, world=dist.world_size)
-    return tracklet_batches(train_set, sampler, cfg.workers, device.type == "cuda", persistent=True), sampler
+    workers = loader_workers(cfg.workers, device)
+    return tracklet_batches(train_set, sampler, workers, device.type == "cuda", persistent=True), sampler
 
 
 @torch.no_grad()
@@ -201,17 +217,22 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
         sampler.set_epoch(epoch)
         ddp.train()
         # The loss is summed on the device: reading it every step would stall the GPU queue each step.
-        total_loss, seen = torch.zeros((), device=device), 0
+        total_loss, seen, first, t_first = torch.zeros((), device=device), 0, 0, 0.0
         for step, (x, y, _) in enumerate(loader):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             total_loss += steps.step(x, y) * len(y)
             seen += len(y)
+            if step == 0:  # the rate leaves out the epoch's first batch (loader start-up)
+                first, t_first = len(y), time.perf_counter()
             if on_step and dist.is_main:
                 on_step(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": float(total_loss) / max(1, seen),
-                                  "lr": steps.scheduler.get_last_lr()[0]}
+        loss = float(total_loss)  # waits for the epoch's last step: the rate below is of finished work
+        elapsed = time.perf_counter() - t_first
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss / max(1, seen), "lr": steps.scheduler.get_last_lr()[0],
+                                  "samples_per_s": (seen - first) * dist.world_size / elapsed if seen > first and elapsed > 0 else None}
         if dist.is_main:
-            probs = predict_split(model, eval_set, eval_idx, cfg.batch_size, cfg.workers, device, cfg.amp)
+            probs = predict_split(model, eval_set, eval_idx, cfg.batch_size, loader_workers(cfg.workers, device), device,
+                                  cfg.amp)
             metrics = evaluate_predictions(probs, store.labels[eval_idx], store.attrs["group_boundaries"],
                                            store.attrs["groups"], cfg.threshold)
             record.update({k: metrics["protocol"]["mean"][k] for k in ("precision", "recall", "f1", "mA")})
@@ -241,8 +262,11 @@ def _restore(run: Path, model: VTFPAR, optimizer: torch.optim.Optimizer, schedul
     from .store import check_identity
 
     saved = json.loads((run / "config.json").read_text())
-    if saved["train"] != asdict(cfg):
-        diff = sorted(k for k in asdict(cfg) if saved["train"].get(k) != asdict(cfg)[k])
+    # Options that change no result may differ on resume (sampling is keyed by seed, epoch and tracklet).
+    free = ("workers",)
+    now = {k: v for k, v in asdict(cfg).items() if k not in free}
+    if {k: v for k, v in saved["train"].items() if k not in free} != now:
+        diff = sorted(k for k in now if saved["train"].get(k) != now[k])
         raise ParError(f"{run}/config.json: --resume with different options {diff}; use the run's options or a new --out")
     last = json.loads((run / "last.json").read_text())
     check_identity(last["store_identity"], identity, "token store", cfg.store, "resume with the store the run began on")
