@@ -188,16 +188,18 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     steps = TrainingStep(net, net, cfg, 100, pos_rate)
     x = torch.randn(batch_size, store.num_tokens, store.dim, device=dev).to(steps.amp_dtype if steps.amp_on else torch.float32)
     y = (torch.rand(batch_size, len(store.attribute_names), device=dev) > 0.5).float()
-    for _ in range(5):
-        steps.step(x, y)
-    _sync(dev)
-    n = 50
-    t = time.perf_counter()
-    for _ in range(n):
-        steps.step(x, y)
-    _sync(dev)
-    model_sps = n * batch_size / (time.perf_counter() - t)
-    log(f"train model-only: {model_sps:,.1f} samples/s")
+
+    def model_only(n: int = 50) -> float:
+        for _ in range(5):
+            steps.step(x, y)
+        _sync(dev)
+        t = time.perf_counter()
+        for _ in range(n):
+            steps.step(x, y)
+        _sync(dev)
+        return n * batch_size / (time.perf_counter() - t)
+
+    before = model_only()
     # The loader alone (same workers, same batches, no model): the rate data loading can carry at most.
     # Epoch 0 absorbs worker start-up; then whole epochs (their start-up included) until 40 batches are timed.
     loader, sampler = training_loader(cfg, store.indices(cfg.train_split), dev)
@@ -225,9 +227,12 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     per_epoch = -(-len(store.indices(cfg.train_split)) // batch_size)
     if per_epoch < 8:  # a short epoch is mostly start-up and prefetch: the rate is not a steady one
         log(f"note: only {per_epoch} steps per epoch; for a steady-state rate use more tracklets or a smaller batch")
+    after = model_only()  # measured on both sides of the training run: a shared machine's speed drifts
+    model_sps = (before + after) / 2
+    log(f"train model-only: {model_sps:,.1f} samples/s (before {before:,.1f}, after {after:,.1f})")
     log(f"train from store: {store_sps:,.1f} samples/s")
     return {"model": model, "device": device, "batch_size": batch_size, "workers": workers,
-            "model_only_samples_per_s": model_sps, "store_samples_per_s": store_sps, "loader_alone_samples_per_s": loader_sps,
+            "model_only_samples_per_s": model_sps, "model_only_before_after": [before, after], "store_samples_per_s": store_sps, "loader_alone_samples_per_s": loader_sps,
             "steps_per_epoch": per_epoch,
             "store_over_model": store_sps / model_sps}
 
