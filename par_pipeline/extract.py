@@ -367,13 +367,12 @@ def _run_shards(enc: ClipEncoder, g: Any, target: str, paths: list[str], shards:
                 break
             rows, images, good, reasons = batch
             sink.raise_failure()
-            if not bool(good.all()):
-                bad = [(int(r), reason) for r, g_, reason in zip(rows, good, reasons) if not g_]
-                if cfg.on_bad_frame == "error":
-                    row, reason = bad[0]
-                    raise ParError(f"{paths[row]}: {reason}; replace or remove the frame, or pass --on-bad-frame skip")
+            all_good = bool(good.all())
+            if not all_good and cfg.on_bad_frame == "error":
+                row, reason = next((int(r), why) for r, g_, why in zip(rows, good, reasons) if not g_)
+                raise ParError(f"{paths[row]}: {reason}; replace or remove the frame, or pass --on-bad-frame skip")
             feats = enc.encode_frames(images, store_dtype)
-            if not bool(good.all()):
+            if not all_good:  # skipped frames: zero tokens (and no chunk in the shard file)
                 feats[~good.to(feats.device)] = 0
             first = int(rows[0])
             if first // cfg.shard_frames != shard:  # batches are consecutive rows of one shard

@@ -66,9 +66,8 @@ class TrackletTokens(Dataset):
             self._scratch = (np.empty((self.frames, store.num_tokens, store.dim), dtype=store.tokens.dtype),
                              torch.empty(store.num_tokens, store.dim, dtype=torch.float32))
         frames, acc = self._scratch
-        view = frames[:self.frames]
-        self.store.read_rows_into(self.picked_rows(i, epoch), view)
-        torch.mean(torch.from_numpy(view), 0, dtype=torch.float32, out=acc)
+        self.store.read_rows_into(self.picked_rows(i, epoch), frames)
+        torch.mean(torch.from_numpy(frames), 0, dtype=torch.float32, out=acc)
         out.copy_(acc)
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
