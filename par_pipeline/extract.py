@@ -331,6 +331,10 @@ class _ShardSink:
                     self.g["frame_ok"][start:start + n] = ok
                     self.g["done"][s] = 1  # only after the shard's data: a killed run redoes this shard
                     self.report(n)
+            except OSError as exc:  # disk full, permissions, I/O error: one line, and the run stays resumable
+                where = self.direct.shard_path(s) if self.direct is not None else f"{self.g.store_path} shard {s}"
+                self.failure.append(ParError(f"{where}: cannot write ({exc.strerror or exc}); fix the disk or free "
+                                             f"space, then re-run the same command to resume"))
             except BaseException as exc:  # surfaced in the main thread
                 self.failure.append(exc)
             finally:

@@ -213,3 +213,30 @@ def test_direct_shard_writes_equal_zarr_bytes(tmp_path):
         assert a == b, f"shard {s} differs"
     assert np.array_equal(zarr.open_array(str(paths["direct"]))[:], data)
     assert np.array_equal(ShardFileReader.for_array(paths["direct"]).read(np.arange(F)[::-1]), data[::-1])
+
+
+def test_write_failure_is_one_line_and_resumable(store_path, manifest_path, tmp_path, monkeypatch):
+    """A shard write that fails (disk full) ends in a ParError naming the shard file; the same command
+    afterwards resumes and ends with the same store as an uninterrupted run."""
+    import errno
+
+    from par_pipeline.shard_files import ShardFileWriter
+
+    real_write, calls = ShardFileWriter.write, []
+
+    def failing(self, s, frames, present):
+        calls.append(s)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, s, frames, present)
+
+    monkeypatch.setattr(ShardFileWriter, "write", failing)
+    out = tmp_path / "full.zarr"
+    with pytest.raises(ParError, match=r"c/\d+/0/0: cannot write \(No space left on device\).*re-run the same command"):
+        extract(read_manifest(manifest_path), tiny_extract_config(out))
+    assert not out.exists() and (tmp_path / "full.zarr.partial").exists()
+    monkeypatch.setattr(ShardFileWriter, "write", real_write)
+    res = extract(read_manifest(manifest_path), tiny_extract_config(out))
+    assert res.resumed_shards >= 1
+    a, b = TokenStore(out), TokenStore(store_path)
+    assert np.array_equal(a.tokens[:], b.tokens[:]) and a.attrs == b.attrs
