@@ -26,7 +26,7 @@ from .samples import sample_frames
 from .schema import load_schema
 from .store import TokenStore
 from .synth import plan_random, write_synth
-from .train import TrainConfig, TrainingStep, build_model, loader_workers, train, training_loader
+from .train import TrainConfig, TrainingStep, build_model, input_dtype, loader_workers, train, training_loader
 
 
 def _dir_bytes(path: Path) -> int:
@@ -186,7 +186,7 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     net = build_model(cfg, store).to(dev)
     pos_rate = torch.from_numpy(store.labels.mean(0).astype(np.float32)).to(dev)
     steps = TrainingStep(net, net, cfg, 100, pos_rate)
-    x = torch.randn(batch_size, store.num_tokens, store.dim, device=dev).to(steps.amp_dtype if steps.amp_on else torch.float32)
+    x = torch.randn(batch_size, store.num_tokens, store.dim, device=dev).to(input_dtype(dev, cfg.amp))
     y = (torch.rand(batch_size, len(store.attribute_names), device=dev) > 0.5).float()
 
     def model_only(n: int = 50) -> float:
@@ -208,8 +208,8 @@ def bench_train(store_path: Path, work: Path, model: str, device: str, epochs: i
     loaded, epoch, t = 0, 1, time.perf_counter()
     while loaded < 40 * batch_size or epoch < 3:
         sampler.set_epoch(epoch)
-        for x, _, _ in loader:
-            loaded += len(x)
+        for batch, _, _ in loader:  # not `x`: the model-only step after the run reuses that
+            loaded += len(batch)
         epoch += 1
     busy = time.perf_counter() - t
     loader_sps = loaded / busy if busy > 0 else float("nan")

@@ -31,7 +31,7 @@ from .manifest import Manifest
 from .preprocess import Preprocess, load_frame
 from .prompts import build_prompts
 from .samples import sample_frames
-from .shard_files import ShardFileWriter
+from .shard_files import ShardFileWriter, shard_rows
 from .store import (STORE_FORMAT, STORE_VERSION, StorePlan, create_zarr, is_url, open_zarr_group, store_format_of,
                     zarr_to_h5)
 
@@ -201,7 +201,7 @@ def extract(manifest: Manifest, cfg: ExtractConfig, dist: DistContext | None = N
     done = np.asarray(g["done"][:]).astype(bool)
     mine = [s for s in range(len(done)) if s % dist.world_size == dist.rank and not done[s]]
     total_frames = plan.num_frames
-    done_frames = total_frames - sum(_shard_len(s, cfg.shard_frames, total_frames) for s in range(len(done)) if not done[s])
+    done_frames = total_frames - sum(shard_rows(s, cfg.shard_frames, total_frames) for s in range(len(done)) if not done[s])
     if on_progress and dist.is_main:
         on_progress(done_frames, total_frames)
 
@@ -253,10 +253,6 @@ def _zarr_exists(path: str) -> bool:
         except ParError:
             return False
     return (Path(path) / "zarr.json").exists()
-
-
-def _shard_len(s: int, shard_frames: int, total: int) -> int:
-    return max(0, min((s + 1) * shard_frames, total) - s * shard_frames)
 
 
 class _ShardSink:
@@ -381,7 +377,7 @@ def _run_shards(enc: ClipEncoder, g: Any, target: str, paths: list[str], shards:
             first = int(rows[0])
             if first // cfg.shard_frames != shard:  # batches are consecutive rows of one shard
                 shard = first // cfg.shard_frames
-                buf, ok, filled = sink.take(), np.zeros(_shard_len(shard, cfg.shard_frames, F), np.uint8), 0
+                buf, ok, filled = sink.take(), np.zeros(shard_rows(shard, cfg.shard_frames, F), np.uint8), 0
             lo = first - shard * cfg.shard_frames
             sink.copy(buf, lo, feats)
             ok[lo:lo + len(rows)] = good.numpy()

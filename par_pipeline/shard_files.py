@@ -26,6 +26,11 @@ EXPECTED_CODECS = [{"name": "sharding_indexed", "configuration": {
 IOV_MAX = 512  # iovecs per writev call (Linux allows 1024)
 
 
+def shard_rows(s: int, shard_frames: int, total_rows: int) -> int:
+    """Rows in shard s of an array of `total_rows` rows cut into shards of `shard_frames` (the last may be short)."""
+    return max(0, min((s + 1) * shard_frames, total_rows) - s * shard_frames)
+
+
 class ShardLayout:
     """Geometry of a `tokens` array in our layout: shard s holds rows s*shard_frames .. (s+1)*shard_frames-1."""
 
@@ -62,7 +67,7 @@ class ShardLayout:
         return self.dir / "c" / str(s) / "0" / "0"
 
     def rows_in_shard(self, s: int) -> int:
-        return max(0, min((s + 1) * self.shard_frames, self.shape[0]) - s * self.shard_frames)
+        return shard_rows(s, self.shard_frames, self.shape[0])
 
 
 class ShardFileReader(ShardLayout):

@@ -95,6 +95,13 @@ def _autocast(device: torch.device, amp: str) -> tuple[bool, torch.dtype]:
     raise ParError(f"--amp must be auto, off, bf16 or fp16, not '{amp}'")
 
 
+def input_dtype(device: torch.device, amp: str) -> torch.dtype:
+    """dtype of the mean tokens fed to the model: the autocast dtype when AMP is on (its first Linear rounds
+    to it anyway, and it halves the bytes moved to the GPU), else float32."""
+    on, dtype = _autocast(device, amp)
+    return dtype if on else torch.float32
+
+
 class TrainingStep:
     """One optimiser step as `par train` takes it (loss, AMP, Adam, per-step schedule); `make bench` times the
     same object on in-memory tensors, so the two figures differ only by data loading."""
@@ -143,8 +150,7 @@ def training_loader(cfg: TrainConfig, train_idx: np.ndarray, device: torch.devic
     """Training batches (x [B, N, D] in the autocast dtype on GPU, y [B, A], index) from worker processes;
     call `sampler.set_epoch(e)` before each epoch."""
     dist = dist or DistContext.single()
-    on, amp_dtype = _autocast(device, cfg.amp)
-    train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
+    train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, input_dtype(device, cfg.amp))
     sampler = EpochBatches(train_idx, cfg.batch_size, cfg.seed, shuffle=True, rank=dist.rank, world=dist.world_size)
     workers = loader_workers(cfg.workers, device)
     return tracklet_batches(train_set, sampler, workers, device.type == "cuda", persistent=True), sampler
@@ -190,8 +196,8 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
     else:
         ddp = model
     pos_rate = torch.from_numpy(store.labels[train_idx].mean(0).astype(np.float32)).to(device)
-    on, amp_dtype = _autocast(device, cfg.amp)
-    eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed, amp_dtype if on else torch.float32)
+    eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed, input_dtype(device, cfg.amp))
+    eval_workers = loader_workers(cfg.workers, device)
     loader, sampler = training_loader(cfg, train_idx, device, dist)
     steps_per_epoch = len(sampler)
     steps = TrainingStep(model, ddp, cfg, steps_per_epoch, pos_rate)
@@ -228,11 +234,10 @@ def train(cfg: TrainConfig, resume: bool = False, dist: DistContext | None = Non
                 on_step(epoch * steps_per_epoch + step + 1, cfg.epochs * steps_per_epoch)
         loss = float(total_loss)  # waits for the epoch's last step: the rate below is of finished work
         elapsed = time.perf_counter() - t_first
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss / max(1, seen), "lr": steps.scheduler.get_last_lr()[0],
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss / max(1, seen), "lr": scheduler.get_last_lr()[0],
                                   "samples_per_s": (seen - first) * dist.world_size / elapsed if seen > first and elapsed > 0 else None}
         if dist.is_main:
-            probs = predict_split(model, eval_set, eval_idx, cfg.batch_size, loader_workers(cfg.workers, device), device,
-                                  cfg.amp)
+            probs = predict_split(model, eval_set, eval_idx, cfg.batch_size, eval_workers, device, cfg.amp)
             metrics = evaluate_predictions(probs, store.labels[eval_idx], store.attrs["group_boundaries"],
                                            store.attrs["groups"], cfg.threshold)
             record.update({k: metrics["protocol"]["mean"][k] for k in ("precision", "recall", "f1", "mA")})
