@@ -1,30 +1,42 @@
-"""Locate the data files shipped in `data_manifests/` (schemas, prompts, model configs)."""
+"""The JSON data files shipped in `data_manifests/` (schemas, texts, models, recipes, ablation variants).
+
+They load through importlib.resources, so a wheel install finds them as a source checkout does. Where
+a name is expected, a user may give the path of their own JSON file instead.
+"""
 from __future__ import annotations
 
 import json
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from .errors import ParError
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data_manifests"
+
+def shipped(kind: str) -> Traversable:
+    """The folder of shipped files of one kind, e.g. `schemas` or `models/clip`."""
+    folder = resources.files("data_manifests")
+    for part in kind.split("/"):
+        folder = folder / part
+    return folder
 
 
-def data_file(kind: str, name_or_path: str) -> Path:
-    """A shipped file `data_manifests/<kind>/<name>.json`, or a user path to a JSON file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".json" and candidate.exists():
-        return candidate
-    shipped = DATA_DIR / kind / f"{name_or_path}.json"
-    if shipped.exists():
-        return shipped
-    choices = ", ".join(sorted(p.stem for p in (DATA_DIR / kind).glob("*.json")))
-    raise ParError(f"unknown {kind[:-1]} '{name_or_path}': give one of [{choices}] or a path to a .json file")
+def shipped_names(kind: str) -> list[str]:
+    return sorted(p.name[:-5] for p in shipped(kind).iterdir() if p.name.endswith(".json"))
 
 
 def load_json(kind: str, name_or_path: str) -> dict[str, Any]:
-    path = data_file(kind, name_or_path)
+    """A shipped file `data_manifests/<kind>/<name>.json`, or a user's JSON file given by path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".json" and candidate.is_file():
+        source: Any = candidate
+    else:
+        source = shipped(kind) / f"{name_or_path}.json"
+        if not source.is_file():
+            raise ParError(f"unknown {kind.split('/')[-1].rstrip('s')} '{name_or_path}': give one of "
+                           f"{shipped_names(kind)} or the path of a .json file")
     try:
-        return json.loads(path.read_text())
+        return json.loads(source.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ParError(f"{path}: not valid JSON ({exc}); fix or restore the file") from exc
+        raise ParError(f"{source}: not valid JSON ({exc}); fix or restore the file") from None

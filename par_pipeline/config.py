@@ -1,0 +1,157 @@
+"""The two stage configs and the recipes that fill them.
+
+A value comes from, lowest first: the field default, the recipe (`data_manifests/recipes/<name>.json`, its
+`extract` or `train` section), a `--config` JSON file, the command line. What the file or command line changes
+against the recipe is recorded as the run's overrides, so a store or checkpoint says exactly how it departs
+from the recipe it names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .data.texts import TEXT_SOURCES
+from .errors import ParError
+from .options import as_dict, build, coerce, option, results_keys
+from .resources import load_json, shipped_names
+
+DEFAULT_RECIPE = "vtf-par-official"
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class ExtractConfig:
+    out: str = option("", "token store to write: a zarr folder, or a .h5/.hdf5 file", cli=False, affects_results=False)
+    recipe: str = option(DEFAULT_RECIPE, "recipe the defaults come from", cli=False)
+    clip_model: str = option("ViT-B-16-quickgelu", "open_clip model name (or config JSON); the weights must be this "
+                             "architecture (OpenAI's ViT-B/16 is ViT-B-16-quickgelu)")
+    pretrained: str | None = option(None, "CLIP weights: a local file (OpenAI TorchScript archive ViT-B-16.pt, a "
+                                    "state dict .pt/.bin, .safetensors) or an open_clip tag such as openai (online)")
+    allow_random_init: bool = option(False, "random CLIP weights: tests and the demo only")
+    weights_seed: int = option(0, "seed of the random CLIP weights (with --allow-random-init)")
+    format: str | None = option(None, "zarr or h5 (default: from the --out suffix)", choices=("zarr", "h5"),
+                                affects_results=False)
+    dtype: str = option("float16", "stored token dtype (int8: per-token scales, half the bytes)",
+                        choices=("float16", "float32", "int8"))
+    precision: str = option("fp16", "CLIP arithmetic: fp16 (the reference), bf16 or fp32", choices=PRECISIONS)
+    image_size: int = option(224, "input side in pixels (must equal the CLIP model's)", minimum=1)
+    pad: str = option("zero-square", "zero-square: centre each crop on a black square first; none: stretch",
+                      choices=("zero-square", "none"))
+    interpolation: str = option("bilinear", "resize filter", choices=("bilinear", "bicubic"))
+    mean: list[float] = option([0.5, 0.5, 0.5], "normalisation mean, R,G,B")
+    std: list[float] = option([0.5, 0.5, 0.5], "normalisation std, R,G,B")
+    prompt_template: str | None = option(None, "template of the 'prompts' text source (default: the paper's, "
+                                         "'the pedestrian has an attribute {phrase}')")
+    views: int = option(1, "views stored per training frame: the original, its flip, then pad-and-crop views",
+                        minimum=1, maximum=64)
+    view_seed: int = option(0, "seed of the pad-and-crop views")
+    view_pad: int = option(10, "zero padding before the random crop of a pad-and-crop view (the reference's Pad(10))",
+                           minimum=0)
+    max_frames_per_tracklet: int | None = option(None, "keep K evenly spaced frames per tracklet", minimum=1)
+    on_bad_frame: str = option("error", "a corrupt or missing frame: stop with an error, or skip it",
+                               choices=("error", "skip"))
+    shard_frames: int = option(64, "frames per zarr shard file", minimum=1)
+    decode: str = option("cpu", "JPEG decoding: cpu (PIL in loader workers) or gpu (nvJPEG, CUDA devices)",
+                         choices=("cpu", "gpu"))
+    batch_size: int = option(64, "frames per CLIP batch", minimum=1, affects_results=False)
+    workers: int = option(2, "JPEG decode worker processes", minimum=0, affects_results=False)
+    device: str = option("cpu", "cpu, cuda or cuda:N", affects_results=False)
+    compile: bool = option(False, "torch.compile the image encoder (falls back to eager where it fails)",
+                           affects_results=False)
+
+
+def _temporal_choices() -> tuple[str, ...]:
+    return ("mean", *shipped_names("models/temporal"))
+
+
+@dataclass
+class TrainConfig:
+    store: str = option("", "token store from `par extract`", cli=False, affects_results=False)
+    out: str = option("runs/vtf-par", "run folder to write", affects_results=False)
+    recipe: str = option(DEFAULT_RECIPE, "recipe the defaults come from", cli=False)
+    model: str = option("vtf-par", "fusion model config name or JSON (vtf-par, vtf-par-small)")
+    fusion: bool = option(True, "the fusion Transformer; off: the paper's 'w/o FusionFormer' (fully connected)")
+    text_tokens: bool = option(True, "CLIP text tokens for the attributes; off: learned queries")
+    text_source: str = option("words", "text fed to CLIP: words (the reference's bare words), prompts (the "
+                              "paper's sentences), phrases (bare phrases)", choices=TEXT_SOURCES)
+    temporal: str = option("mean", "how frames are combined: mean (the paper) or a temporal model config",
+                           choices=_temporal_choices())
+    depth: int | None = option(None, "fusion blocks (default: the model config's; the paper: 1)", minimum=1)
+    drop_path: float = option(0.1, "DropPath rate of the fusion block", minimum=0.0, maximum=0.9)
+    fusion_init: str | None = option(None, "weights of the fusion block and final norm: an ImageNet ViT-B/16 file "
+                                     "(jx_vit_base_p16_224-80ecf9dd.pth, .safetensors), timm:<name> (online), or random")
+    require_fusion_init: bool = option(True, "refuse to start without --fusion-init", cli=False)
+    frames: int = option(6, "T frames per tracklet", minimum=1)
+    eval_frames: int | None = option(None, "T for evaluation (default: --frames)", minimum=1)
+    eval_sampling: str = option("fixed", "evaluation frames: fixed (evenly spaced) or random (the reference, "
+                                "keyed by --seed)", choices=("fixed", "random"))
+    use_views: bool = option(True, "draw a stored view per training frame when the store has several")
+    epochs: int = option(20, "training epochs", minimum=1)
+    batch_size: int = option(16, "tracklets per batch", minimum=2)
+    lr: float = option(1e-3, "peak learning rate (Adam)", above=0.0)
+    weight_decay: float = option(0.0, "Adam weight decay (the reference passes none; the paper says 1e-4)", minimum=0.0)
+    warmup_epochs: int = option(5, "warm-up epochs of the cosine schedule", minimum=0)
+    warmup_lr: float = option(1e-5, "learning rate the warm-up starts from", minimum=0.0)
+    min_lr: float = option(2e-6, "floor of the cosine schedule", minimum=0.0)
+    loss: str = option("weighted", "weighted (exp(1-r) on positives, exp(r) on negatives) or bce",
+                       choices=("weighted", "bce"))
+    threshold: float = option(0.45, "an attribute is present when its probability is above this", above=0.0,
+                              maximum=1.0)
+    seed: int = option(0, "seed of initialisation, shuffling and frame sampling")
+    val_fraction: float = option(0.0, "share of training persons held out to select the best epoch (0: select on "
+                                 "the test split, as the reference does)", minimum=0.0, maximum=0.9)
+    train_split: str = option("train", "split to train on")
+    eval_split: str = option("test", "split evaluated after every epoch")
+    precision: str = option("auto", "autocast: auto (bf16 on GPU, fp32 on CPU), fp32, bf16, fp16",
+                            choices=("auto", *PRECISIONS))
+    deterministic: str = option("auto", "deterministic kernels for the run: auto (on a CPU, where runs are then "
+                                "bit-reproducible; off on a GPU, where they cost speed), on, off",
+                                choices=("auto", "on", "off"), affects_results=False)
+    workers: int | None = option(None, "loader processes (default: on a GPU its CPUs less 2, at most 16; on a CPU of "
+                                 "up to 4 cores none, else 2)", minimum=0, affects_results=False)
+    device: str = option("cpu", "cpu, cuda or cuda:N", affects_results=False)
+
+    @property
+    def selection(self) -> str:
+        """Which split picks the best epoch: the reference selects on the test split."""
+        return "val" if self.val_fraction > 0 else "test"
+
+
+STAGES = {"extract": ExtractConfig, "train": TrainConfig}
+
+
+def load_recipe(name_or_path: str) -> dict[str, Any]:
+    recipe = load_json("recipes", name_or_path)
+    for section, cls in STAGES.items():
+        for key, value in recipe.get(section, {}).items():
+            coerce(cls, key, value, f"recipe {recipe.get('name', name_or_path)}")
+    return recipe
+
+
+def configure(stage: str, recipe_name: str | None, layers: list[tuple[str, Mapping[str, Any]]]) -> tuple[Any, dict]:
+    """(config, recipe record) for a stage: defaults < recipe < each (where, values) layer. The record names the
+    recipe and the overrides: every option set by a later layer to a value other than the recipe's."""
+    cls = STAGES[stage]
+    name = recipe_name or DEFAULT_RECIPE
+    recipe = load_recipe(name)
+    from_recipe = {**recipe.get(stage, {}), "recipe": recipe["name"]}
+    cfg = build(cls, [(f"recipe {recipe['name']}", from_recipe), *layers])
+    base = as_dict(build(cls, [(f"recipe {recipe['name']}", from_recipe)]))
+    ours = as_dict(cfg)
+    counted = set(results_keys(cls)) - {"recipe"}
+    overrides = {k: ours[k] for k in ours if ours[k] != base[k] and k in counted}
+    return cfg, {"name": recipe["name"], "overrides": overrides}
+
+
+def check_device(device: str) -> None:
+    """A CUDA device asked for on a machine without one is an error, not a slow CPU run."""
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ParError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        index = device.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise ParError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device != "cpu":
+        raise ParError(f"--device must be cpu, cuda or cuda:N, not '{device}'")

@@ -1,0 +1,1 @@
+"""Data: attribute schemas, text inputs, dataset layouts, manifests, preprocessing and frame decoding."""

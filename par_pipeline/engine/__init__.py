@@ -1,0 +1,1 @@
+"""Stage-two machinery: the token dataset, the training step, inference, losses and metrics."""

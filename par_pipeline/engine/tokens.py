@@ -1,0 +1,182 @@
+"""Stage-two inputs from the store: T frames per tracklet, combined over time in float32.
+
+Training draws T frames at random each time a tracklet is loaded (without replacement; with replacement when
+it has fewer than T), and, when the store holds several views of the training frames, one view per drawn frame.
+The draw depends only on (seed, epoch, tracklet), so neither worker count, rank nor resumption changes it.
+Evaluation takes T evenly spaced frames (positions round(linspace(0, n-1, T)) of the tracklet's n valid
+frames), or with `sampling="random"` a random draw keyed by (seed, tracklet), as the reference's test loader.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+from ..errors import ParError
+from ..store.reader import TokenStore
+
+EVAL = -1  # the epoch of evaluation keys
+
+
+def sample_frames(n: int, t: int, rng: np.random.Generator | None) -> np.ndarray:
+    """Positions of T frames among n: random (rng given) or evenly spaced (rng None)."""
+    if n <= 0:
+        raise ValueError("a tracklet with no valid frames cannot be sampled")
+    if rng is None:
+        return np.linspace(0, n - 1, t).round().astype(np.int64)
+    return np.sort(rng.choice(n, size=t, replace=n < t))
+
+
+class TrackletTokens(Dataset):
+    """Key (tracklet index, epoch) -> (tokens, labels [A] float32, index): tokens are the mean of the T picked frames
+    [N, D], or the frames themselves [T, N, D] with keep_frames (temporal models). epoch EVAL picks evaluation
+    frames. The store is opened lazily in each worker.
+
+    Loaders fetch whole batches (`__getitems__`): each batch's rows are first announced to the kernel (readahead,
+    so a cold disk serves them together), then read straight into a reused buffer, decoded and combined in
+    float32, and cast into the batch, which a worker allocates in shared memory (no collate copy)."""
+
+    def __init__(self, store_path: str, frames: int, seed: int = 0, out_dtype: torch.dtype = torch.float32,
+                 keep_frames: bool = False, use_views: bool = False, sampling: str = "fixed", readahead: bool = True):
+        # out_dtype: bf16/fp16 when the model runs under that autocast anyway (its first Linear would round the
+        # input the same way), which halves the bytes moved to the GPU; the mean is taken in float32.
+        if frames < 1:
+            raise ParError(f"frames per tracklet must be at least 1, got {frames}")
+        if sampling not in ("fixed", "random"):
+            raise ParError(f"evaluation sampling must be fixed or random, not '{sampling}'")
+        self.store_path, self.frames, self.seed, self.out_dtype = store_path, frames, seed, out_dtype
+        self.keep_frames, self.use_views, self.sampling, self.readahead = keep_frames, use_views, sampling, readahead
+        self._store: TokenStore | None = None
+        self._scratch: dict[str, Any] | None = None
+
+    @property
+    def store(self) -> TokenStore:
+        if self._store is None:
+            self._store = TokenStore(self.store_path)
+        return self._store
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_store": None, "_scratch": None}
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        s = self.store
+        return (self.frames, s.num_tokens, s.dim) if self.keep_frames else (s.num_tokens, s.dim)
+
+    def picked_rows(self, i: int, epoch: int) -> np.ndarray:
+        """Store rows of the T frames (and views) tracklet i contributes under this key."""
+        store = self.store
+        valid = store.valid_frames(i)
+        if not len(valid):
+            raise ParError(f"{self.store_path}: tracklet {store.tracklets[i]} has no readable frames (all were skipped "
+                           f"at extraction); fix or replace its frames and extract again")
+        if epoch >= 0:
+            rng = np.random.default_rng([self.seed, epoch, i])
+        else:
+            rng = np.random.default_rng([self.seed, i, 2**32 - 1]) if self.sampling == "random" else None
+        frames = valid[sample_frames(len(valid), self.frames, rng)]
+        views = int(store.views[i])
+        view = rng.integers(views, size=len(frames)) if epoch >= 0 and self.use_views and views > 1 else 0
+        return store.offsets[i] + frames * views + view
+
+    def _buffers(self) -> dict[str, Any]:
+        if self._scratch is None:
+            s = self.store
+            self._scratch = {
+                "raw": np.empty((self.frames, s.num_tokens, s.dim), dtype=s.codec.numpy_dtype),
+                "scales": np.empty((self.frames, s.num_tokens), dtype=np.float32) if s.codec.scaled else None,
+                "float": torch.empty(self.frames, s.num_tokens, s.dim, dtype=torch.float32),
+                "acc": torch.empty(s.num_tokens, s.dim, dtype=torch.float32),
+            }
+        return self._scratch
+
+    def tokens_into(self, rows: np.ndarray, out: torch.Tensor) -> None:
+        """out = the rows' tokens in float32, their mean [N, D] or all of them [T, N, D], cast to out's dtype."""
+        b = self._buffers()
+        self.store.read_rows_into(rows, b["raw"], b["scales"])
+        raw = torch.from_numpy(b["raw"])
+        if b["scales"] is None and not self.keep_frames:
+            torch.mean(raw, 0, dtype=torch.float32, out=b["acc"])
+            out.copy_(b["acc"])
+            return
+        frames = b["float"]
+        frames.copy_(raw)
+        if b["scales"] is not None:
+            frames.mul_(torch.from_numpy(b["scales"]).unsqueeze(-1))
+        if self.keep_frames:
+            out.copy_(frames)
+        else:
+            torch.mean(frames, 0, out=b["acc"])
+            out.copy_(b["acc"])
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        store = self.store
+        x = _batch_tensor((len(keys), *self.sample_shape), self.out_dtype)
+        index = torch.tensor([i for i, _ in keys], dtype=torch.int64)
+        rows = [self.picked_rows(i, epoch) for i, epoch in keys]
+        if self.readahead:
+            store.prefetch(np.concatenate(rows))
+        for b, r in enumerate(rows):
+            self.tokens_into(r, x[b])
+        y = torch.from_numpy(store.labels[index.numpy()].astype(np.float32))
+        return x, y, index
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, y, index = self.__getitems__([key])
+        return x[0], y[0], int(index[0])
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty batch tensor; in a loader worker it is allocated in shared memory, as torch's default_collate does,
+    so handing it to the main process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device=elem.device)
+    return elem.new(storage).resize_(*shape)
+
+
+def _whole_batch(batch: Any) -> Any:
+    """collate_fn for datasets that build whole batches themselves (`__getitems__`)."""
+    return batch
+
+
+def tracklet_batches(dataset: TrackletTokens, batches: Sampler, workers: int, pin_memory: bool,
+                     persistent: bool = False) -> DataLoader:
+    """The one DataLoader over stored tokens (training and evaluation): workers build whole batches."""
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=_whole_batch, num_workers=workers,
+                      pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
+                      prefetch_factor=4 if workers > 0 else None)
+
+
+class EpochBatches(Sampler):
+    """Batches of (tracklet, epoch) keys. Training: a permutation keyed by (seed, epoch), a final batch too small for
+    BatchNorm dropped; this rank keeps every world-th item of each global batch. Evaluation: in order, epoch EVAL."""
+
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[np.ndarray]:
+        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.indices) if self.shuffle else self.indices
+        batches = [order[b:b + self.batch_size] for b in range(0, len(order), self.batch_size)]
+        if self.shuffle and batches and len(batches[-1]) < max(2, self.world):
+            batches.pop()
+        return batches
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        tag = self.epoch if self.shuffle else EVAL
+        for batch in self.global_batches():
+            yield [(int(i), tag) for i in batch[self.rank::self.world]]
+
+    def __len__(self) -> int:
+        return len(self.global_batches())

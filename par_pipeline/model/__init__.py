@@ -1,0 +1,1 @@
+"""Models: the frozen CLIP encoder, the VTF-PAR fusion model and temporal variants."""

@@ -1,0 +1,238 @@
+"""Every output `par` writes goes through here: nothing half-written, nothing of the user's replaced.
+
+- A file output is written beside its target and renamed onto it when complete; an existing target is
+  replaced only when it is an earlier `par` output of the same kind (the caller says how to recognise
+  one), never a folder and never a file `par` did not write.
+- A folder output carries a marker file (`.par-output.json`: kind and the files `par` wrote); an
+  existing folder is reused or replaced only when it is empty or carries the marker of the same kind.
+- Folders that a long job writes into (a store being built, a run being trained) are locked while the
+  job runs, so a second job on the same output is refused at once instead of corrupting the first.
+- `fault_point` marks the places where a crash must leave a resumable state; tests kill the process
+  there (the `PAR_TEST_KILL_AT` hook) to prove it.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from . import __version__
+from .errors import ParError
+
+MARKER = ".par-output.json"
+MARKER_FORMAT = "par-output"
+
+_fault_hits = 0
+
+
+def fault_point(name: str) -> None:
+    """A point where the process may die: with PAR_TEST_KILL_AT=N the N-th point reached kills the process with
+    SIGKILL (no clean-up runs, as with a power cut or `kill -9`); PAR_TEST_FAULT_LOG=FILE appends each name."""
+    global _fault_hits
+    log = os.environ.get("PAR_TEST_FAULT_LOG")
+    kill_at = os.environ.get("PAR_TEST_KILL_AT")
+    if not (log or kill_at):
+        return
+    _fault_hits += 1
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{name}\n")
+    if kill_at and _fault_hits == int(kill_at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def io_errors(path: str | os.PathLike, doing: str = "write") -> Iterator[None]:
+    """Turn an OSError (disk full, read-only folder, a file where a folder should be) into one line naming the path."""
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ParError(f"{path}: cannot {doing} ({reason}); check that the folder exists, is writable and has free "
+                       f"space, then run the same command again") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file (remembered per path, size and modification time: weight files are hashed more than once)."""
+    st = os.stat(path)
+    return _sha256(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_sibling(final: Path, tag: str = "tmp") -> Path:
+    return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
+
+
+def remove_own(path: Path) -> None:
+    """Remove a temporary file or folder this process made (never called on a user's path)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def atomic_write(final: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """`write(tmp)` then fsync and rename onto `final`; nothing appears at `final` unless `write` completed."""
+    final = Path(final)
+    tmp = temp_sibling(final)
+    with io_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            fault_point(f"before-rename:{final.name}")
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+        finally:
+            remove_own(tmp)
+
+
+def check_file_target(path: str | os.PathLike, kind: str, recognise: Callable[[Path], bool]) -> None:
+    """Refuse a target that is a folder or a file that is not an earlier `par` output of this kind."""
+    path = Path(path)
+    if path.is_dir():
+        raise ParError(f"{path}: is a folder; give a file name for the {kind} (par never replaces a folder with a file)")
+    if path.exists() and not recognise(path):
+        raise ParError(f"{path}: exists and is not a par {kind}; par does not overwrite files it did not write - "
+                       f"remove it yourself or choose another name")
+
+
+def write_output_file(path: str | os.PathLike, kind: str, recognise: Callable[[Path], bool],
+                      write: Callable[[Path], None]) -> None:
+    check_file_target(path, kind, recognise)
+    atomic_write(path, write)
+
+
+def json_format_is(fmt: str) -> Callable[[Path], bool]:
+    """A recogniser for JSON outputs whose top-level object names its `format`."""
+    def recognise(path: Path) -> bool:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("format") == fmt
+        except (OSError, ValueError, AttributeError):
+            return False
+    return recognise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """A JSON file inside a folder `par` owns (atomic; the folder's ownership was checked by its claim)."""
+    text = json.dumps(obj, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+# --- folders ------------------------------------------------------------------------------------------------------
+
+def read_marker(folder: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == MARKER_FORMAT else None
+
+
+def _write_marker(folder: Path, kind: str, files: list[str]) -> None:
+    (folder / MARKER).write_text(json.dumps({"format": MARKER_FORMAT, "kind": kind, "files": sorted(files),
+                                             "par_version": __version__}, indent=2) + "\n")
+
+
+def claim_dir(path: str | os.PathLike, kind: str) -> Path:
+    """A folder this output may write into: created (with its marker) when missing; an empty folder is adopted;
+    a folder with the marker of another kind, or without a marker and not empty, is refused."""
+    path = Path(path)
+    with io_errors(path, "create"):
+        if path.exists() and not path.is_dir():
+            raise ParError(f"{path}: exists and is a file; the {kind} needs a folder - choose another --out")
+        if path.is_dir():
+            marker = read_marker(path)
+            if marker is not None:
+                if marker.get("kind") != kind:
+                    raise ParError(f"{path}: holds a par {marker.get('kind')} output, not a {kind}; choose another --out")
+                return path
+            if any(path.iterdir()):
+                raise ParError(f"{path}: exists, is not empty and was not written by par; par does not write into "
+                               f"folders it did not create - choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        _write_marker(path, kind, [])
+    return path
+
+
+def owned_dir_kind(path: Path) -> str | None:
+    marker = read_marker(path) if path.is_dir() else None
+    return None if marker is None else marker.get("kind")
+
+
+def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], None]) -> None:
+    """Build a whole folder beside `final`, then put it in place. An existing `final` is replaced only when it is a
+    par output of this kind holding nothing but the files par wrote there."""
+    final = Path(final)
+    if final.exists():
+        marker = read_marker(final) if final.is_dir() else None
+        if marker is None or marker.get("kind") != kind:
+            raise ParError(f"{final}: exists and is not a par {kind} output; par does not replace what it did not "
+                           f"write - remove it yourself or choose another --out")
+        extra = sorted(set(os.listdir(final)) - set(marker.get("files", [])) - {MARKER})
+        if extra:
+            raise ParError(f"{final}: holds files par did not write ({', '.join(extra[:3])}); move them away or "
+                           f"choose another --out")
+    tmp = temp_sibling(final)
+    old = temp_sibling(final, "old")
+    with io_errors(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.mkdir()
+            build(tmp)
+            _write_marker(tmp, kind, [p.name for p in tmp.iterdir()])
+            fault_point(f"before-rename:{final.name}")
+            if final.exists():
+                os.rename(final, old)
+            os.rename(tmp, final)
+        finally:
+            remove_own(tmp)
+            remove_own(old)
+
+
+# --- locks --------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (flock on the folder itself) while a job writes into it."""
+    folder = Path(folder)
+    with io_errors(folder, "lock"):
+        fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ParError(f"{folder}: another par {what} is writing here right now; wait for it to finish "
+                           f"(or stop it), then run this command again") from None
+        yield
+    finally:
+        os.close(fd)

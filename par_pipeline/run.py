@@ -1,0 +1,238 @@
+"""The run folder: the one owner of its layout, its checkpoints and how they are committed and read back.
+
+    RUN/config.json             training config, model config, recipe and overrides
+    RUN/best.safetensors/.json  the selected epoch (test-selected as the reference, or val-selected)
+    RUN/last.safetensors/.json  the latest epoch; RUN/last.state.pt: optimiser, schedule, RNG, history
+    RUN/log.jsonl               one line per epoch
+    RUN/eval-<split>[...]/      `par eval` outputs
+
+An epoch's files are committed as one unit: all are written into RUN/.pending/, then a COMMIT file naming them,
+then they are moved into place. A crash before COMMIT leaves the previous epoch's set untouched (the pending
+folder is discarded on the next open); a crash after it is rolled forward on the next open. Every checkpoint
+JSON carries the sha256 of its weights (and `last.json` of the state file); loading verifies them, so a damaged
+or mixed set is an error, never a model.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .errors import ParError
+from .model.fusion import VTFPAR, ModelConfig
+from .outputs import atomic_write, fault_point, file_sha256, fsync_dir, io_errors, remove_own, write_json
+from .store.format import TOKEN_KEYS, check_identity
+
+CHECKPOINT_FORMAT = "par-checkpoint"
+CHECKPOINT_VERSION = 2
+PENDING, COMMIT = ".pending", "COMMIT"
+RUN_KIND = "run"
+
+
+class RunFolder:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # --- layout ---
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / "last.state.pt"
+
+    def checkpoint_json(self, which: str) -> Path:
+        return self.path / f"{which}.json"
+
+    def eval_dir(self, split: str, frames: int | None = None, sampling: str = "fixed", seed: int = 0) -> Path:
+        """Where `par eval` writes by default, and where `par report` looks."""
+        tag = f"eval-{split}" + (f"-T{frames}" if frames else "") + (f"-random-s{seed}" if sampling == "random" else "")
+        return self.path / tag
+
+    def exists(self) -> bool:
+        return self.checkpoint_json("last").is_file()
+
+    # --- creating and committing ---
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json(self.config_path, config)
+
+    def recover(self) -> None:
+        """Finish an interrupted commit (COMMIT present: move its files into place) or discard an unfinished one."""
+        pending = self.path / PENDING
+        if not pending.exists():
+            return
+        commit = pending / COMMIT
+        with io_errors(self.path, "recover"):
+            if commit.exists():
+                for name in json.loads(commit.read_text())["files"]:
+                    if (pending / name).exists():
+                        os.replace(pending / name, self.path / name)
+                        fault_point(f"roll-forward:{name}")
+                fsync_dir(self.path)
+            remove_own(pending)
+
+    def commit(self, files: dict[str, Callable[[Path], None]]) -> None:
+        """Write every file of one epoch into the pending folder, mark the set complete, then move it into place."""
+        pending = self.path / PENDING
+        with io_errors(self.path):
+            remove_own(pending)
+            pending.mkdir()
+            for name, write in files.items():
+                atomic_write(pending / name, write)
+                fault_point(f"pending:{name}")
+            write_json(pending / COMMIT, {"files": list(files)})
+            fault_point("committed")
+        self.recover()
+
+    def read_config(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.config_path.read_text())
+        except (OSError, ValueError):
+            raise ParError(f"{self.config_path}: missing or damaged; this folder is not a resumable run - start a new "
+                           f"--out") from None
+
+
+# --- checkpoint files ---------------------------------------------------------------------------------------------
+
+def checkpoint_files(model: VTFPAR, stem: str, meta: dict[str, Any], state: dict[str, Any] | None = None,
+                     ) -> dict[str, Callable[[Path], None]]:
+    """The writers of `<stem>.safetensors` and `<stem>.json` (and `<stem>.state.pt`): the JSON names the weights
+    and their sha256, computed from the bytes written."""
+    from safetensors.torch import save as save_bytes
+
+    weights = save_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+                         metadata={"format": CHECKPOINT_FORMAT})
+    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "par_version": __version__,
+              "weights": f"{stem}.safetensors", "weights_sha256": hashlib.sha256(weights).hexdigest(),
+              "model_config": model.cfg.to_dict(), **meta}
+    files: dict[str, Callable[[Path], None]] = {f"{stem}.safetensors": lambda p: p.write_bytes(weights)}
+    if state is not None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        blob = buf.getvalue()
+        record.update({"state": f"{stem}.state.pt", "state_sha256": hashlib.sha256(blob).hexdigest()})
+        files[f"{stem}.state.pt"] = lambda p: p.write_bytes(blob)
+    text = json.dumps(record, indent=2) + "\n"
+    files[f"{stem}.json"] = lambda p: p.write_text(text)
+    return files
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A run folder (-> best), a .json or a .safetensors path -> the checkpoint's JSON."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.json"
+    elif path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise ParError(f"{path}: checkpoint not found; give a run folder from `par train` or its best.json / last.json")
+    return path
+
+
+def read_checkpoint_meta(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    meta_path = resolve_checkpoint(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        raise ParError(f"{meta_path}: not a valid checkpoint (damaged JSON); use another checkpoint or retrain") from None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise ParError(f"{meta_path}: not a par checkpoint; give the .json written by `par train`")
+    if meta.get("version") != CHECKPOINT_VERSION:
+        raise ParError(f"{meta_path}: checkpoint version {meta.get('version')} is not supported (this par reads "
+                       f"{CHECKPOINT_VERSION}); retrain with this par")
+    return meta_path, meta
+
+
+def verify_file(path: Path, sha256: str, what: str) -> None:
+    with io_errors(path, "read"):
+        if not path.is_file():
+            raise ParError(f"{path}: {what} is missing; the checkpoint is incomplete - use another one or retrain")
+        if file_sha256(path) != sha256:
+            pending = path.parent / PENDING / COMMIT
+            hint = ("an epoch was being committed when it stopped: run the same `par train ... --resume` to finish it"
+                    if pending.exists() else "the file is damaged or from another checkpoint - use another one or retrain")
+            raise ParError(f"{path}: {what} does not match the sha256 its checkpoint records; {hint}")
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[VTFPAR, dict[str, Any]]:
+    """The model of a checkpoint (weights verified against the sha256 in its JSON) and its JSON."""
+    from safetensors.torch import load_file
+
+    meta_path, meta = read_checkpoint_meta(path)
+    weights = meta_path.with_name(meta["weights"])
+    verify_file(weights, meta["weights_sha256"], "the weights file")
+    state = load_file(str(weights))
+    if "text_features" not in state:
+        raise ParError(f"{weights}: no text_features tensor; this is not a par checkpoint")
+    model = VTFPAR(ModelConfig.from_dict(meta["model_config"]), state["text_features"])
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ParError(f"{weights}: weights do not match the model config in {meta_path.name} "
+                       f"({str(exc).splitlines()[0]}); the two files belong together") from None
+    meta["_path"] = str(meta_path)
+    return model.to(device).eval(), meta
+
+
+def load_state(meta_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The resume state a `last.json` names (sha256 verified)."""
+    path = meta_path.with_name(meta["state"])
+    verify_file(path, meta["state_sha256"], "the resume state")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a file that passed its checksum but cannot be unpickled: version skew
+        raise ParError(f"{path}: cannot read the resume state ({type(exc).__name__}); start a new run") from None
+
+
+def check_store_matches(meta: dict[str, Any], store_identity: dict[str, Any], store_path: str) -> None:
+    check_identity(meta["store_identity"], store_identity, TOKEN_KEYS, "token store", store_path,
+                   f"the checkpoint {meta.get('_path', '')} needs a store extracted with the same CLIP model, weights, "
+                   f"precision, preprocessing, dtype, schema and texts")
+
+
+def selection_label(meta: dict[str, Any]) -> str:
+    """How a checkpoint was chosen, for every report: test-set selection is the reference's, and is said so."""
+    which = Path(meta.get("weights", "")).stem
+    if which == "last":
+        return f"last epoch ({meta['epoch']})"
+    split = meta.get("selected_on", "test")
+    return f"best on the {split} split (epoch {meta['epoch']}{', test-selected as the reference' if split == 'test' else ''})"
+
+
+def reported_results(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    """What `par report` shows for a path, labelled: an evaluation folder's metrics.json; or, for a run folder, the
+    selected checkpoint as `par eval` measured it by default (else as training measured it) and the last epoch."""
+    path = Path(path)
+    metrics_file = path / "metrics.json"
+    if metrics_file.is_file():
+        m = _read_json(metrics_file)
+        return [(f"{path.name} ({m.get('selection', 'checkpoint')})", m)]
+    best = path / "best.json"
+    if not best.is_file():
+        raise ParError(f"{path}: neither a run folder from `par train` nor an evaluation folder from `par eval`")
+    _, meta = read_checkpoint_meta(best)
+    run = RunFolder(path)
+    evaluated = run.eval_dir(meta.get("eval_split", "test")) / "metrics.json"
+    rows = []
+    if evaluated.is_file() and Path(_read_json(evaluated).get("checkpoint", "")).resolve() == best.resolve():
+        rows.append((f"{path.name}: {selection_label(meta)}, par eval", _read_json(evaluated)))
+    else:
+        rows.append((f"{path.name}: {selection_label(meta)}, from training", meta["metrics"]))
+    _, last = read_checkpoint_meta(path / "last.json")
+    if last["epoch"] != meta["epoch"] or not rows[0][0].endswith("from training"):
+        rows.append((f"{path.name}: {selection_label(last)}", last["metrics"]))
+    return rows
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ParError(f"{path}: missing or damaged JSON; re-run the command that wrote it") from None

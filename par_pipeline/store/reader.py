@@ -1,0 +1,210 @@
+"""Read side of a finished token store (zarr folder or URL, or HDF5 file).
+
+Local zarr stores are read straight from their shard files (`shard_files.ShardFileReader`: one `preadv` a row,
+checksums verified); URL stores go through zarr (which verifies the same checksums) and HDF5 through h5py
+(Fletcher-32 per chunk). Anything missing or malformed is a one-line error naming the store and the fix.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.schema import AttributeSchema, schema_from_dict
+from ..errors import ParError
+from .codec import TokenCodec
+from .format import STORE_FORMAT, STORE_VERSION, TEXT_ARRAYS, TOKEN_KEYS, is_url, row_of, store_format_of
+from .shard_files import CorruptStore, ShardFileReader
+
+REQUIRED = ("tokens", "frame_ok", "offsets", "views", "person_id", "frame_index", "labels", "tracklets", "split", *TEXT_ARRAYS.values())
+
+
+def open_zarr_group(path: str, mode: str = "r") -> Any:
+    import zarr
+
+    try:
+        return zarr.open_group(path, mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise ParError(f"{path}: no token store there; create it with `par extract`") from None
+    except (ValueError, KeyError, TypeError) as exc:  # a zarr.json that is not valid metadata
+        raise ParError(f"{path}: damaged store metadata ({type(exc).__name__}); the store is corrupt - extract it "
+                       f"again") from None
+
+
+def read_attrs(path: str, fmt: str) -> dict[str, Any] | None:
+    """The attributes of whatever store is at `path` (None when there is none); unreadable metadata is an error."""
+    if fmt == "h5":
+        if not Path(path).is_file():
+            return None
+        import h5py
+
+        try:
+            with h5py.File(path, "r") as h:
+                return {k: json.loads(v) for k, v in h.attrs.items()}
+        except (OSError, ValueError):
+            raise ParError(f"{path}: exists but is not a readable par token store; choose another --out") from None
+    if not is_url(path) and not (Path(path) / "zarr.json").exists():
+        return None
+    try:
+        return open_zarr_group(path).attrs.asdict()
+    except ParError:
+        if is_url(path):
+            return None
+        raise
+
+
+class TokenStore:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        self.format = store_format_of(path)
+        if not is_url(self.path) and not Path(self.path).exists():
+            raise ParError(f"{self.path}: token store not found; create it with `par extract`")
+        if self.format == "h5":
+            import h5py
+
+            try:
+                self._root = h5py.File(self.path, "r")
+                self.attrs = {k: json.loads(v) for k, v in self._root.attrs.items()}
+            except (OSError, ValueError):
+                raise ParError(f"{self.path}: not a readable HDF5 token store; extract it again") from None
+        else:
+            self._root = open_zarr_group(self.path)
+            self.attrs = self._root.attrs.asdict()
+        if self.attrs.get("format") != STORE_FORMAT:
+            raise ParError(f"{self.path}: not a par token store; create it with `par extract`")
+        if self.attrs.get("version") != STORE_VERSION:
+            raise ParError(f"{self.path}: token store version {self.attrs.get('version')} is not supported (this par "
+                           f"reads version {STORE_VERSION}: checksummed, recipe-recorded); extract it again")
+        if not self.attrs.get("complete"):
+            raise ParError(f"{self.path}: token store is incomplete; finish it by re-running the same `par extract`")
+        self.codec = TokenCodec(self.attrs["dtype"])
+        wanted = [*REQUIRED, *(["token_scales"] if self.codec.scaled else [])]
+        missing = [name for name in wanted if name not in self._root]
+        if missing:
+            raise ParError(f"{self.path}: store lacks array(s) {missing}; it is damaged - extract it again")
+        try:
+            self.tokens = self._root["tokens"]
+            self.scales = self._root["token_scales"] if self.codec.scaled else None
+            self.offsets = np.asarray(self._root["offsets"][:], dtype=np.int64)
+            self.views = np.asarray(self._root["views"][:], dtype=np.int64)
+            self.person_ids = np.asarray(self._root["person_id"][:], dtype=np.int64)
+            self.labels = np.asarray(self._root["labels"][:], dtype=np.uint8)
+            self._text = {src: np.asarray(self._root[name][:], dtype=np.float32) for src, name in TEXT_ARRAYS.items()}
+            self.frame_ok = np.asarray(self._root["frame_ok"][:], dtype=bool)
+            self.frame_index = np.asarray(self._root["frame_index"][:], dtype=np.int64)
+            self.tracklets = [_str(s) for s in self._root["tracklets"][:]]
+            self.split = [_str(s) for s in self._root["split"][:]]
+        except (ValueError, OSError, KeyError) as exc:  # zarr checksum mismatch, HDF5 Fletcher-32 failure, ...
+            raise CorruptStore(f"{self.path}: store arrays are damaged ({str(exc).splitlines()[0][:80]}); extract it "
+                               f"again") from None
+        T = len(self.tracklets)
+        if len(self.offsets) != T + 1 or len(self.views) != T or self.offsets[-1] != self.tokens.shape[0] \
+                or np.any(np.diff(self.offsets) < 0) or self.labels.shape[0] != T:
+            raise CorruptStore(f"{self.path}: store index arrays disagree with each other; the store is damaged - "
+                               f"extract it again")
+        self.direct: dict[str, ShardFileReader] | None = None
+        if self.format == "zarr" and not is_url(self.path):
+            readers = {name: ShardFileReader.for_array(Path(self.path) / name)
+                       for name in ("tokens", *(["token_scales"] if self.codec.scaled else []))}
+            if None not in readers.values():
+                self.direct = readers
+
+    def __len__(self) -> int:
+        return len(self.tracklets)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def dim(self) -> int:
+        return int(self.tokens.shape[2])
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return list(self.attrs["attributes"])
+
+    @property
+    def schema(self) -> AttributeSchema:
+        return schema_from_dict(self.attrs["schema_definition"])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What a checkpoint trained on this store must agree with."""
+        return {k: self.attrs[k] for k in TOKEN_KEYS}
+
+    def text_features(self, source: str) -> np.ndarray:
+        """[A, D] CLIP text features of one text source (words, prompts, phrases)."""
+        if source not in self._text:
+            raise ParError(f"text source must be one of {sorted(self._text)}, not '{source}'")
+        return self._text[source]
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted(set(self.split))
+
+    def indices(self, split: str) -> np.ndarray:
+        if split not in self.split:
+            raise ParError(f"{self.path}: no split '{split}' in this store; it has {self.splits}")
+        return np.array([i for i, s in enumerate(self.split) if s == split], dtype=np.int64)
+
+    def valid_frames(self, i: int) -> np.ndarray:
+        """Positions of tracklet i's frames that hold tokens (frames skipped at extraction left out)."""
+        first = self.offsets[i] + np.arange((self.offsets[i + 1] - self.offsets[i]) // self.views[i]) * self.views[i]
+        return np.flatnonzero(self.frame_ok[first])
+
+    def row(self, i: int, frame: int, view: int = 0) -> int:
+        return row_of(self.offsets, self.views, i, frame, view)
+
+    def read_rows_into(self, rows: np.ndarray, tokens: np.ndarray, scales: np.ndarray | None = None) -> None:
+        """Stored rows into `tokens` [k, N, D] (store dtype) and, for int8 stores, `scales` [k, N] float32."""
+        if self.direct is not None:
+            self.direct["tokens"].read_into(rows, tokens)
+            if scales is not None:
+                self.direct["token_scales"].read_into(rows, scales)
+            return
+        tokens[...] = self._gather(self.tokens, rows)
+        if scales is not None:
+            scales[...] = self._gather(self.scales, rows)
+
+    def _gather(self, array: Any, rows: np.ndarray) -> np.ndarray:
+        """Rows of a zarr/h5 array in the given order: each run of consecutive rows is one slice (far cheaper than
+        fancy indexing in both)."""
+        uniq, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+        try:
+            parts = [np.asarray(array[int(run[0]):int(run[-1]) + 1]) for run in np.split(uniq, breaks) if len(run)]
+        except (ValueError, OSError) as exc:
+            raise CorruptStore(f"{self.path}: rows fail their checksum ({str(exc).splitlines()[0][:80]}); the store "
+                               f"is corrupt - extract it again") from None
+        data = np.concatenate(parts) if parts else np.zeros((0, *array.shape[1:]), dtype=array.dtype)
+        return data[inverse]
+
+    def read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        tokens = np.empty((len(rows), self.num_tokens, self.dim), dtype=self.codec.numpy_dtype)
+        scales = np.empty((len(rows), self.num_tokens), dtype=np.float32) if self.codec.scaled else None
+        self.read_rows_into(rows, tokens, scales)
+        return tokens, scales
+
+    def prefetch(self, rows: np.ndarray) -> None:
+        if self.direct is not None:
+            for reader in self.direct.values():
+                reader.prefetch(rows)
+
+    def drop_cache(self) -> None:
+        if self.direct is not None:
+            for reader in self.direct.values():
+                reader.drop_cache()
+
+    def close(self) -> None:
+        if self.format == "h5":
+            self._root.close()
+        if self.direct is not None:
+            for reader in self.direct.values():
+                reader.close()
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,204 @@
+"""Write side of the token store: the plan of rows, the zarr layout, the shard sink of the extraction loop, and
+the HDF5 copy.
+
+The sink is the host side of the encode loop: a few shard buffers (pinned on CUDA) that the device copies each
+encoded batch straight into on a side stream, and a writer thread that writes every full shard (one `writev`
+per array; zarr itself for URL stores), then marks it done and frees the buffer. The loop therefore never waits
+for the GPU and never copies tokens on the host; the bounded pool of buffers is the back-pressure when the disk
+is the slower side. Non-finite tokens are detected on the device and refused before anything is written.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..errors import ParError
+from ..outputs import fault_point
+from .codec import TokenCodec
+from .format import TEXT_ARRAYS, is_url
+from .shard_files import ShardFileWriter
+
+
+@dataclass
+class StorePlan:
+    """What will be written, known before any frame is encoded: one entry per row, one per tracklet."""
+    tracklets: list[str]
+    split: list[str]
+    person_ids: np.ndarray  # [T] int64
+    labels: np.ndarray  # [T, A] uint8
+    offsets: np.ndarray  # [T+1] int64
+    views: np.ndarray  # [T] uint8: rows per frame
+    frame_index: np.ndarray  # [R] int32: the row's frame in the manifest's frame list
+    row_view: np.ndarray  # [R] uint8: which view the row holds
+    row_tracklet: np.ndarray  # [R] int32
+    num_tokens: int
+    dim: int
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.offsets[-1])
+
+
+def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs: dict[str, Any], codec: TokenCodec,
+                shard_frames: int) -> Any:
+    """A new store group at `path` (which must not hold one yet), every array created, tokens unwritten."""
+    import zarr
+    from zarr.codecs import Crc32cCodec
+
+    g = zarr.open_group(path, mode="w-", zarr_format=3)
+    R, N, D = plan.num_rows, plan.num_tokens, plan.dim
+    g.create_array("tokens", shape=(R, N, D), chunks=(1, N, D), shards=(shard_frames, N, D), dtype=codec.name,
+                   compressors=[Crc32cCodec()], fill_value=0)
+    if codec.scaled:
+        g.create_array("token_scales", shape=(R, N), chunks=(1, N), shards=(shard_frames, N), dtype="float32",
+                       compressors=[Crc32cCodec()], fill_value=0)
+    g.create_array("frame_ok", shape=(R,), chunks=(shard_frames,), dtype="uint8", compressors=[Crc32cCodec()],
+                   fill_value=0)
+    g.create_array("done", shape=(max(1, -(-R // shard_frames)),), chunks=(1,), dtype="uint8", fill_value=0)
+    for name, values in (("offsets", plan.offsets.astype(np.int64)), ("views", plan.views.astype(np.uint8)),
+                         ("person_id", plan.person_ids.astype(np.int64)),
+                         ("frame_index", plan.frame_index.astype(np.int32)), ("labels", plan.labels.astype(np.uint8))):
+        g.create_array(name, data=values, compressors=[Crc32cCodec()])
+    for source, values in texts.items():
+        g.create_array(TEXT_ARRAYS[source], data=values.astype(np.float32), compressors=[Crc32cCodec()])
+    for name in ("tracklets", "split"):
+        values = getattr(plan, name)
+        arr = g.create_array(name, shape=(len(values),), dtype=str)
+        if values:
+            arr[:] = np.array(values, dtype=object)
+    g.attrs.update(attrs)
+    return g
+
+
+def zarr_to_h5(src: Any, dst: Path, chunk_rows: int = 256) -> None:
+    """Copy a finished zarr group into an HDF5 file: one row per chunk like zarr, each chunk with a Fletcher-32
+    checksum that HDF5 verifies on every read."""
+    import h5py
+
+    with h5py.File(dst, "w") as h:
+        for name in ("tokens", "token_scales"):
+            if name not in src:
+                continue
+            arr = src[name]
+            ds = h.create_dataset(name, shape=arr.shape, dtype=arr.dtype, fletcher32=True,
+                                  chunks=(1, *arr.shape[1:]) if arr.shape[0] else None)
+            for s in range(0, arr.shape[0], chunk_rows):
+                ds[s:s + chunk_rows] = arr[s:s + chunk_rows]
+        for name in ("frame_ok", "offsets", "views", "person_id", "frame_index", "labels", *TEXT_ARRAYS.values()):
+            h.create_dataset(name, data=src[name][:], fletcher32=True)
+        for name in ("tracklets", "split"):
+            h.create_dataset(name, data=np.array(src[name][:], dtype=object), dtype=h5py.string_dtype())
+        for k, v in src.attrs.asdict().items():
+            h.attrs[k] = json.dumps(v)
+
+
+class ShardSink:
+    """Shard buffers the device copies encoded batches into, and the thread that writes full shards."""
+
+    def __init__(self, g: Any, target: str, shard_frames: int, num_tokens: int, dim: int, codec: TokenCodec,
+                 device: torch.device, report: Callable[[int], None], describe_row: Callable[[int], str],
+                 depth: int = 3, direct_writes: bool = True):
+        self.g, self.shard_frames, self.codec, self.report, self.describe_row = g, shard_frames, codec, report, describe_row
+        local = direct_writes and not is_url(target)
+        self.direct = {name: ShardFileWriter.for_array(Path(target) / name) for name in self.arrays} if local else None
+        if self.direct is not None and None in self.direct.values():
+            raise ParError(f"{target}: unexpected array layout; extract into a new store")
+        self.cuda = device.type == "cuda"
+        self.stream = torch.cuda.Stream(device) if self.cuda else None
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(depth):
+            buf = {"tokens": torch.empty((shard_frames, num_tokens, dim), dtype=codec.torch_dtype, pin_memory=self.cuda),
+                   "finite": torch.empty(shard_frames, dtype=torch.bool, pin_memory=self.cuda)}
+            if codec.scaled:
+                buf["token_scales"] = torch.empty((shard_frames, num_tokens), dtype=torch.float32, pin_memory=self.cuda)
+            self.free.put(buf)
+        self.todo: queue.Queue = queue.Queue()
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._write_loop, daemon=True)
+        self.thread.start()
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        return ("tokens", "token_scales") if self.codec.scaled else ("tokens",)
+
+    def take(self) -> dict[str, torch.Tensor]:
+        self.raise_failure()
+        return self.free.get()
+
+    def copy(self, buf: dict[str, torch.Tensor], lo: int, feats: torch.Tensor) -> None:
+        """Encode `feats` [B, N, D] on its device into buf rows lo..lo+B (asynchronously from a GPU), with a per-row
+        flag of whether every token value is finite."""
+        tokens, scales = self.codec.encode(feats)
+        parts = {"tokens": tokens, "finite": torch.isfinite(feats).flatten(1).all(1)}
+        if scales is not None:
+            parts["token_scales"] = scales
+        if not self.cuda:
+            for name, value in parts.items():
+                buf[name][lo:lo + len(feats)].copy_(value)
+            return
+        computed = torch.cuda.Event()
+        computed.record()
+        with torch.cuda.stream(self.stream):
+            self.stream.wait_event(computed)
+            for name, value in parts.items():
+                buf[name][lo:lo + len(feats)].copy_(value, non_blocking=True)
+                value.record_stream(self.stream)
+
+    def submit(self, s: int, buf: dict[str, torch.Tensor], ok: np.ndarray) -> None:
+        copied = None
+        if self.cuda:
+            copied = torch.cuda.Event()
+            copied.record(self.stream)
+        self.todo.put((s, buf, ok, copied))
+
+    def close(self, surface: bool = True) -> None:
+        self.todo.put(None)
+        self.thread.join()
+        if surface:
+            self.raise_failure()
+
+    def raise_failure(self) -> None:
+        if self.failure:
+            raise self.failure[0]
+
+    def _write_loop(self) -> None:
+        while (item := self.todo.get()) is not None:
+            s, buf, ok, copied = item
+            try:
+                if not self.failure:
+                    if copied is not None:
+                        copied.synchronize()  # releases the GIL
+                    self._write_shard(s, buf, ok)
+            except OSError as exc:  # disk full, permissions, I/O error: one line, and the run stays resumable
+                where = self.direct["tokens"].shard_path(s) if self.direct else f"{self.g.store_path} shard {s}"
+                self.failure.append(ParError(f"{where}: cannot write ({exc.strerror or exc}); fix the disk or free "
+                                             f"space, then re-run the same command to resume"))
+            except BaseException as exc:  # surfaced in the main thread
+                self.failure.append(exc)
+            finally:
+                self.free.put(buf)
+
+    def _write_shard(self, s: int, buf: dict[str, torch.Tensor], ok: np.ndarray) -> None:
+        n, start = len(ok), s * self.shard_frames
+        bad = np.flatnonzero(ok.astype(bool) & ~buf["finite"][:n].numpy())
+        if len(bad):
+            raise ParError(f"{self.describe_row(start + int(bad[0]))}: CLIP gave non-finite tokens (NaN/Inf) for this "
+                           f"frame; nothing of it was stored - re-run with --precision fp32 (fp16 can overflow)")
+        for name in self.arrays:
+            rows = buf[name][:n].numpy()
+            if self.direct is not None:
+                self.direct[name].write(s, rows, ok)
+            else:
+                self.g[name][start:start + n] = rows
+            fault_point("shard-written")
+        self.g["frame_ok"][start:start + n] = ok
+        self.g["done"][s] = 1  # only after the shard's data: a killed run redoes this shard
+        fault_point("shard-done")
+        self.report(n)

@@ -1,0 +1,525 @@
+"""`make bench`: throughput figures measured as ratios in one run on one machine.
+
+extract: the whole pipeline (decode workers + CLIP + checksummed writes) vs CLIP alone on decoded frames; token
+         agreement of each precision and of each store dtype with float32; bytes per frame vs the raw floor; the
+         extraction loop's own host capacity with decoding and CLIP stubbed out (direct shard writes vs zarr's).
+train:   training samples/s from the store vs the same training step on an in-memory batch; the loader alone
+         with a warm and with a cold page cache beside the disk's own random-read rate; the cost of checksum
+         verification; float16 vs int8 stores.
+sweep:   a frame-count sweep from one store (extraction included) vs the reference way (CLIP on every sampled
+         frame at every step), measured and projected to 20 epochs.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import ExtractConfig, TrainConfig, configure
+from ..data.layouts import build_mars_manifest
+from ..data.preprocess import load_frame
+from ..data.schema import load_schema
+from ..engine.losses import attribute_loss
+from ..engine.step import TrainingStep
+from ..engine.tokens import EpochBatches, TrackletTokens, sample_frames, tracklet_batches
+from ..errors import ParError
+from ..model.clip import ClipEncoder
+from ..model.fusion import VTFPAR, load_model_config
+from ..outputs import write_json
+from ..store.codec import TokenCodec
+from ..store.reader import TokenStore, open_zarr_group
+from ..store.writer import ShardSink, StorePlan, create_zarr
+from ..tools.synth import plan_random, write_synth
+from ..workflows.extract import encode_shards, extract, preprocess_of
+from ..workflows.train import build_model, default_workers, input_dtype, train
+
+PARTS = ("extract", "train", "predict", "sweep")
+Log = Callable[[str], None]
+
+
+@dataclass
+class BenchSizes:
+    clip_model: str = "ViT-B-16-quickgelu"
+    fusion_model: str = "vtf-par"
+    device: str = "cpu"
+    precision: str | None = None  # default: fp16 on a GPU, fp32 on a CPU (CPU fp16 is an emulation, not a figure)
+    batch_size: int = 32
+    workers: int = 2
+    train_workers: int | None = None
+    tracklets: int = 16
+    frames_per_tracklet: int = 8
+    train_batch: int = 16
+    epochs: int = 2
+    sweep_epochs: int = 2
+    sweep_frames: list[int] = field(default_factory=lambda: [1, 2, 4, 6])
+    host_frames: int = 4096
+
+    @property
+    def clip_precision(self) -> str:
+        return self.precision or ("fp16" if self.device.startswith("cuda") else "fp32")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _extract_config(sizes: BenchSizes, out: Path, **kw: Any) -> tuple[ExtractConfig, dict]:
+    return configure("extract", None, [("bench", {
+        "out": str(out), "clip_model": sizes.clip_model, "allow_random_init": True, "precision": sizes.clip_precision,
+        "batch_size": sizes.batch_size, "shard_frames": max(64, sizes.batch_size), "workers": sizes.workers,
+        "device": sizes.device, **kw})])
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    cos = torch.nn.functional.cosine_similarity(a.flatten(0, -2).float(), b.flatten(0, -2).float(), dim=-1)
+    return {"min_token_cosine": float(cos.min()), "mean_token_cosine": float(cos.mean()),
+            "max_abs_diff": float((a.float() - b.float()).abs().max())}
+
+
+def bench_extract(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
+    data = work / "mars"
+    if not data.exists():
+        write_synth(data, plan_random("mars", sizes.tracklets, (sizes.frames_per_tracklet,) * 2, seed=0),
+                    workers=max(1, os.cpu_count() or 1))
+    manifest, _ = build_mars_manifest(data, load_schema("mars"))
+    cfg, recipe = _extract_config(sizes, work / "store.zarr")
+    enc = ClipEncoder(cfg.clip_model, None, True, cfg.device, cfg.precision, preprocess_of(cfg))
+    paths = [str(manifest.resolve(f)) for r in manifest.records for f in r.frames]
+    imgs = torch.from_numpy(np.stack([load_frame(p, enc.preprocess)[0] for p in paths[:sizes.batch_size]]))
+    if enc.device.type == "cuda":
+        imgs = imgs.pin_memory()
+    for _ in range(2):
+        enc.encode_frames(imgs)
+    _sync(enc.device)
+    n_batches = max(3, len(paths) // sizes.batch_size)
+    t = time.perf_counter()
+    for _ in range(n_batches):
+        enc.encode_frames(imgs).to(torch.float16).cpu()
+    _sync(enc.device)
+    model_fps = n_batches * sizes.batch_size / (time.perf_counter() - t)
+    log(f"model-only ({cfg.precision}): {model_fps:,.1f} frames/s")
+    # Agreement with float32 tokens: each reduced precision, and each store dtype on the float32 tokens.
+    few = imgs[:4 if enc.device.type == "cpu" else 16]
+    ref = enc.encode_frames(few, "fp32")
+    agreement = {p: _cosines(enc.encode_frames(few, p), ref) for p in ("fp16", "bf16")
+                 if enc.device.type == "cuda" or p == "bf16"}
+    stored = {d: _cosines(TokenCodec(d).round_trip(ref), ref) for d in ("float16", "int8")}
+    log(f"precision vs fp32: {agreement}; store dtype vs float32: {stored}")
+    shutil.rmtree(cfg.out, ignore_errors=True)
+    stamps: list[tuple[float, int]] = []
+    t0 = time.perf_counter()
+    res = extract(manifest, cfg, recipe, on_progress=lambda d, _t: stamps.append((time.perf_counter(), d)))
+    wall = time.perf_counter() - t0
+    (ta, da), (tb, db) = stamps[1], stamps[-1]  # from the first written shard: loading and start-up excluded
+    pipe_fps = (db - da) / (tb - ta) if tb > ta else res.rows / wall
+    log(f"pipeline: {pipe_fps:,.1f} frames/s; waited for decoded frames {res.loader_wait_s:.1f} of {res.encode_s:.1f} s")
+    store = TokenStore(cfg.out)
+    floor = store.codec.bytes_per_frame(store.num_tokens, store.dim)
+    per_frame = _dir_bytes(Path(cfg.out) / "tokens") / res.rows
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    n = min(200, len(store))
+    for i in range(n):
+        frames = store.valid_frames(i)
+        store.read_rows(store.offsets[i] + frames[sample_frames(len(frames), 6, rng)] * store.views[i])
+    read_ms = (time.perf_counter() - t) / n * 1000
+    host = {d: bench_host_loop(enc, sizes, d, log) for d in ("float16", "int8")}
+    return {"clip_model": cfg.clip_model, "device": str(enc.device), "precision": cfg.precision,
+            "batch_size": sizes.batch_size, "workers": sizes.workers, "frames": res.rows,
+            "model_only_fps": model_fps, "pipeline_fps": pipe_fps, "pipeline_over_model": pipe_fps / model_fps,
+            "bytes_per_frame": per_frame, "raw_floor_bytes": floor, "bytes_over_floor": per_frame / floor,
+            "int8_bytes_per_frame": TokenCodec("int8").bytes_per_frame(store.num_tokens, store.dim) + 8,
+            "chunks": list(store.tokens.chunks), "shards": list(getattr(store.tokens, "shards", None) or []),
+            "random_read_ms_T6": read_ms, "store": cfg.out, "loader_wait_s": res.loader_wait_s,
+            "encode_loop_s": res.encode_s, "extract_s": wall, "host_loop": host, "precision_vs_fp32": agreement,
+            "dtype_vs_fp32": stored}
+
+
+class _InstantFrames(torch.utils.data.Dataset):
+    """Stands in for JPEG decoding: every row is the same ready image."""
+
+    def __init__(self, rows: int, size: int):
+        self.rows, self.image = rows, torch.full((3, size, size), 128, dtype=torch.uint8)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, row: int) -> tuple[int, torch.Tensor, bool, str]:
+        return row, self.image, True, ""
+
+
+class _InstantEncoder:
+    """Stands in for CLIP: hands back fixed tokens at once, so only the loop's own host work is timed."""
+
+    def __init__(self, enc: ClipEncoder, batch_size: int):
+        self.device = enc.device
+        self.tokens = torch.randn(batch_size, enc.num_tokens, enc.dim, device=enc.device)
+
+    def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tokens[:len(images)]
+
+
+def bench_host_loop(enc: ClipEncoder, sizes: BenchSizes, dtype: str, log: Log) -> dict[str, Any]:
+    """The extraction loop's serial host capacity: `par extract`'s own loop (`encode_shards`: loader hand-off,
+    encoding into the shard buffers, checksummed shard writes by the writer thread) with JPEG decoding and CLIP
+    stubbed out, once per write path (direct shard files, as `par extract` writes local stores, vs zarr-python's).
+    The store goes to /dev/shm where there is one, so this machine's disk does not set the figure."""
+    from ..data.frames import collate_rows  # noqa: F401  (the loop's collate, used inside encode_shards)
+
+    codec = TokenCodec(dtype)
+    frame_bytes = codec.bytes_per_frame(enc.num_tokens, enc.dim)
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and shutil.disk_usage(shm).free > 3 * sizes.host_frames * frame_bytes else Path("/tmp")
+    shard = max(64, sizes.batch_size)
+    frames = sizes.host_frames - sizes.host_frames % shard
+    stub = _InstantEncoder(enc, sizes.batch_size)
+    out: dict[str, Any] = {"frames": frames, "batch_size": sizes.batch_size, "shard_frames": shard, "store_on": str(base)}
+    for name, direct in (("direct", True), ("zarr", False)):
+        target = base / f"par-bench-host-{os.getpid()}-{dtype}-{name}.zarr"
+        shutil.rmtree(target, ignore_errors=True)
+        plan = StorePlan(tracklets=["t"], split=["train"], person_ids=np.zeros(1, np.int64),
+                         labels=np.zeros((1, 1), np.uint8), offsets=np.array([0, frames]), views=np.ones(1, np.uint8),
+                         frame_index=np.arange(frames, dtype=np.int32), row_view=np.zeros(frames, np.uint8),
+                         row_tracklet=np.zeros(frames, np.int32), num_tokens=enc.num_tokens, dim=enc.dim)
+        g = create_zarr(str(target), plan, {}, {}, codec, shard)
+        stamps: list[tuple[float, int]] = []
+        written = [0]
+
+        def report(n: int) -> None:
+            written[0] += n
+            stamps.append((time.perf_counter(), written[0]))
+
+        sink = ShardSink(g, str(target), shard, enc.num_tokens, enc.dim, codec, enc.device, report, str,
+                         direct_writes=direct)
+        t, cpu = time.perf_counter(), os.times()
+        encode_shards(stub, _InstantFrames(frames, enc.preprocess.size), list(range(frames // shard)), shard,
+                      sizes.batch_size, sizes.workers, sink, "error", {})
+        end = os.times()
+        (ta, da), (tb, db) = stamps[0], stamps[-1]
+        fps = (db - da) / (tb - ta) if tb > ta else frames / (time.perf_counter() - t)
+        out[name] = {"frames_per_s": fps, "user_ms_per_frame": (end.user - cpu.user) / frames * 1e3,
+                     "system_ms_per_frame": (end.system - cpu.system) / frames * 1e3,
+                     "bytes_per_frame": _dir_bytes(target / "tokens") / frames + (
+                         _dir_bytes(target / "token_scales") / frames if codec.scaled else 0)}
+        shutil.rmtree(target, ignore_errors=True)
+        log(f"extract host loop, {dtype}, {name} writes: {fps:,.0f} frames/s, user CPU "
+            f"{out[name]['user_ms_per_frame']:.3f} ms/frame")
+    return out
+
+
+def int8_copy(src: TokenStore, dst: Path) -> None:
+    """The same store with int8 tokens (a bench helper: re-encodes the stored float rows, no CLIP)."""
+    from ..store.shard_files import ShardFileWriter
+
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src.path, dst)
+    g = open_zarr_group(str(dst), mode="r+")
+    del g["tokens"]
+    a = src.attrs
+    codec = TokenCodec("int8")
+    R, N, D, S = int(src.tokens.shape[0]), src.num_tokens, src.dim, int(a["shard_frames"])
+    from zarr.codecs import Crc32cCodec
+
+    g.create_array("tokens", shape=(R, N, D), chunks=(1, N, D), shards=(S, N, D), dtype="int8",
+                   compressors=[Crc32cCodec()], fill_value=0)
+    g.create_array("token_scales", shape=(R, N), chunks=(1, N), shards=(S, N), dtype="float32",
+                   compressors=[Crc32cCodec()], fill_value=0)
+    writers = {n: ShardFileWriter.for_array(dst / n) for n in ("tokens", "token_scales")}
+    for s in range(-(-R // S)):
+        rows = np.arange(s * S, min((s + 1) * S, R))
+        tokens, scales = codec.encode(torch.from_numpy(src.read_rows(rows)[0]).float())
+        writers["tokens"].write(s, tokens.numpy(), src.frame_ok[rows])
+        writers["token_scales"].write(s, scales.numpy(), src.frame_ok[rows])
+    g.attrs.update({"dtype": "int8"})
+
+
+def _loader_rate(store_path: str, indices: np.ndarray, batch_size: int, workers: int, dtype: torch.dtype,
+                 keep_frames: bool = False, cold: bool = False, readahead: bool = True, epochs: int = 3) -> float:
+    """Samples/s of the training loader alone (no model), over `epochs` epochs after a warm-up epoch."""
+    ds = TrackletTokens(store_path, 6, 0, dtype, keep_frames=keep_frames, readahead=readahead)
+    sampler = EpochBatches(indices, batch_size, 0, shuffle=True)
+    loader = tracklet_batches(ds, sampler, workers, False, persistent=True)
+    for _ in loader:
+        pass
+    seen, busy = 0, 0.0
+    for epoch in range(1, epochs + 1):
+        if cold:
+            TokenStore(store_path).drop_cache()
+        sampler.set_epoch(epoch)
+        t = time.perf_counter()
+        for batch, _, _ in loader:
+            seen += len(batch)
+        busy += time.perf_counter() - t
+    return seen / busy if busy > 0 else float("nan")
+
+
+def disk_random_read(store: TokenStore, rows: int = 600, seed: int = 0) -> dict[str, float]:
+    """The disk's own random-read rate for store rows (page cache dropped first): one row at a time, and with a
+    batch's rows announced together (posix_fadvise WILLNEED), as the loader reads them."""
+    reader = store.direct["tokens"] if store.direct else None
+    if reader is None:
+        return {}
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(int(store.tokens.shape[0]), size=min(rows, int(store.tokens.shape[0])), replace=False)
+    picks = picks[store.frame_ok[picks]]
+    buf = np.empty((1, store.num_tokens, store.dim), dtype=store.codec.numpy_dtype)
+    out = {}
+    for name, batch in (("one_at_a_time", 1), ("batches_of_96", 96)):
+        store.drop_cache()
+        t = time.perf_counter()
+        for b in range(0, len(picks), batch):
+            group = picks[b:b + batch]
+            if batch > 1:
+                reader.prefetch(group)
+            for r in group:
+                reader.read_into(np.array([r]), buf, verify="never")
+        out[f"{name}_rows_per_s"] = len(picks) / (time.perf_counter() - t)
+    return out
+
+
+def bench_train(store_path: Path, work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
+    """Training from the store vs the same `TrainingStep` on one in-memory batch, so the ratio is what data loading
+    costs; the loader alone warm and cold; checksum verification and int8 stores against float16."""
+    store = TokenStore(store_path)
+    dev = torch.device(sizes.device)
+    cfg, recipe = configure("train", None, [("bench", {
+        "store": str(store_path), "out": str(work / "bench-run"), "model": sizes.fusion_model, "epochs": sizes.epochs,
+        "batch_size": sizes.train_batch, "workers": sizes.train_workers, "device": sizes.device, "warmup_epochs": 1,
+        "fusion_init": "random"})])
+    net, _ = build_model(cfg, store)
+    net.to(dev)
+    steps = TrainingStep(net, net, cfg.lr, cfg.weight_decay, 100, 1, cfg.warmup_lr, cfg.min_lr, None if dev.type == "cpu"
+                         else torch.bfloat16, torch.from_numpy(store.labels.mean(0).astype(np.float32)).to(dev))
+    x = torch.randn(sizes.train_batch, store.num_tokens, store.dim, device=dev).to(input_dtype(dev, cfg.precision))
+    y = (torch.rand(sizes.train_batch, len(store.attribute_names), device=dev) > 0.5).float()
+
+    def model_only(n: int = 50) -> float:
+        for _ in range(5):
+            steps.step(x, y)
+        _sync(dev)
+        t = time.perf_counter()
+        for _ in range(n):
+            steps.step(x, y)
+        _sync(dev)
+        return n * sizes.train_batch / (time.perf_counter() - t)
+
+    before = model_only()
+    workers = default_workers(sizes.train_workers, dev)
+    idx = store.indices("train")
+    dtype = input_dtype(dev, cfg.precision)
+    warm = _loader_rate(str(store_path), idx, sizes.train_batch, workers, dtype)
+    no_readahead = _loader_rate(str(store_path), idx, sizes.train_batch, workers, dtype, readahead=False)
+    cold = _loader_rate(str(store_path), idx, sizes.train_batch, workers, dtype, cold=True)
+    int8_path = work / "store-int8.zarr"
+    int8_copy(store, int8_path)
+    int8_warm = _loader_rate(str(int8_path), idx, sizes.train_batch, workers, dtype)
+    int8_cold = _loader_rate(str(int8_path), idx, sizes.train_batch, workers, dtype, cold=True)
+    disk = disk_random_read(store)
+    verify = _verify_cost(store)
+    log(f"loader alone ({workers} workers): warm {warm:,.1f} samples/s (no readahead {no_readahead:,.1f}), cold "
+        f"{cold:,.1f}; int8 warm {int8_warm:,.1f}, cold {int8_cold:,.1f}; disk random rows/s {disk}")
+    shutil.rmtree(work / "bench-run", ignore_errors=True)
+    records: list[dict[str, Any]] = []
+    train(cfg, recipe, on_epoch=records.append)
+    rates = [r["samples_per_s"] for r in (records[1:] if len(records) > 1 else records) if r["samples_per_s"]]
+    store_sps = float(np.median(rates)) if rates else float("nan")
+    per_epoch = -(-len(idx) // sizes.train_batch)
+    if per_epoch < 8:
+        log(f"note: only {per_epoch} steps per epoch; for a steady-state rate use more tracklets or a smaller batch")
+    after = model_only()  # measured on both sides of the training run: a shared machine's speed drifts
+    model_sps = (before + after) / 2
+    log(f"train model-only {model_sps:,.1f} samples/s (before {before:,.1f}, after {after:,.1f}); from the store "
+        f"{store_sps:,.1f}")
+    frame_rows = 6  # rows a sample reads
+    return {"model": sizes.fusion_model, "device": sizes.device, "batch_size": sizes.train_batch, "workers": workers,
+            "model_only_samples_per_s": model_sps, "model_only_before_after": [before, after],
+            "store_samples_per_s": store_sps, "store_over_model": store_sps / model_sps, "steps_per_epoch": per_epoch,
+            "loader_warm_samples_per_s": warm, "loader_warm_no_readahead_samples_per_s": no_readahead,
+            "loader_cold_samples_per_s": cold, "int8_loader_warm_samples_per_s": int8_warm,
+            "int8_loader_cold_samples_per_s": int8_cold, "disk_random_read": disk,
+            "cold_over_disk_bound": cold / (disk.get("batches_of_96_rows_per_s", float("nan")) / frame_rows)
+            if disk else None, "checksum_verification": verify}
+
+
+def _verify_cost(store: TokenStore, rows: int = 2000) -> dict[str, float]:
+    """ms per row read warm: checksum checked on every read vs never (the loader checks each row once per process)."""
+    reader = store.direct["tokens"] if store.direct else None
+    if reader is None:
+        return {}
+    picks = np.flatnonzero(store.frame_ok)[:rows]
+    buf = np.empty((1, store.num_tokens, store.dim), dtype=store.codec.numpy_dtype)
+    out = {}
+    for mode in ("never", "always"):
+        t = time.perf_counter()
+        for r in picks:
+            reader.read_into(np.array([r]), buf, verify=mode)
+        out[f"ms_per_row_verify_{mode}"] = (time.perf_counter() - t) / len(picks) * 1e3
+    return out
+
+
+def bench_sweep(work: Path, extract_s: float, sizes: BenchSizes, log: Log, project_epochs: int = 20) -> dict[str, Any]:
+    """A frame-count sweep: ours = the extraction (timed by the extract part, same store) + training from the store
+    per T; the reference way = decode + CLIP on every sampled frame at every step, same data and models. Both are
+    measured for `sweep_epochs`; the projection scales each side's measured per-epoch cost (extraction happens once)."""
+    store_path = work / "store.zarr"
+    store = TokenStore(store_path)
+    manifest, _ = build_mars_manifest(work / "mars", load_schema("mars"))
+    ours = {}
+    for T in sizes.sweep_frames:
+        shutil.rmtree(work / f"sweep-T{T}", ignore_errors=True)
+        cfg, recipe = configure("train", None, [("bench", {
+            "store": str(store_path), "out": str(work / f"sweep-T{T}"), "model": sizes.fusion_model, "frames": T,
+            "epochs": sizes.sweep_epochs, "batch_size": sizes.train_batch, "device": sizes.device,
+            "warmup_epochs": 0, "fusion_init": "random"})])
+        t = time.perf_counter()
+        train(cfg, recipe)
+        ours[T] = time.perf_counter() - t
+    ecfg, _ = _extract_config(sizes, work / "unused")
+    enc = ClipEncoder(store.attrs["clip_model"], None, True, sizes.device, ecfg.precision, preprocess_of(ecfg))
+    train_recs = manifest.split("train")
+    dev = torch.device(sizes.device)
+    net = VTFPAR(load_model_config(sizes.fusion_model, input_dim=store.dim, num_attributes=len(store.attribute_names)),
+                 torch.from_numpy(store.text_features("words"))).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    reference = {}
+    rng = np.random.default_rng(0)
+    for T in sizes.sweep_frames:
+        t = time.perf_counter()
+        for _ in range(sizes.sweep_epochs):
+            order = rng.permutation(len(train_recs))
+            for b in range(0, len(order) - 1, sizes.train_batch):
+                recs = [train_recs[i] for i in order[b:b + sizes.train_batch]]
+                imgs = [load_frame(manifest.resolve(r.frames[j]), enc.preprocess)[0]
+                        for r in recs for j in sample_frames(len(r.frames), T, rng)]
+                feats = enc.encode_frames(torch.from_numpy(np.stack(imgs))).view(len(recs), T, store.num_tokens, store.dim).mean(1)
+                y = torch.tensor([r.labels for r in recs], dtype=torch.float32, device=dev)
+                loss = attribute_loss(net(feats.to(dev)), y, None)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        reference[T] = time.perf_counter() - t
+        log(f"sweep T={T}: ours {ours[T]:.1f}s (+{extract_s:.1f}s extraction once), reference {reference[T]:.1f}s")
+    total_ours, total_ref = extract_s + sum(ours.values()), sum(reference.values())
+    scale = project_epochs / sizes.sweep_epochs
+    proj_ours, proj_ref = extract_s + scale * sum(ours.values()), scale * total_ref
+    return {"clip_model": store.attrs["clip_model"], "fusion_model": sizes.fusion_model, "epochs": sizes.sweep_epochs,
+            "frames": sizes.sweep_frames, "extract_s": extract_s, "ours_train_s": ours, "reference_s": reference,
+            "ours_total_s": total_ours, "reference_total_s": total_ref, "speedup": total_ref / total_ours,
+            "projected_epochs": project_epochs, "projected_ours_s": proj_ours, "projected_reference_s": proj_ref,
+            "projected_speedup": proj_ref / proj_ours,
+            "note": "ours includes per-epoch evaluation on the test split; the reference loop trains only"}
+
+
+def bench_predict(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
+    """`par predict` throughput: all frames of every synthetic test tracklet, batched through CLIP together."""
+    from ..workflows.predict import TrackletInput, predict
+
+    manifest, _ = build_mars_manifest(work / "mars", load_schema("mars"))
+    items = [TrackletInput(r.tracklet, frames=[manifest.resolve(f) for f in r.frames]) for r in manifest.split("test")]
+    run = str(work / "bench-run")
+    predict(items[:2], run, device=sizes.device, batch_size=sizes.batch_size, workers=sizes.workers)  # warm-up
+    t = time.perf_counter()
+    predict(items, run, device=sizes.device, batch_size=sizes.batch_size, workers=sizes.workers)
+    wall = time.perf_counter() - t
+    frames = sum(len(i.frames or []) for i in items)
+    log(f"predict: {len(items) / wall:,.2f} tracklets/s")
+    return {"tracklets": len(items), "frames": frames, "seconds": wall, "tracklets_per_s": len(items) / wall,
+            "frames_per_s": frames / wall, "batch_size": sizes.batch_size, "workers": sizes.workers,
+            "device": sizes.device}
+
+
+def run_bench(out: Path, part: str, sizes: BenchSizes, log: Log) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """Run the parts asked for (`all` or a comma list of extract,train,predict,sweep); bench.json and table rows."""
+    parts = set(PARTS) if part == "all" else set(part.split(","))
+    if not parts <= set(PARTS):
+        raise ParError(f"--part must be all or a comma-separated subset of {','.join(PARTS)}, not '{part}'")
+    needs = {"train": ("extract", out / "store.zarr"), "predict": ("train", out / "bench-run" / "best.json")}
+    for p, (before, path) in needs.items():
+        if p in parts and before not in parts and not path.exists():
+            raise ParError(f"{path}: the {p} part needs the {before} part's output; run `par bench --part {before}` "
+                           f"first (or --part all)")
+    if "sweep" in parts and "extract" not in parts:
+        raise ParError("the sweep part reuses the extract part's store and timing: run --part all or extract,sweep")
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = torch.cuda.get_device_name(0) if sizes.device.startswith("cuda") and torch.cuda.is_available() else None
+    results: dict[str, Any] = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                           "torch": torch.__version__, "gpu": gpu,
+                                           "where": gpu or f"{os.cpu_count()} CPU cores"}}
+    if "extract" in parts:
+        results["extract"] = bench_extract(out, sizes, log)
+    if "train" in parts:
+        results["train"] = bench_train(out / "store.zarr", out, sizes, log)
+    if "predict" in parts:
+        results["predict"] = bench_predict(out, sizes, log)
+    if "sweep" in parts:
+        results["sweep"] = bench_sweep(out, results["extract"]["extract_s"], sizes, log)
+    write_json(out / "bench.json", results)
+    return results, table_rows(results)
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    if "extract" in results:
+        e = results["extract"]
+        rows += [(f"extract model-only ({e['clip_model']}, {e['precision']}, batch {e['batch_size']})",
+                  f"{e['model_only_fps']:,.1f} frames/s", ""),
+                 (f"extract pipeline ({e['workers']} decode workers)", f"{e['pipeline_fps']:,.1f} frames/s", ""),
+                 ("pipeline / model-only", f"{e['pipeline_over_model']:.3f}", ">= 0.9"),
+                 ("float16 bytes per frame / raw floor 2*N*D",
+                  f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}", "<= 1.02"),
+                 ("int8 bytes per frame / float16 floor", f"{e['int8_bytes_per_frame'] / e['raw_floor_bytes']:.3f}",
+                  "<= 0.51"),
+                 ("random read of T=6 frames", f"{e['random_read_ms_T6']:.2f} ms", "")]
+        for p, a in e["precision_vs_fp32"].items():
+            rows.append((f"tokens {p} vs fp32: min / mean cosine", f"{a['min_token_cosine']:.6f} / "
+                         f"{a['mean_token_cosine']:.6f}", ""))
+        for d, a in e["dtype_vs_fp32"].items():
+            rows.append((f"stored {d} vs float32 tokens: min / mean cosine", f"{a['min_token_cosine']:.6f} / "
+                         f"{a['mean_token_cosine']:.6f}", ">= 0.999" if d == "int8" else ""))
+        for d, h in e["host_loop"].items():
+            for name in ("direct", "zarr"):
+                rows.append((f"extract host loop ({d}), CLIP+decode stubbed, {name} writes",
+                             f"{h[name]['frames_per_s']:,.0f} frames/s ({h[name]['user_ms_per_frame']:.3f} ms user CPU)",
+                             ">= 10,000" if name == "direct" else ""))
+    if "train" in results:
+        r = results["train"]
+        rows += [(f"train model-only ({r['model']}, batch {r['batch_size']})", f"{r['model_only_samples_per_s']:,.1f} samples/s", ""),
+                 ("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", ""),
+                 ("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9"),
+                 (f"loader alone, warm ({r['workers']} workers)", f"{r['loader_warm_samples_per_s']:,.1f} samples/s", ""),
+                 ("loader alone, warm, no readahead", f"{r['loader_warm_no_readahead_samples_per_s']:,.1f} samples/s", ""),
+                 ("loader alone, int8 store, warm", f"{r['int8_loader_warm_samples_per_s']:,.1f} samples/s", ""),
+                 ("loader alone, cold page cache (float16 / int8)",
+                  f"{r['loader_cold_samples_per_s']:,.1f} / {r['int8_loader_cold_samples_per_s']:,.1f} samples/s", "")]
+        if r["disk_random_read"]:
+            d = r["disk_random_read"]
+            rows += [("disk random rows/s, cold (one at a time / batches announced)",
+                      f"{d['one_at_a_time_rows_per_s']:,.0f} / {d['batches_of_96_rows_per_s']:,.0f}", ""),
+                     ("cold loader / what that disk rate allows (6 rows a sample)", f"{r['cold_over_disk_bound']:.3f}",
+                      ">= 0.8")]
+        if r["checksum_verification"]:
+            v = r["checksum_verification"]
+            rows.append(("row read warm, checksum never / always", f"{v['ms_per_row_verify_never']:.4f} / "
+                         f"{v['ms_per_row_verify_always']:.4f} ms", ""))
+    if "predict" in results:
+        p = results["predict"]
+        rows.append((f"predict ({p['tracklets']} tracklets, all {p['frames']} frames)", f"{p['tracklets_per_s']:,.2f} tracklets/s", ""))
+    if "sweep" in results:
+        w = results["sweep"]
+        rows += [(f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)", f"{w['ours_total_s']:.1f} s", ""),
+                 ("sweep the reference way (CLIP every step)", f"{w['reference_total_s']:.1f} s", ""),
+                 (f"sweep speedup, measured ({w['epochs']} epoch(s))", f"{w['speedup']:.2f}x", ""),
+                 (f"sweep speedup, projected to {w['projected_epochs']} epochs", f"{w['projected_speedup']:.1f}x", "")]
+    return rows

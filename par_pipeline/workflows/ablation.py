@@ -1,0 +1,174 @@
+"""Frame-count sweeps and component ablations from ONE token store (never re-extracted).
+
+Each point (variant, T, seed) is a training run in `OUT/runs/<key>/`, keyed by every option that changes its
+results (the same list `--resume` compares) and the store's identity: a finished point is reused, an interrupted
+one resumes from its last committed epoch, whatever device or worker count the sweep is resumed with. Results:
+ablation.json / .csv / .md (the paper's Table 1 and Table 3 layouts) and ablation.png (F1 against frames).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from ..config import TrainConfig, configure
+from ..errors import ParError
+from ..options import results_view
+from ..outputs import atomic_write, claim_dir, exclusive, write_json, write_text
+from ..reports import csv_text, line_plot, markdown_table
+from ..resources import load_json
+from ..run import RunFolder, read_checkpoint_meta
+from ..store.reader import TokenStore
+from .evaluate import evaluate_checkpoint
+from .train import train
+
+ABLATION_FORMAT = "par-ablation"
+ABLATION_VERSION = 2
+ABLATION_KIND = "ablation"
+
+
+@dataclass
+class SweepPoint:
+    variant: str
+    frames: int
+    seed: int
+    config: TrainConfig
+    recipe: dict[str, Any]
+    key: str
+
+
+def load_variants(name_or_path: str = "variants") -> dict[str, dict[str, Any]]:
+    return load_json("ablation", name_or_path)
+
+
+def plan_sweep(store_path: str, out: Path, frames: list[int], variants: list[str], seeds: int, recipe: str | None,
+               base: Mapping[str, Any]) -> list[SweepPoint]:
+    """Every point's config, checked before anything is written."""
+    known = load_variants()
+    unknown = [v for v in variants if v not in known]
+    if unknown or not variants:
+        raise ParError(f"unknown ablation variant(s) {unknown or variants}; known: {sorted(known)} "
+                       f"(data_manifests/ablation/variants.json)")
+    if not frames or min(frames) < 1 or seeds < 1:
+        raise ParError("--sweep-frames needs at least one T >= 1 and --seeds at least 1")
+    store = TokenStore(store_path)
+    identity = {**store.identity, "manifest_sha256": store.attrs.get("manifest_sha256")}
+    store.close()
+    points = []
+    for variant in variants:
+        for T in frames:
+            for seed in range(seeds):
+                cfg, rec = configure("train", recipe, [("ablation options", base),
+                                                       (f"variant {variant}", known[variant]["options"]),
+                                                       ("sweep point", {"store": str(store_path), "frames": T,
+                                                                        "seed": seed})])
+                keyed = json.dumps({"train": results_view(cfg), "store": identity}, sort_keys=True)
+                key = f"{variant}-T{T}-s{seed}-{hashlib.sha256(keyed.encode()).hexdigest()[:10]}"
+                cfg.out = str(out / "runs" / key)
+                points.append(SweepPoint(variant, T, seed, cfg, rec, key))
+    return points
+
+
+def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume, or reuse) one point and evaluate its selected checkpoint; returns the metrics."""
+    run = RunFolder(point.config.out)
+    metrics_path = point_metrics(point)
+    if metrics_path.exists():
+        return json.loads(metrics_path.read_text())
+    finished = run.exists() and read_checkpoint_meta(run.checkpoint_json("last"))[1]["epoch"] >= point.config.epochs
+    if not finished:
+        train(point.config, point.recipe, resume=run.config_path.exists(), on_epoch=on_epoch)
+    return evaluate_checkpoint(point.config.store, str(run.path), str(metrics_path.parent),
+                               workers=point.config.workers, device=point.config.device)
+
+
+def point_metrics(point: SweepPoint) -> Path:
+    return RunFolder(point.config.out).eval_dir(point.config.eval_split) / "metrics.json"
+
+
+def summarise(points: list[SweepPoint], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for p, m in zip(points, results):
+        rows.setdefault((p.variant, p.frames), []).append({"seed": p.seed, "run": p.key, **m["protocol"]["mean"],
+                                                          "label_mA": m["standard"]["label_mA"],
+                                                          "group_f1": {g["name"]: g["f1"] for g in m["protocol"]["groups"]}})
+    out = []
+    for (variant, T), runs in rows.items():
+        row: dict[str, Any] = {"variant": variant, "frames": T, "seeds": len(runs)}
+        for k in ("precision", "recall", "f1", "mA", "label_mA"):
+            vals = np.array([r[k] for r in runs])
+            row[k], row[f"{k}_std"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+        row["runs"] = runs
+        out.append(row)
+    return out
+
+
+def _cell(row: dict[str, Any], k: str) -> str:
+    return f"{100 * row[k]:.2f}" + (f" ± {100 * row[k + '_std']:.2f}" if row["seeds"] > 1 else "")
+
+
+def results_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    variants = load_variants()
+    frames = sorted({r["frames"] for r in rows})
+    t_main = 6 if 6 in frames else frames[-1]
+    table1 = [[variants[r["variant"]]["label"], _cell(r, "precision"), _cell(r, "recall"), _cell(r, "f1")]
+              for r in rows if r["frames"] == t_main]
+    by_variant = {v: {r["frames"]: r for r in rows if r["variant"] == v} for v in dict.fromkeys(r["variant"] for r in rows)}
+    table3 = [[variants[v]["label"], *(_cell(cells[T], "f1") if T in cells else "" for T in frames)]
+              for v, cells in by_variant.items()]
+    grid = [[r["variant"], r["frames"], _cell(r, "precision"), _cell(r, "recall"), _cell(r, "f1"), _cell(r, "mA")]
+            for r in rows]
+    return (f"# Ablation on {meta['store']}\n\nRecipe {meta['recipe']}, {meta['epochs']} epochs per run, "
+            f"{meta['seeds']} seed(s) (mean ± std over seeds), model `{meta['model']}`; protocol means over the "
+            f"{meta['groups']} attribute groups, threshold {meta['threshold']} (present when above), percent. Each "
+            f"run's checkpoint is {meta['selection']}.\n\n"
+            f"## Table 1 layout: components (T = {t_main})\n\n" +
+            markdown_table(["method", "Precision", "Recall", "F1"], table1) +
+            "\n## Table 3 layout: F1 by number of frames\n\n" +
+            markdown_table(["method", *(f"T = {T}" for T in frames)], table3) +
+            "\n## All points\n\n" + markdown_table(["variant", "frames", "Precision", "Recall", "F1", "mA"], grid))
+
+
+def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+    variants = load_variants()
+    keys = ["precision", "recall", "f1", "mA", "label_mA"]
+    header = ["variant", "frames", "seeds", *keys, *(f"{k}_std" for k in keys)]
+    csv_rows = [[r["variant"], r["frames"], r["seeds"], *(f"{100 * r[k]:.2f}" for k in header[3:])] for r in rows]
+    write_json(out / "ablation.json", {"format": ABLATION_FORMAT, "version": ABLATION_VERSION, **meta, "rows": rows})
+    write_text(out / "ablation.csv", csv_text(header, csv_rows))
+    write_text(out / "ablation.md", results_markdown(rows, meta))
+    series = {}
+    for v in dict.fromkeys(r["variant"] for r in rows):
+        pts = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["frames"])
+        series[variants[v]["label"]] = ([p["frames"] for p in pts], [100 * p["f1"] for p in pts],
+                                        [100 * p["f1_std"] for p in pts] if meta["seeds"] > 1 else None)
+    atomic_write(out / "ablation.png", lambda tmp: line_plot(tmp, series, "frames per tracklet (T)", "F1 (%)",
+                                                              "VTF-PAR ablation: F1 against frames"))
+
+
+def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[str], seeds: int, recipe: str | None,
+                 base: Mapping[str, Any], on_point: Callable[[int, int, SweepPoint, bool], None] | None = None,
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    out = Path(out)
+    points = plan_sweep(store_path, out, frames, variants, seeds, recipe, base)
+    claim_dir(out, ABLATION_KIND)
+    with exclusive(out, "ablation"):
+        results = []
+        for i, p in enumerate(points):
+            if on_point:
+                on_point(i, len(points), p, point_metrics(p).exists())
+            results.append(run_point(p, on_epoch))
+        rows = summarise(points, results)
+        store = TokenStore(store_path)
+        first = points[0].config
+        write_results(out, rows, {"store": str(store_path), "recipe": points[0].recipe, "epochs": first.epochs,
+                                  "seeds": seeds, "model": first.model, "frames": frames, "variants": variants,
+                                  "groups": len(store.attrs["groups"]), "threshold": first.threshold,
+                                  "selection": "test-selected (the reference's rule)" if first.selection == "test"
+                                  else "selected on held-out training persons"})
+        store.close()
+    return rows

@@ -1,0 +1,205 @@
+"""`par predict`: attributes of new tracklets (frame folders, videos, MARS tracklet ids) from a checkpoint.
+
+The CLIP model, weights, precision, preprocessing and token dtype are the ones the checkpoint's store was built
+with (recorded in the checkpoint), so a tracklet gets the probabilities `par eval` would give it on the same
+frames. Frames of many tracklets go through CLIP together in batches.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import check_device
+from ..data.frames import FrameRows, collate_rows, decode_rows, video_frames
+from ..data.layouts import mars_tracklet_frames
+from ..data.preprocess import Preprocess
+from ..data.schema import AttributeSchema, schema_from_dict
+from ..engine.metrics import is_positive
+from ..engine.tokens import sample_frames
+from ..errors import ParError
+from ..model.clip import ClipEncoder
+from ..outputs import json_format_is, write_output_file
+from ..reports import csv_text
+from ..run import load_checkpoint
+from ..store.codec import TokenCodec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+PREDICTIONS_FORMAT = "par-predictions"
+
+
+@dataclass
+class TrackletInput:
+    name: str
+    frames: list[Path] | None = None  # image files, in order
+    video: Path | None = None
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def collect_inputs(paths: Sequence[Path], mars_root: Path | None = None, tracklet_ids: Sequence[str] = ()) -> list[TrackletInput]:
+    """Frame folders (one tracklet each, or a folder of such folders), video files, MARS tracklet ids."""
+    out: list[TrackletInput] = []
+    for path in map(Path, paths):
+        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+            out.append(TrackletInput(path.stem, video=path))
+        elif path.is_dir():
+            images = _images_in(path)
+            if images:
+                out.append(TrackletInput(path.name, frames=images))
+                continue
+            subs = [(d, _images_in(d)) for d in sorted(path.iterdir()) if d.is_dir()]
+            subs = [(d, imgs) for d, imgs in subs if imgs]
+            if not subs:
+                raise ParError(f"{path}: no frames (jpg/png) in the folder or its sub-folders; give a folder of one "
+                               f"person's frames")
+            out.extend(TrackletInput(d.name, frames=imgs) for d, imgs in subs)
+        elif path.exists():
+            raise ParError(f"{path}: not a frame folder or a video ({', '.join(sorted(VIDEO_SUFFIXES))})")
+        else:
+            raise ParError(f"{path}: not found")
+    for tid in tracklet_ids:
+        if mars_root is None:
+            raise ParError("--tracklet needs --mars-root (the folder holding bbox_train/ and bbox_test/)")
+        out.append(TrackletInput(tid, frames=mars_tracklet_frames(mars_root, tid)))
+    if not out:
+        raise ParError("nothing to predict: give frame folders, video files or --mars-root with --tracklet")
+    return out
+
+
+def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device: str) -> ClipEncoder:
+    """Rebuild the exact CLIP the checkpoint's store was made with; other weights are an error."""
+    ident = meta["store_identity"]
+    weights, ckpt = ident["weights"], meta["_path"]
+    kind = weights.get("kind")
+    if kind == "random-init":
+        source, random_init = None, True
+    elif kind == "file":
+        if pretrained is None:
+            raise ParError(f"{ckpt} was trained on tokens of the CLIP weights {weights['name']}; pass that file with "
+                           f"--pretrained")
+        source, random_init = pretrained, False
+    elif kind == "open_clip-tag":
+        if pretrained is not None and pretrained != weights["tag"]:
+            raise ParError(f"--pretrained {pretrained}: {ckpt} was trained with open_clip weights '{weights['tag']}'")
+        source, random_init = weights["tag"], False
+    else:
+        raise ParError(f"{ckpt}: unknown CLIP weights record {weights}")
+    enc = ClipEncoder(ident["clip_model"], source, random_init, device, ident["precision"],
+                      Preprocess.from_dict(ident["preprocessing"]), int(weights.get("seed", 0)))
+    if enc.weights != weights:
+        raise ParError(f"{pretrained}: not the CLIP weights {ckpt} was trained with (sha256 differs from "
+                       f"{weights.get('name', weights)}); pass the original file")
+    return enc
+
+
+def describe(probs: np.ndarray, schema: AttributeSchema, threshold: float) -> tuple[dict[str, str], dict[str, float]]:
+    """Per group the answer and the probability behind it: binary groups yes/no by the threshold rule, multi-class
+    groups their most likely value."""
+    answers, confidence = {}, {}
+    for g in schema.groups:
+        if g.is_binary:
+            p = float(probs[g.start])
+            answers[g.name], confidence[g.name] = g.value_names[int(is_positive(p, threshold))], p
+        else:
+            k = int(np.argmax(probs[g.start:g.end]))
+            answers[g.name], confidence[g.name] = g.value_names[k], float(probs[g.start + k])
+    return answers, confidence
+
+
+def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None = None, device: str = "cpu",
+            frames: int | None = None, batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None,
+            workers: int = 2) -> list[dict[str, Any]]:
+    check_device(device)
+    if frames is not None and frames < 1:
+        raise ParError(f"--frames must be at least 1, got {frames}")
+    model, meta = load_checkpoint(checkpoint, device)
+    enc = encoder_for_checkpoint(meta, pretrained, device)
+    codec = TokenCodec(meta["store_identity"]["dtype"])
+    keep = model.cfg.needs_frames
+    frames = frames or (meta["eval_frames"] if keep else None)
+    # Which frames of each tracklet: all (default) or T evenly spaced (the rule `par eval` uses).
+    jobs: list[tuple[int, Any]] = []
+    counts = []
+    for i, t in enumerate(inputs):
+        items: Sequence[Any] = video_frames(t.video, enc.preprocess) if t.video is not None else (t.frames or [])
+        if not items:
+            raise ParError(f"{t.name}: no frames")
+        idx = np.arange(len(items)) if frames is None else sample_frames(len(items), frames, None)
+        jobs.extend((i, items[k]) for k in idx)
+        counts.append(len(idx))
+    tokens = torch.zeros(len(jobs), enc.num_tokens, enc.dim) if keep else None
+    sums = torch.zeros(len(inputs), enc.num_tokens, enc.dim)
+    done = 0
+
+    def accumulate(positions: list[int], images: torch.Tensor) -> None:
+        nonlocal done
+        feats = codec.round_trip(enc.encode_frames(images)).cpu()  # what the store would hold
+        owners = torch.tensor([jobs[p][0] for p in positions])
+        if keep:
+            tokens[positions] = feats
+        sums.index_add_(0, owners, feats)
+        done += len(positions)
+        if on_progress:
+            on_progress(done, len(jobs))
+
+    decoded = [p for p, (_, item) in enumerate(jobs) if isinstance(item, np.ndarray)]
+    for b in range(0, len(decoded), batch_size):
+        chunk = decoded[b:b + batch_size]
+        accumulate(chunk, torch.from_numpy(np.stack([jobs[p][1] for p in chunk])))
+    files = [p for p, (_, item) in enumerate(jobs) if not isinstance(item, np.ndarray)]
+    if files:  # decode JPEGs in loader workers while CLIP runs, as `par extract` does
+        rows = FrameRows([str(jobs[p][1]) for p in files], enc.preprocess)
+        loader = DataLoader(rows, batch_size=batch_size, num_workers=workers, collate_fn=collate_rows,
+                            pin_memory=enc.device.type == "cuda")
+        for r, payload, good, reasons in loader:
+            images, good, reasons = decode_rows(rows, r, payload, good, reasons, enc.device)
+            if not bool(good.all()):
+                k = int(np.flatnonzero(~good.numpy())[0])
+                raise ParError(f"{rows.paths[int(r[k])]}: {reasons[k]}; remove or replace the frame")
+            accumulate([files[int(x)] for x in r], images)
+    if keep:
+        by_tracklet = [tokens[[p for p, (i, _) in enumerate(jobs) if i == t]] for t in range(len(inputs))]
+        visual = torch.stack(by_tracklet)
+    else:
+        visual = sums / torch.tensor(counts, dtype=torch.float32).view(-1, 1, 1)
+    with torch.no_grad():
+        probs = torch.sigmoid(model(visual.to(device)).float()).cpu().numpy()
+    schema = schema_from_dict(meta["schema_definition"])
+    records = []
+    for t, n, p in zip(inputs, counts, probs):
+        answers, confidence = describe(p, schema, meta["threshold"])
+        records.append({"tracklet": t.name, "frames": n, "description": answers, "confidence": confidence,
+                        "probabilities": dict(zip(meta["attributes"], map(float, p)))})
+    return records
+
+
+def _is_predictions_csv(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().startswith("tracklet,frames,")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def write_predictions(records: list[dict[str, Any]], checkpoint: str, json_out: Path | None, csv_out: Path | None) -> None:
+    """`--json`: {format, version, checkpoint, records}; `--csv`: one row per tracklet (answers, then probabilities)."""
+    if json_out is not None:
+        text = json.dumps({"format": PREDICTIONS_FORMAT, "version": 1, "checkpoint": checkpoint, "records": records},
+                          indent=2) + "\n"
+        write_output_file(json_out, "predictions file", json_format_is(PREDICTIONS_FORMAT),
+                          lambda tmp: tmp.write_text(text))
+    if csv_out is not None:
+        groups, attrs = list(records[0]["description"]), list(records[0]["probabilities"])
+        rows = [[r["tracklet"], r["frames"], *(r["description"][g] for g in groups),
+                 *(f"{r['probabilities'][a]:.4f}" for a in attrs)] for r in records]
+        text = csv_text(["tracklet", "frames", *groups, *(f"p({a})" for a in attrs)], rows)
+        write_output_file(csv_out, "predictions CSV", _is_predictions_csv, lambda tmp: tmp.write_text(text))

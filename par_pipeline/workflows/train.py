@@ -1,0 +1,256 @@
+"""Stage two: train the fusion Transformer and heads from the token store (CLIP never runs here).
+
+Every epoch: train on the training split, evaluate the evaluation split (and the validation persons with
+`val_fraction`), then commit the epoch's checkpoint set (run.RunFolder). The best epoch is selected on the test
+split as the reference does, unless a person-disjoint validation part of the training split is held out.
+A killed run resumes from its last committed epoch and ends bit-identical to an uninterrupted one (CPU).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import TrainConfig, check_device
+from ..distributed import DistContext
+from ..engine.inference import predict_split
+from ..engine.metrics import evaluate_predictions
+from ..engine.step import TrainingStep, deterministic
+from ..engine.tokens import EpochBatches, TrackletTokens, tracklet_batches
+from ..errors import ParError
+from ..model.fusion import VTFPAR, load_fusion_init, load_model_config
+from ..options import as_dict, results_view
+from ..outputs import claim_dir, exclusive, fault_point, remove_own
+from ..precision import autocast_dtype
+from ..run import RUN_KIND, RunFolder, check_store_matches, checkpoint_files, load_checkpoint, load_state
+from ..store.reader import TokenStore
+
+RUN_CONFIG_FORMAT = "par-run-config"
+
+
+def default_workers(requested: int | None, device: torch.device) -> int:
+    """`--workers`, or by default: on a GPU the CPUs this rank may use, less two (the training loop and the pin-memory
+    thread), at most 16; on a CPU of up to 4 cores none (the model's own threads already use every core; in-process
+    loading measured as fast as 2 workers on 2 cores and spares the processes), else 2."""
+    if requested is not None:
+        return requested
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    per_rank = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if device.type != "cuda":
+        return 0 if per_rank <= 4 else 2
+    return max(1, min(16, per_rank - 2))
+
+
+def input_dtype(device: torch.device, precision: str) -> torch.dtype:
+    """dtype of the tokens fed to the model: the autocast dtype when there is one (its first Linear rounds to it
+    anyway, and it halves the bytes moved to the GPU), else float32."""
+    return autocast_dtype(precision, device) or torch.float32
+
+
+def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, Any]]:
+    """The model and the record of how its fusion part was initialised."""
+    mcfg = load_model_config(cfg.model, fusion=cfg.fusion, text_tokens=cfg.text_tokens, depth=cfg.depth,
+                             drop_path=cfg.drop_path, temporal=cfg.temporal, input_dim=store.dim,
+                             num_attributes=len(store.attribute_names))
+    model = VTFPAR(mcfg, torch.from_numpy(store.text_features(cfg.text_source)))
+    if not cfg.fusion:
+        return model, {"kind": "none (no fusion Transformer)"}
+    if cfg.fusion_init is None and cfg.require_fusion_init:
+        raise ParError(f"recipe {cfg.recipe} initialises the fusion block and final norm from an ImageNet ViT-B/16: "
+                       f"pass --fusion-init /path/to/jx_vit_base_p16_224-80ecf9dd.pth (or timm:<model name> when "
+                       f"online), or --fusion-init random to train them from scratch")
+    return model, load_fusion_init(model, cfg.fusion_init or "random")
+
+
+def split_validation(store: TokenStore, train_idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) tracklets: a `fraction` of the training persons, drawn with `seed`, held out whole."""
+    if fraction <= 0:
+        return train_idx, np.zeros(0, dtype=np.int64)
+    persons = np.unique(store.person_ids[train_idx])
+    held = np.random.default_rng([seed, 11]).permutation(persons)[:max(1, int(round(fraction * len(persons))))]
+    is_val = np.isin(store.person_ids[train_idx], held)
+    if is_val.all():
+        raise ParError(f"--val-fraction {fraction}: every training person would be held out; use a smaller fraction")
+    return train_idx[~is_val], train_idx[is_val]
+
+
+class Trainer:
+    """One training run: its store, splits, model, loaders and run folder."""
+
+    def __init__(self, cfg: TrainConfig, recipe: dict[str, Any], dist: DistContext):
+        check_device(cfg.device)
+        self.cfg, self.recipe, self.dist = cfg, recipe, dist
+        self.device = torch.device(cfg.device)
+        self.store = store = TokenStore(cfg.store)
+        train_idx = store.indices(cfg.train_split)
+        self.eval_idx = store.indices(cfg.eval_split)
+        empty = [store.tracklets[i] for i in self.eval_idx if not len(store.valid_frames(i))]
+        if empty:
+            raise ParError(f"{cfg.store}: {len(empty)} '{cfg.eval_split}' tracklet(s) have no readable frames (e.g. "
+                           f"{empty[0]}; all skipped at extraction); fix their frames and extract again")
+        train_idx = np.array([i for i in train_idx if len(store.valid_frames(i))], dtype=np.int64)
+        self.train_idx, self.val_idx = split_validation(store, train_idx, cfg.val_fraction, cfg.seed)
+        if len(self.train_idx) < max(2, dist.world_size):
+            raise ParError(f"{cfg.store}: fewer than 2 '{cfg.train_split}' tracklets with frames; nothing to train on")
+        self.amp = autocast_dtype(cfg.precision, self.device)
+        self.run = RunFolder(cfg.out)
+
+    def datasets(self, model: VTFPAR) -> tuple[TrackletTokens, TrackletTokens]:
+        cfg, keep = self.cfg, model.cfg.needs_frames
+        dtype = input_dtype(self.device, cfg.precision)
+        train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, dtype, keep_frames=keep, use_views=cfg.use_views)
+        eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed, dtype, keep_frames=keep,
+                                  sampling=cfg.eval_sampling)
+        return train_set, eval_set
+
+    def training_loader(self, train_set: TrackletTokens) -> tuple[DataLoader, EpochBatches]:
+        sampler = EpochBatches(self.train_idx, self.cfg.batch_size, self.cfg.seed, shuffle=True, rank=self.dist.rank,
+                               world=self.dist.world_size)
+        workers = default_workers(self.cfg.workers, self.device)
+        return tracklet_batches(train_set, sampler, workers, self.device.type == "cuda", persistent=True), sampler
+
+    def evaluate(self, model: VTFPAR, eval_set: TrackletTokens, indices: np.ndarray) -> dict[str, Any]:
+        probs = predict_split(model, eval_set, indices, default_workers(self.cfg.workers, self.device), self.device,
+                              self.amp)
+        a = self.store.attrs
+        return evaluate_predictions(probs, self.store.labels[indices], a["group_boundaries"], a["groups"],
+                                    self.cfg.threshold)
+
+
+def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: DistContext | None = None,
+          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train; returns the selected epoch's record. Writes the run folder `cfg.out` (README: checkpoints)."""
+    dist = dist or DistContext.single()
+    trainer = Trainer(cfg, recipe, dist)
+    run = trainer.run
+    det = {"auto": trainer.device.type == "cpu", "on": True, "off": False}[cfg.deterministic]
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the seed is this run's; the caller's RNG state comes back after
+        torch.manual_seed(cfg.seed)
+        model, fusion_init = build_model(cfg, trainer.store)  # every option checked before anything is written
+        created = False
+        if dist.is_main:
+            if resume and not run.config_path.exists():
+                raise ParError(f"{cfg.out}: no run to resume there; drop --resume to start one")
+            created = not run.path.exists()
+            claim_dir(run.path, RUN_KIND)
+        try:
+            with exclusive(run.path, "train") if dist.is_main else nullcontext():
+                if dist.is_main and not resume:
+                    if run.config_path.exists():
+                        raise ParError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose "
+                                       f"another --out")
+                    run.write_config({"format": RUN_CONFIG_FORMAT, "version": 1, "train": as_dict(cfg),
+                                      "recipe": recipe})
+                dist.barrier()
+                with deterministic(det):
+                    return _train(trainer, model, fusion_init, resume, on_epoch)
+        except BaseException:
+            if created and not run.exists():  # this call made the folder and committed nothing: leave nothing behind
+                remove_own(run.path)
+            raise
+
+
+def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume: bool,
+           on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    cfg, dist, store, run, device = trainer.cfg, trainer.dist, trainer.store, trainer.run, trainer.device
+    model.to(device)
+    ddp = model
+    if dist.enabled:
+        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    pos_rate = torch.from_numpy(store.labels[trainer.train_idx].mean(0).astype(np.float32)).to(device)
+    steps = TrainingStep(model, ddp, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr,
+                         cfg.min_lr, trainer.amp, pos_rate if cfg.loss == "weighted" else None)
+    train_set, eval_set = trainer.datasets(model)
+    loader, sampler = trainer.training_loader(train_set)
+
+    start_epoch, best, history = 0, None, []
+    if resume:
+        if dist.is_main:
+            run.recover()
+        dist.barrier()
+        start_epoch, best, history = _restore(trainer, model, steps)
+    meta_base = {"recipe": trainer.recipe, "train_config": as_dict(cfg), "schema": store.attrs["schema"],
+                 "schema_definition": store.attrs["schema_definition"], "attributes": store.attribute_names,
+                 "group_boundaries": store.attrs["group_boundaries"], "groups": store.attrs["groups"],
+                 "store_identity": store.identity, "store_path": cfg.store, "frames": cfg.frames,
+                 "eval_frames": cfg.eval_frames or cfg.frames, "eval_sampling": cfg.eval_sampling,
+                 "seed": cfg.seed, "threshold": cfg.threshold, "fusion_init": fusion_init,
+                 "selected_on": cfg.selection, "eval_split": cfg.eval_split}
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        lr = steps.start_epoch(epoch)
+        ddp.train()
+        # The loss is summed on the device: reading it every step would stall the GPU queue each step.
+        total_loss, seen, first, t_first = torch.zeros((), device=device), 0, 0, 0.0
+        for step, (x, y, _) in enumerate(loader):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            total_loss += steps.step(x, y) * len(y)
+            seen += len(y)
+            if step == 0:  # the rate leaves out the epoch's first batch (loader start-up)
+                first, t_first = len(y), time.perf_counter()
+        loss = float(total_loss) / max(1, seen)  # waits for the epoch's last step: the rate below is of finished work
+        elapsed = time.perf_counter() - t_first
+        if not math.isfinite(loss):
+            raise ParError(f"{cfg.out}: the training loss became {loss} in epoch {epoch + 1}; nothing of this epoch was "
+                           f"saved (the last good epoch is in last.json) - lower --lr, or check the store with "
+                           f"`par verify {cfg.store}`")
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "lr": lr,
+                                  "samples_per_s": (seen - first) * dist.world_size / elapsed if seen > first and elapsed > 0 else None}
+        if dist.is_main:
+            metrics = trainer.evaluate(model, eval_set, trainer.eval_idx)
+            record.update({k: metrics["protocol"]["mean"][k] for k in ("precision", "recall", "f1", "mA")})
+            record["label_mA"] = metrics["standard"]["label_mA"]
+            val_metrics = None
+            if len(trainer.val_idx):
+                val_metrics = trainer.evaluate(model, eval_set, trainer.val_idx)
+                record["val_f1"] = val_metrics["protocol"]["mean"]["f1"]
+            key = "val_f1" if val_metrics is not None else "f1"
+            history.append(record)
+            is_best = best is None or record[key] > best[key]
+            meta = {**meta_base, "epoch": epoch + 1, "metrics": metrics, "val_metrics": val_metrics}
+            if is_best:
+                best = record
+            state = {"epoch": epoch + 1, "step": steps.state_dict(), "torch_rng": torch.get_rng_state(),
+                     "best": best, "history": history}
+            files = checkpoint_files(model, "last", meta, state)
+            if is_best:
+                files.update(checkpoint_files(model, "best", meta))
+            log = "".join(json.dumps(r) + "\n" for r in history)
+            files["log.jsonl"] = lambda p, text=log: p.write_text(text)
+            run.commit(files)
+            fault_point("epoch-committed")
+            if on_epoch:
+                on_epoch(record)
+        dist.barrier()
+    store.close()
+    return best or {}
+
+
+def _restore(trainer: Trainer, model: VTFPAR, steps: TrainingStep) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
+    """Load the last committed epoch; the run's options and store must be the ones it began with."""
+    cfg, run = trainer.cfg, trainer.run
+    saved = run.read_config()
+    now = results_view(cfg)
+    before = {k: saved["train"].get(k) for k in now}
+    if before != now:
+        diff = sorted(k for k in now if before[k] != now[k])
+        raise ParError(f"{run.config_path}: --resume with different options {diff}; use the run's options or a new "
+                       f"--out")
+    if not run.exists():  # killed before its first epoch was committed: start from the beginning
+        return 0, None, []
+    last_model, meta = load_checkpoint(run.checkpoint_json("last"))
+    check_store_matches(meta, trainer.store.identity, cfg.store)
+    model.load_state_dict(last_model.state_dict())
+    state = load_state(Path(meta["_path"]), meta)
+    steps.load_state_dict(state["step"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["epoch"]), state["best"], list(state["history"])
