@@ -6,31 +6,35 @@ import pytest
 from PIL import Image
 
 from conftest import run_par
-from par_pipeline import ablation as A
 from par_pipeline.errors import ParError
+from par_pipeline.workflows import ablation as A
 
-BASE = {"epochs": 1, "model": "vtf-par-small", "batch_size": 4, "workers": 0, "warmup_epochs": 0}
+BASE = {"epochs": 1, "model": "vtf-par-small", "batch_size": 4, "workers": 0, "warmup_epochs": 0, "fusion_init": "random"}
+SWEEP = ["--sweep-frames", "1 2", "--variants", "fusion no-fusion", "--epochs", "1", "--model", "vtf-par-small",
+         "--batch-size", "4", "--workers", "0", "--warmup-epochs", "0", "--fusion-init", "random"]
 
 
-def test_sweep_files_and_columns(store_path, tmp_path):
-    proc = run_par("ablation", store_path, "--out", tmp_path / "res", "--frames", "1 2", "--variants", "fusion no-fusion",
-                   "--epochs", "1", "--model", "vtf-par-small", "--batch-size", "4", "--workers", "0")
-    assert "ablation.png" in proc.stdout
+def test_sweep_files_and_reuse(store_path, tmp_path):
     res = tmp_path / "res"
+    proc = run_par("ablation", store_path, "--out", res, *SWEEP)
+    assert "ablation.png" in proc.stdout
     data = json.loads((res / "ablation.json").read_text())
-    assert data["format"] == "par-ablation" and len(data["rows"]) == 4
-    assert {(r["variant"], r["frames"]) for r in data["rows"]} == {("fusion", 1), ("fusion", 2), ("no-fusion", 1), ("no-fusion", 2)}
+    assert data["format"] == "par-ablation" and len(data["rows"]) == 4 and data["groups"] == 14
+    assert {(r["variant"], r["frames"]) for r in data["rows"]} == {("fusion", 1), ("fusion", 2), ("no-fusion", 1),
+                                                                  ("no-fusion", 2)}
     rows = list(csv.DictReader(open(res / "ablation.csv")))
-    assert list(rows[0])[:8] == ["variant", "frames", "seeds", "precision", "recall", "f1", "mA", "label_mA"] and len(rows) == 4
+    assert list(rows[0])[:8] == ["variant", "frames", "seeds", "precision", "recall", "f1", "mA", "label_mA"]
     md = (res / "ablation.md").read_text()
-    assert "Table 1 layout" in md and "Table 3 layout" in md and "w/o FusionFormer" in md
-    assert (res / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Table 1 layout" in md and "Table 3 layout" in md and "w/o FusionFormer" in md and "14 attribute groups" in md
+    assert "test-selected" in md
     with Image.open(res / "ablation.png") as im:
         im.verify()
-    # the same command again reuses every finished run
-    again = run_par("ablation", store_path, "--out", res, "--frames", "1 2", "--variants", "fusion no-fusion",
-                    "--epochs", "1", "--model", "vtf-par-small", "--batch-size", "4", "--workers", "0")
-    assert again.stdout.count("reused") >= 1 or json.loads((res / "ablation.json").read_text())["rows"] == data["rows"]
+    stamps = {p: os.path.getmtime(p) for p in res.glob("runs/*/eval-test/metrics.json")}
+    assert len(stamps) == 4
+    again = run_par("ablation", store_path, "--out", res, *SWEEP, "--workers", "1")  # another worker count: same keys
+    assert again.stdout.count("(reused)") >= 1 or all(os.path.getmtime(p) == t for p, t in stamps.items())
+    assert all(os.path.getmtime(p) == t for p, t in stamps.items())  # every point reused, none retrained
+    assert json.loads((res / "ablation.json").read_text())["rows"] == data["rows"]
 
 
 def test_interrupted_sweep_resumes(store_path, tmp_path, monkeypatch):
@@ -45,34 +49,42 @@ def test_interrupted_sweep_resumes(store_path, tmp_path, monkeypatch):
 
     monkeypatch.setattr(A, "run_point", flaky)
     with pytest.raises(KeyboardInterrupt):
-        A.run_ablation(str(store_path), tmp_path, [1, 2], ["fusion"], 1, BASE)
-    first = tmp_path / "runs" / calls[0] / "eval" / "metrics.json"
+        A.run_ablation(str(store_path), tmp_path, [1, 2], ["fusion"], 1, None, BASE)
+    first = next(tmp_path.glob(f"runs/{calls[0]}/eval-test/metrics.json"))
     stamp = os.path.getmtime(first)
     monkeypatch.setattr(A, "run_point", real)
     seen = []
-    rows = A.run_ablation(str(store_path), tmp_path, [1, 2], ["fusion"], 1, BASE,
+    rows = A.run_ablation(str(store_path), tmp_path, [1, 2], ["fusion"], 1, None, BASE,
                           on_point=lambda i, n, p, reused: seen.append(reused))
     assert seen == [True, False] and os.path.getmtime(first) == stamp and len(rows) == 2
 
 
 def test_seeds_give_mean_and_std(store_path, tmp_path):
-    rows = A.run_ablation(str(store_path), tmp_path, [2], ["no-text-tokens"], 2, BASE)
-    assert rows[0]["seeds"] == 2 and "f1_std" in rows[0] and len(rows[0]["runs"]) == 2
+    rows = A.run_ablation(str(store_path), tmp_path, [2], ["no-text-tokens"], 2, None, BASE)
+    assert rows[0]["seeds"] == 2 and rows[0]["f1_std"] >= 0 and len(rows[0]["runs"]) == 2
+    assert rows[0]["runs"][0]["run"] != rows[0]["runs"][1]["run"]
 
 
-def test_unknown_variant(store_path, tmp_path):
-    with pytest.raises(ParError, match="unknown ablation variant"):
-        A.plan_sweep(str(store_path), tmp_path, [1], ["nonsense"], 1, BASE)
+@pytest.mark.parametrize("args,message", [(["--variants", "nonsense"], "unknown ablation variant"),
+                                          (["--sweep-frames", "0 2"], "at least one T >= 1"),
+                                          (["--sweep-frames", "two"], "integers separated by spaces")])
+def test_bad_sweeps_leave_nothing(store_path, tmp_path, args, message):
+    proc = run_par("ablation", store_path, "--out", tmp_path / "res", "--epochs", "1", *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "res").exists()
 
 
-def test_report_side_by_side(store_path, tmp_path):
-    from par_pipeline.train import TrainConfig, train
+def test_report_side_by_side(store_path, run_path, tmp_path):
+    from conftest import tiny_train
 
-    for name in ("a", "b"):
-        train(TrainConfig(store=str(store_path), out=str(tmp_path / name), model="vtf-par-small", epochs=1, batch_size=4,
-                          workers=0, warmup_epochs=0, seed=len(name) if name == "a" else 7))
-    run_par("report", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "rep")
+    tiny_train(store_path, tmp_path / "b", seed=7)
+    run_par("eval", store_path, "--checkpoint", tmp_path / "b")  # default output: b/eval-test, which report reads
+    proc = run_par("report", run_path, tmp_path / "b", "--out", tmp_path / "rep")
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "| run | Precision | Recall | F1 | mA | label mA |" in md and "| group | a | b |" in md and "bottom color" in md
+    assert "| run | Precision | Recall | F1 | mA | label mA |" in md and "bottom color" in md
+    assert "b: best on the test split (epoch" in md and "test-selected as the reference), par eval" in md
+    assert "run: best on the test split" in md and "from training" in md
     with Image.open(tmp_path / "rep" / "report.png") as im:
         im.verify()
+    with pytest.raises(ParError, match="neither a run folder"):
+        from par_pipeline.workflows.report import compare_runs
+        compare_runs([tmp_path], tmp_path / "rep2")

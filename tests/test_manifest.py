@@ -1,13 +1,15 @@
 import csv
+import re
 import shutil
 
 import numpy as np
 import pytest
 
 from conftest import needs_shared, run_par
-from par_pipeline.layouts import build_duke_manifest, mars_frame_counts, read_attribute_csv, read_mars_info
-from par_pipeline.manifest import read_manifest, write_manifest
-from par_pipeline.schema import load_schema
+from par_pipeline.data.layouts import build_duke_manifest, mars_frame_counts, read_attribute_csv, read_mars_info
+from par_pipeline.data.manifest import read_manifest, write_manifest
+from par_pipeline.data.schema import load_schema
+from par_pipeline.errors import ParError
 
 
 def csv_labels(path, schema):
@@ -33,10 +35,10 @@ def test_manifest_round_trip(manifest_path, tmp_path):
 
 
 def test_synth_is_deterministic(tmp_path):
-    from par_pipeline.synth import plan_random, write_synth
+    from par_pipeline.tools.synth import plan_random, write_synth
 
     for name in ("a", "b"):
-        write_synth(tmp_path / name, plan_random(2, (2, 3), seed=5), workers=1)
+        write_synth(tmp_path / name, plan_random("mars", 2, (2, 3), seed=5), workers=1)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
 
@@ -122,6 +124,60 @@ def test_duke_layout(tmp_path):
     assert len(m.records[0].labels) == 36 and summary.frames == {"train": 6, "test": 2}
 
 
+def _edit_manifest(src, dst, edit):
+    lines = src.read_text().splitlines()
+    dst.write_text("\n".join(edit(lines)) + "\n")
+
+
+@pytest.mark.parametrize("frame,problem", [("../elsewhere/x.jpg", "leaves the dataset root"),
+                                           ("/etc/passwd", "is an absolute path"),
+                                           ("bbox_train/../../x.jpg", "leaves the dataset root")])
+def test_manifest_paths_stay_inside_the_root(manifest_path, tmp_path, frame, problem):
+    import json
+
+    def edit(lines):
+        rec = json.loads(lines[3])
+        rec["frames"][0] = frame
+        lines[3] = json.dumps(rec)
+        return lines
+    _edit_manifest(manifest_path, tmp_path / "m.jsonl", edit)
+    with pytest.raises(ParError, match=rf"m.jsonl:4: tracklet \S+ frame '{re.escape(frame)}' {problem}"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+def test_manifest_wrong_label_count_and_header_only(manifest_path, tmp_path):
+    import json
+
+    def drop_label(lines):
+        rec = json.loads(lines[2])
+        rec["labels"] = rec["labels"][:-1]
+        lines[2] = json.dumps(rec)
+        return lines
+    _edit_manifest(manifest_path, tmp_path / "short.jsonl", drop_label)
+    with pytest.raises(ParError, match=r"short.jsonl:3 \(tracklet \S+\): expected 43 labels of 0/1 .* got 42"):
+        read_manifest(tmp_path / "short.jsonl")
+    _edit_manifest(manifest_path, tmp_path / "header.jsonl", lambda lines: lines[:1])
+    with pytest.raises(ParError, match="no tracklet records"):
+        read_manifest(tmp_path / "header.jsonl")
+
+
+def test_manifest_never_replaces_what_par_did_not_write(synth_root, tmp_path):
+    """An existing folder, or a file that is not a manifest, at --out is an error; both stay untouched."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    proc = run_par("manifest", "mars", synth_root, "--out", folder, check=False)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr
+    assert (folder / "notes.txt").read_text() == "precious"
+    other = tmp_path / "other.jsonl"
+    other.write_text("my own file\n")
+    proc = run_par("manifest", "mars", synth_root, "--out", other, check=False)
+    assert proc.returncode == 2 and "is not a par manifest" in proc.stderr and other.read_text() == "my own file\n"
+    run_par("manifest", "mars", synth_root, "--out", tmp_path / "m.jsonl")
+    run_par("manifest", "mars", synth_root, "--out", tmp_path / "m.jsonl")  # an earlier manifest is replaced
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 # --- the real public annotation files (../shared/data) -------------------------------------------------------------
 
 def test_real_mars_annotation_encodes():
@@ -150,7 +206,7 @@ def test_real_duke_annotation_encodes():
 
 def test_like_mars_manifest_reproduces_real_labels(tmp_path):
     mars = needs_shared("mars")
-    run_par("synth", tmp_path / "like", "--like-mars", mars, "--tracklets", "6", "--seed", "3")
+    run_par("synth", tmp_path / "like", "--like-mars", mars, "--tracklets", "6", "--seed", "3", "--workers", "1")
     run_par("manifest", "mars", tmp_path / "like", "--out", tmp_path / "m.jsonl")
     m = read_manifest(tmp_path / "m.jsonl")
     real = csv_labels(mars / "mars_attributes.csv", load_schema("mars"))

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from par_pipeline.losses import attribute_loss
-from par_pipeline.metrics import group_metrics, majority_baseline, standard_metrics
+from par_pipeline.engine.losses import attribute_loss
+from par_pipeline.engine.metrics import group_metrics, is_positive, majority_baseline, standard_metrics
 
 
 def test_protocol_hand_example():
@@ -12,8 +12,8 @@ def test_protocol_hand_example():
     probs = np.array([[0.9, 0.8, 0.1, 0.0],   # binary TP; group: pred {1} gt {1}
                       [0.2, 0.1, 0.5, 0.6],   # binary FN; pred {2,3} gt {2}
                       [0.5, 0.0, 0.0, 0.2],   # binary FP; pred {} gt {3}
-                      [0.1, 0.44, 0.45, 0.0]])  # binary TN; pred {2} gt {1} (0.44 is under 0.45)
-    m = group_metrics(probs, labels, [0, 1, 4], ["bin", "multi"])
+                      [0.1, 0.45, 0.46, 0.0]])  # binary TN; pred {2} gt {1} (0.45 is not above 0.45)
+    m = group_metrics(probs, labels, [0, 1, 4], ["bin", "multi"], 0.45)
     b, g = m["groups"]
     # binary: TP=1 FP=1 FN=1 TN=1 -> P=R=F1=0.5, mA=(1/2+1/2)/2=0.5, accuracy=2/4
     assert b["precision"] == pytest.approx(0.5) and b["recall"] == pytest.approx(0.5)
@@ -35,7 +35,7 @@ def test_protocol_hand_example():
 def test_standard_metrics_hand_example():
     labels = np.array([[1, 0], [0, 1]])
     probs = np.array([[0.9, 0.9], [0.1, 0.2]])
-    s = standard_metrics(probs, labels)
+    s = standard_metrics(probs, labels, 0.45)
     # col0: TPR 1, TNR 1 -> 1; col1: TPR 0, TNR 0 -> 0; label mA 0.5
     assert s["label_mA"] == pytest.approx(0.5)
     # sample0: inter 1, pred 2, gt 1, union 2 -> p .5 r 1 acc .5; sample1: pred 0 gt 1 -> 0, 0, 0
@@ -60,3 +60,10 @@ def test_weighted_loss_formula():
     bce = -(labels * torch.log(torch.sigmoid(logits)) + (1 - labels) * torch.log(1 - torch.sigmoid(logits)))
     assert attribute_loss(logits, labels, r).item() == pytest.approx((w * bce).sum().item() / 2, rel=1e-5)
     assert attribute_loss(logits, labels, None).item() == pytest.approx(bce.sum().item() / 2, rel=1e-5)
+
+
+def test_threshold_rule_is_strictly_above():
+    """The reference's rule: `preds_probs > 0.45`; a probability of exactly 0.45 is absent."""
+    assert is_positive(np.array([0.44, 0.45, 0.4500001]), 0.45).tolist() == [False, False, True]
+    m = group_metrics(np.array([[0.45], [0.45]]), np.array([[1], [0]]), [0, 1], ["g"], 0.45)
+    assert m["groups"][0]["recall"] == 0.0  # no positive prediction at exactly the threshold

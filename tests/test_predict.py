@@ -4,19 +4,15 @@ import numpy as np
 import pytest
 
 from conftest import run_par
+from par_pipeline.data.manifest import read_manifest
 from par_pipeline.errors import ParError
-from par_pipeline.evaluate import evaluate_checkpoint
-from par_pipeline.manifest import read_manifest
-from par_pipeline.predict import TrackletInput, collect_inputs, predict
-from par_pipeline.train import TrainConfig, train
+from par_pipeline.workflows.evaluate import evaluate_checkpoint
+from par_pipeline.workflows.predict import TrackletInput, collect_inputs, predict
 
 
 @pytest.fixture(scope="module")
-def checkpoint(store_path, tmp_path_factory):
-    run = tmp_path_factory.mktemp("pred") / "run"
-    train(TrainConfig(store=str(store_path), out=str(run), model="vtf-par-small", epochs=1, batch_size=4, workers=0,
-                      warmup_epochs=0, frames=3))
-    return run
+def checkpoint(run_path):
+    return run_path
 
 
 def test_predict_agrees_with_eval(checkpoint, store_path, manifest_path, tmp_path):
@@ -24,7 +20,7 @@ def test_predict_agrees_with_eval(checkpoint, store_path, manifest_path, tmp_pat
     tests = m.split("test")[:3]
     items = [TrackletInput(r.tracklet, frames=[m.resolve(f) for f in r.frames]) for r in tests]
     records = predict(items, str(checkpoint), frames=3)
-    evaluate_checkpoint(str(store_path), str(checkpoint), str(tmp_path / "ev"), frames=3, workers=0)
+    evaluate_checkpoint(str(store_path), str(checkpoint), str(tmp_path / "ev"), frames=3, workers=0)  # T=3 as trained
     ev = np.load(tmp_path / "ev" / "predictions.npz")
     for rec in records:
         i = list(ev["tracklets"]).index(rec["tracklet"])
@@ -64,7 +60,9 @@ def test_video_and_folders_through_cli(checkpoint, manifest_path, tmp_path):
             (folder / r.tracklet / f.split("/")[-1]).write_bytes(m.resolve(f).read_bytes())
     run_par("predict", tmp_path / "person.mp4", folder, "--checkpoint", checkpoint, "--json", tmp_path / "p.json",
             "--csv", tmp_path / "p.csv")
-    records = json.loads((tmp_path / "p.json").read_text())
+    doc = json.loads((tmp_path / "p.json").read_text())
+    assert doc["format"] == "par-predictions" and doc["version"] == 1
+    records = doc["records"]
     assert [r["tracklet"] for r in records] == ["person", m.split("test")[1].tracklet, m.split("test")[2].tracklet]
     assert records[0]["frames"] == len(rec.frames)
     assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("tracklet,frames,top length short")
@@ -73,16 +71,29 @@ def test_video_and_folders_through_cli(checkpoint, manifest_path, tmp_path):
     assert rec.tracklet in out.stdout
 
 
-def test_bad_inputs(checkpoint, tmp_path):
+def test_bad_inputs(checkpoint, manifest_path, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ParError, match="empty: no frames"):
         collect_inputs([tmp_path / "empty"])
     (tmp_path / "broken.mp4").write_bytes(b"not a video at all" * 10)
     proc = run_par("predict", tmp_path / "broken.mp4", "--checkpoint", checkpoint, check=False)
     assert proc.returncode == 2 and "broken.mp4: unreadable video" in proc.stderr
+    # a good input with a checkpoint JSON that is not a par checkpoint: the checkpoint is what is named
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    m = read_manifest(manifest_path)
+    for f in m.records[-1].frames:
+        (frames / f.split("/")[-1]).write_bytes(m.resolve(f).read_bytes())
     (tmp_path / "bad.json").write_text("{}")
-    proc = run_par("predict", tmp_path / "empty", "--checkpoint", tmp_path / "bad.json", check=False)
-    assert proc.returncode == 2 and "error:" in proc.stderr
+    proc = run_par("predict", frames, "--checkpoint", tmp_path / "bad.json", check=False)
+    assert proc.returncode == 2 and "bad.json: not a par checkpoint" in proc.stderr
+    proc = run_par("predict", frames, "--checkpoint", checkpoint, "--frames", "0", check=False)
+    assert proc.returncode == 2 and "--frames must be at least 1" in proc.stderr
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("x")
+    proc = run_par("predict", frames, "--checkpoint", checkpoint, "--json", folder, check=False)
+    assert proc.returncode == 2 and "is a folder" in proc.stderr and (folder / "keep.txt").read_text() == "x"
 
 
 def test_checkpoint_of_other_clip_weights_refused(checkpoint, tmp_path):

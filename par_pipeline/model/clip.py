@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import warnings
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -55,7 +56,9 @@ def read_weight_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict, form) from a TorchScript archive, a .safetensors file or a torch-saved state dict."""
     try:
         if is_torchscript(path):
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export: OpenAI ships jit
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
             for key in ("input_resolution", "context_length", "vocab_size"):
                 state.pop(key, None)
             return dict(state), "torchscript"

@@ -140,11 +140,12 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
-        stats = all_reduce(torch.cat([x.sum(0), (x * x).sum(0), x.new_full((1,), float(x.shape[0]))]))
-        C = x.shape[1]
-        n = stats[-1]
-        mean = stats[:C] / n
-        var = stats[C:2 * C] / n - mean * mean
+        # Two passes (sum, then the sum of squared deviations): E[x^2] - mean^2 loses float32 precision when the
+        # logits' mean is large against their spread.
+        sums = all_reduce(torch.cat([x.sum(0), x.new_full((1,), float(x.shape[0]))]))
+        n = sums[-1]
+        mean = sums[:-1] / n
+        var = all_reduce(((x - mean) ** 2).sum(0)) / n
         with torch.no_grad():
             self.num_batches_tracked += 1
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean.detach())

@@ -161,14 +161,20 @@ def extract(manifest: Manifest, cfg: ExtractConfig, recipe: dict[str, Any], dist
     if is_url(out):  # written in place, marked complete last (no rename, no lock on a URL)
         return _extract_into(manifest, cfg, attrs, out, out, fmt, dist, on_progress)
     target = partial_path(out)
+    created = dist.is_main and not Path(target).exists()
     with io_errors(target, "create"):
         if dist.is_main:
             os.makedirs(target, exist_ok=True)
     dist.barrier()
     if not dist.is_main:
         return _extract_into(manifest, cfg, attrs, target, out, fmt, dist, on_progress)
-    with exclusive(target, "extract"):
-        return _extract_into(manifest, cfg, attrs, target, out, fmt, dist, on_progress)
+    try:
+        with exclusive(target, "extract"):
+            return _extract_into(manifest, cfg, attrs, target, out, fmt, dist, on_progress)
+    except BaseException:
+        if created and Path(target).is_dir() and not any(Path(target).iterdir()):
+            os.rmdir(target)  # failed before the store was created (e.g. weights that do not fit): leave nothing
+        raise
 
 
 def _extract_into(manifest: Manifest, cfg: ExtractConfig, attrs: dict[str, Any], target: str, out: str, fmt: str,
@@ -240,6 +246,7 @@ class ShardBatches(Sampler):
         return len(self.shards) * -(-self.shard_frames // self.batch_size)
 
 
+@torch.inference_mode()
 def encode_shards(encoder: Any, frames: Dataset, shards: list[int], shard_frames: int, batch_size: int, workers: int,
                   sink: ShardSink, on_bad_frame: str, stats: dict[str, float]) -> int:
     """The extraction loop: decode `shards`' rows in loader workers, encode them with `encoder` (anything with

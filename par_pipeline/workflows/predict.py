@@ -23,7 +23,7 @@ from ..data.schema import AttributeSchema, schema_from_dict
 from ..engine.metrics import is_positive
 from ..engine.tokens import sample_frames
 from ..errors import ParError
-from ..model.clip import ClipEncoder
+from ..model.clip import ClipEncoder, weights_identity
 from ..outputs import json_format_is, write_output_file
 from ..reports import csv_text
 from ..run import load_checkpoint
@@ -86,6 +86,9 @@ def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device:
         if pretrained is None:
             raise ParError(f"{ckpt} was trained on tokens of the CLIP weights {weights['name']}; pass that file with "
                            f"--pretrained")
+        if weights_identity(pretrained, False, 0).get("sha256") != weights["sha256"]:
+            raise ParError(f"{pretrained}: not the CLIP weights {ckpt} was trained with (sha256 differs from "
+                           f"{weights['name']}'s); pass the original file")
         source, random_init = pretrained, False
     elif kind == "open_clip-tag":
         if pretrained is not None and pretrained != weights["tag"]:
@@ -93,12 +96,8 @@ def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device:
         source, random_init = weights["tag"], False
     else:
         raise ParError(f"{ckpt}: unknown CLIP weights record {weights}")
-    enc = ClipEncoder(ident["clip_model"], source, random_init, device, ident["precision"],
-                      Preprocess.from_dict(ident["preprocessing"]), int(weights.get("seed", 0)))
-    if enc.weights != weights:
-        raise ParError(f"{pretrained}: not the CLIP weights {ckpt} was trained with (sha256 differs from "
-                       f"{weights.get('name', weights)}); pass the original file")
-    return enc
+    return ClipEncoder(ident["clip_model"], source, random_init, device, ident["precision"],
+                       Preprocess.from_dict(ident["preprocessing"]), int(weights.get("seed", 0)))
 
 
 def describe(probs: np.ndarray, schema: AttributeSchema, threshold: float) -> tuple[dict[str, str], dict[str, float]]:
