@@ -188,6 +188,14 @@ class TokenStore:
         self.read_rows_into(rows, tokens, scales)
         return tokens, scales
 
+    def check_shards(self) -> None:
+        """Once per use of a store: every shard index of a local store valid and holding every row the store says it
+        holds (a deleted or truncated shard is found before training, not hours into it). Row checksums are checked
+        as rows are read."""
+        if self.direct is not None:
+            for reader in self.direct.values():
+                reader.check_present(self.frame_ok)
+
     def prefetch(self, rows: np.ndarray) -> None:
         if self.direct is not None:
             for reader in self.direct.values():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,13 @@ def expected_codecs(dtype: np.dtype, chunk_shape: list[int]) -> list[dict[str, A
         "chunk_shape": chunk_shape, "codecs": [raw, {"name": "crc32c"}],
         "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
         "index_location": "end"}}]
+
+
+def _data_end(raw_index: bytes) -> int:
+    """Where the last chunk an index points to ends (a file shorter than that was truncated)."""
+    index = np.frombuffer(raw_index, dtype="<u8").reshape(-1, 2)
+    used = index[index[:, 0] != EMPTY]
+    return int((used[:, 0] + used[:, 1]).max()) if len(used) else 0
 
 
 def shard_rows(s: int, shard_frames: int, total_rows: int) -> int:
@@ -89,34 +97,57 @@ class ShardLayout:
 
 
 class ShardFileReader(ShardLayout):
+    MAX_OPEN = 128  # shard files kept open (all of MARS is ~16,000 shards; a process may open ~1,024 files)
+
     def __init__(self, *args: Any):
         super().__init__(*args)
-        self._fds: dict[int, int] = {}
+        self._fds: OrderedDict[int, int] = OrderedDict()
         self._index: dict[int, np.ndarray] = {}
         self._verified = np.zeros(self.shape[0], dtype=bool)
         self._crc = np.zeros(1, dtype="<u4")
 
     def shard_index(self, s: int) -> tuple[int, np.ndarray]:
-        """(fd or -1 when the shard file does not exist, index [shard_frames, 2]); the index checksum is verified."""
-        if s not in self._fds:
-            path = self.shard_path(s)
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:
-                fd = -1
-            if fd < 0:
-                index = np.full((self.shard_frames, 2), EMPTY, dtype="<u8")
-            else:
-                nbytes = self.shard_frames * 16
-                size = os.fstat(fd).st_size
-                raw = os.pread(fd, nbytes + CRC, size - nbytes - CRC) if size >= nbytes + CRC else b""
-                if len(raw) != nbytes + CRC or google_crc32c.value(raw[:nbytes]) != int.from_bytes(raw[nbytes:], "little"):
-                    os.close(fd)
-                    raise CorruptStore(f"{path}: shard index is damaged (truncated file or checksum mismatch); the store "
-                                       f"is corrupt - run `par verify` on it and extract it again")
-                index = np.frombuffer(raw[:nbytes], dtype="<u8").reshape(-1, 2)
-            self._fds[s], self._index[s] = fd, index
-        return self._fds[s], self._index[s]
+        """(fd or -1 when the shard file does not exist, index [shard_frames, 2]); the index checksum is verified the
+        first time. Indexes stay cached; file descriptors are kept for the most recently used shards only."""
+        if s in self._fds:
+            self._fds.move_to_end(s)
+            return self._fds[s], self._index[s]
+        path = self.shard_path(s)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = -1
+        if s not in self._index:
+            self._index[s] = self._read_index(fd, path)
+        self._fds[s] = fd
+        if len(self._fds) > self.MAX_OPEN:
+            _, old = self._fds.popitem(last=False)
+            if old >= 0:
+                os.close(old)
+        return fd, self._index[s]
+
+    def _read_index(self, fd: int, path: Path) -> np.ndarray:
+        if fd < 0:
+            return np.full((self.shard_frames, 2), EMPTY, dtype="<u8")
+        nbytes = self.shard_frames * 16
+        size = os.fstat(fd).st_size
+        raw = os.pread(fd, nbytes + CRC, size - nbytes - CRC) if size >= nbytes + CRC else b""
+        if len(raw) != nbytes + CRC or google_crc32c.value(raw[:nbytes]) != int.from_bytes(raw[nbytes:], "little") \
+                or _data_end(raw[:nbytes]) > size - nbytes - CRC:
+            os.close(fd)
+            raise CorruptStore(f"{path}: shard index is damaged (truncated file or checksum mismatch); the store is "
+                               f"corrupt - run `par verify` on it and extract it again")
+        return np.frombuffer(raw[:nbytes], dtype="<u8").reshape(-1, 2)
+
+    def check_present(self, present: np.ndarray) -> None:
+        """Every shard index valid and every row marked present in it (rows whose `present` is 0 may be absent)."""
+        for s in range(self.num_shards):
+            _, index = self.shard_index(s)
+            rows = np.arange(s * self.shard_frames, s * self.shard_frames + self.rows_in_shard(s))
+            missing = rows[present[rows] & (index[:len(rows), 0] == EMPTY)]
+            if len(missing):
+                raise CorruptStore(f"{self.shard_path(s)}: row {int(missing[0])} has no data (missing shard file or "
+                                   f"chunk); the store is corrupt - run `par verify` on it and extract it again")
 
     def read_into(self, rows: np.ndarray, out: np.ndarray, verify: str = "once") -> np.ndarray:
         """Rows into `out` [len(rows), ...] (C-contiguous, this dtype), each read straight into place. A row's
@@ -167,7 +198,6 @@ class ShardFileReader(ShardLayout):
             if fd >= 0:
                 os.close(fd)
         self._fds.clear()
-        self._index.clear()
 
     def __del__(self) -> None:
         self.close()

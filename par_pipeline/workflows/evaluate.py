@@ -2,6 +2,7 @@
 whole), with the majority-value baseline beside it on request."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions, majority_baseline
 from ..engine.tokens import TrackletTokens
 from ..errors import ParError
-from ..outputs import replace_dir, write_json
+from ..outputs import replace_dir
 from ..precision import autocast_dtype
 from ..reports import GROUP_HEADER, csv_text, group_rows, group_table_markdown
 from ..run import RunFolder, check_store_matches, load_checkpoint, read_checkpoint_meta, selection_label
@@ -43,6 +44,7 @@ def evaluate_checkpoint(store_path: str, checkpoint: str, out_dir: str | None = 
     model, meta = load_checkpoint(checkpoint, device)
     store = TokenStore(store_path)
     check_store_matches(meta, store.identity, store_path)
+    store.check_shards()
     idx = store.indices(split)
     frames = frames or meta["eval_frames"]
     sampling = sampling or meta.get("eval_sampling", "fixed")
@@ -74,7 +76,7 @@ def evaluate_checkpoint(store_path: str, checkpoint: str, out_dir: str | None = 
     store.close()
 
     def build(folder: Path) -> None:
-        write_json(folder / "metrics.json", metrics)
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (folder / "groups.md").write_text(group_table_markdown(metrics))
         (folder / "groups.csv").write_text(csv_text(GROUP_HEADER, group_rows(metrics)))
         np.savez(folder / "predictions.npz", probs=probs.astype(np.float32), labels=labels.astype(np.uint8),

@@ -90,6 +90,7 @@ class Trainer:
         self.cfg, self.recipe, self.dist = cfg, recipe, dist
         self.device = torch.device(cfg.device)
         self.store = store = TokenStore(cfg.store)
+        store.check_shards()
         train_idx = store.indices(cfg.train_split)
         self.eval_idx = store.indices(cfg.eval_split)
         empty = [store.tracklets[i] for i in self.eval_idx if not len(store.valid_frames(i))]

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import ParError
 from ..run import PENDING, read_checkpoint_meta, verify_file
 from ..store.reader import TokenStore
-from ..store.shard_files import EMPTY, CorruptStore
+from ..store.shard_files import CorruptStore
 
 
 def verify(path: str, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -26,20 +26,13 @@ def verify(path: str, on_progress: Callable[[int, int], None] | None = None) -> 
 
 def verify_store(path: str, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     store = TokenStore(path)
+    store.check_shards()
     rows_total = int(store.tokens.shape[0])
     chunk = max(1, int(store.attrs.get("shard_frames", 64)))
     checked = 0
     for start in range(0, rows_total, chunk):
         rows = np.arange(start, min(start + chunk, rows_total))
         ok = store.frame_ok[rows]
-        if store.direct is not None:
-            for reader in store.direct.values():
-                _, index = reader.shard_index(start // reader.shard_frames)
-                missing = rows[ok & (index[rows - start, 0] == EMPTY)]
-                if len(missing):
-                    raise CorruptStore(f"{reader.shard_path(start // reader.shard_frames)}: row {int(missing[0])} "
-                                       f"({_where(store, int(missing[0]))}) is marked as extracted but has no data; the "
-                                       f"store is corrupt - extract it again")
         present = rows[ok]
         if len(present):
             tokens = np.empty((len(present), store.num_tokens, store.dim), dtype=store.codec.numpy_dtype)
