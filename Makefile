@@ -1,4 +1,5 @@
-# par: `make demo` and `make test` set everything up on a fresh machine.
+# par: `make demo` and `make test` set everything up on a fresh machine. Sizes and paths are variables
+# (`make demo DEMO_TRACKLETS=50`, or the same names in the environment).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,13 +8,30 @@ STAMP := $(VENV)/.installed
 # torch 2.14.1 / torchvision 0.29.1 are the releases open_clip's torchvision import works with here.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-DEMO := demo
+# The demo: a synthetic MARS-shaped dataset and a tiny random-weight CLIP (see README).
+DEMO ?= demo
+DEMO_TRACKLETS ?= 1000
+DEMO_FRAMES ?= 6-12
+DEMO_EPOCHS ?= 12
+# make ablation: one store, every (variant, T, seed) point trained from it.
 STORE ?= $(DEMO)/store.zarr
+RESULTS ?= results
+RECIPE ?= vtf-par-official
 EPOCHS ?= 6
+WARMUP ?= 1
 FRAMES ?= 1 2 4 6
-SEEDS ?= 1
+SEEDS ?= 3
 VARIANTS ?= fusion no-fusion
 ABLATION_MODEL ?= vtf-par-small
+FUSION_INIT ?= random
+DEVICE ?= cpu
+# make bench: CPU-sized by default; scripts/gpu_check.sh runs the GPU sizes.
+BENCH ?= bench
+BENCH_CLIP ?= ViT-B-16-quickgelu
+BENCH_TRACKLETS ?= 40
+BENCH_FRAMES ?= 4
+BENCH_EPOCHS ?= 6
+BENCH_HOST_FRAMES ?= 4096
 
 .PHONY: setup test demo bench ablation clean
 
@@ -29,24 +47,35 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest tests
 
-# Synthetic data + random CLIP weights (see README): the whole pipeline in a few minutes on a CPU.
+# The demo's folder is its own: it is replaced only when it carries the demo's marker.
 demo: $(STAMP)
-	rm -rf $(DEMO) && mkdir -p $(DEMO)
-	$(PAR) synth $(DEMO)/mars --tracklets 1000 --frames 3-6 --seed 0
+	@if [ -e "$(DEMO)" ] && [ ! -e "$(DEMO)/.par-demo" ]; then \
+		echo "error: $(DEMO) exists and was not made by make demo; choose another DEMO=" >&2; exit 2; fi
+	rm -rf "$(DEMO)" && mkdir -p "$(DEMO)" && touch "$(DEMO)/.par-demo"
+	$(PAR) synth $(DEMO)/mars --tracklets $(DEMO_TRACKLETS) --frames-per-tracklet $(DEMO_FRAMES) --seed 0
 	$(PAR) manifest mars $(DEMO)/mars --out $(DEMO)/manifest.jsonl
-	$(PAR) extract $(DEMO)/manifest.jsonl --out $(DEMO)/store.zarr --model par-tiny-clip --allow-random-init
-	$(PAR) train $(DEMO)/store.zarr --out $(DEMO)/run --model vtf-par-small --epochs 12 --warmup-epochs 1 --frames 6
-	$(PAR) eval $(DEMO)/store.zarr --checkpoint $(DEMO)/run --out $(DEMO)/eval --baseline
+	$(PAR) extract $(DEMO)/manifest.jsonl --out $(DEMO)/store.zarr --clip-model par-tiny-clip --allow-random-init --precision fp32
+	$(PAR) train $(DEMO)/store.zarr --out $(DEMO)/run --model vtf-par-small --fusion-init random --epochs $(DEMO_EPOCHS) --warmup-epochs 1
+	$(PAR) eval $(DEMO)/store.zarr --checkpoint $(DEMO)/run --baseline
+	$(PAR) report $(DEMO)/run --out $(DEMO)/report
 
 $(DEMO)/store.zarr:
 	$(MAKE) demo
 
 ablation: $(STAMP) $(STORE)
-	$(PAR) ablation $(STORE) --out results --epochs $(EPOCHS) --frames "$(FRAMES)" --variants "$(VARIANTS)" --seeds $(SEEDS) --model $(ABLATION_MODEL)
+	$(PAR) ablation $(STORE) --out $(RESULTS) --recipe $(RECIPE) --epochs $(EPOCHS) --warmup-epochs $(WARMUP) \
+		--sweep-frames "$(FRAMES)" --variants "$(VARIANTS)" --seeds $(SEEDS) --model $(ABLATION_MODEL) \
+		--fusion-init $(FUSION_INIT) --device $(DEVICE)
 
 bench: $(STAMP)
-	$(PAR) bench --out bench --model ViT-B-16 --tracklets 40 --frames 4 --batch-size 16 --workers 2 \
-		--fusion-model vtf-par-small --train-batch 8 --epochs 6 --sweep-epochs 1
+	$(PAR) bench --out $(BENCH) --clip-model $(BENCH_CLIP) --tracklets $(BENCH_TRACKLETS) \
+		--frames-per-tracklet $(BENCH_FRAMES) --batch-size 16 --workers 2 --fusion-model vtf-par-small \
+		--train-batch 8 --epochs $(BENCH_EPOCHS) --sweep-epochs 1 --host-frames $(BENCH_HOST_FRAMES)
 
+# Removes only what these targets made: the demo folder (its marker), the ablation results and bench folders
+# (par's output markers).
 clean:
-	rm -rf $(DEMO) results bench
+	@for d in "$(DEMO)" "$(RESULTS)" "$(BENCH)"; do \
+		if [ -e "$$d/.par-demo" ] || [ -e "$$d/.par-output.json" ] || [ -e "$$d/bench.json" ]; then \
+			rm -rf "$$d" && echo "removed $$d"; \
+		elif [ -e "$$d" ]; then echo "kept $$d: not made by this Makefile"; fi; done

@@ -332,6 +332,8 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
           device: str = typer.Option("cpu"), precision: Optional[str] = typer.Option(None, help="CLIP precision "
                                                                                    "(default: fp16 on GPU, fp32 on CPU)"),
           batch_size: int = typer.Option(32), workers: int = typer.Option(2, help="JPEG decode workers"),
+          decode: str = typer.Option("pil", help="JPEG decoding of the extract part: pil or torchvision"),
+          compile: bool = typer.Option(False, help="torch.compile the image encoder in the extract part"),
           train_workers: Optional[int] = typer.Option(None, help="training loader workers (default as `par train`)"),
           tracklets: int = typer.Option(16, help="synthetic tracklets per split"),
           frames_per_tracklet: int = typer.Option(8, help="frames per synthetic tracklet"),
@@ -342,7 +344,7 @@ def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder fo
     from par_pipeline.tools.bench import BenchSizes, run_bench
 
     sizes = BenchSizes(clip_model=clip_model, fusion_model=fusion_model, device=device, precision=precision,
-                       batch_size=batch_size, workers=workers, train_workers=train_workers, tracklets=tracklets,
+                       decode=decode, compile=compile, batch_size=batch_size, workers=workers, train_workers=train_workers, tracklets=tracklets,
                        frames_per_tracklet=frames_per_tracklet, train_batch=train_batch, epochs=epochs,
                        sweep_epochs=sweep_epochs, sweep_frames=[int(t) for t in sweep_frames.split()],
                        host_frames=host_frames)

@@ -12,11 +12,11 @@ from typing import Any, Mapping
 
 from .data.texts import TEXT_SOURCES
 from .errors import ParError
+from .precision import PRECISIONS
 from .options import as_dict, build, coerce, option, results_keys
 from .resources import load_json, shipped_names
 
 DEFAULT_RECIPE = "vtf-par-official"
-PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass
@@ -51,8 +51,8 @@ class ExtractConfig:
     on_bad_frame: str = option("error", "a corrupt or missing frame: stop with an error, or skip it",
                                choices=("error", "skip"))
     shard_frames: int = option(64, "frames per zarr shard file", minimum=1)
-    decode: str = option("cpu", "JPEG decoding: cpu (PIL in loader workers) or gpu (nvJPEG, CUDA devices)",
-                         choices=("cpu", "gpu"))
+    decode: str = option("pil", "JPEG decoding: pil (in CPU loader workers) or torchvision (batched on the extraction "
+                         "device: nvJPEG on a GPU)", choices=("pil", "torchvision"))
     batch_size: int = option(64, "frames per CLIP batch", minimum=1, affects_results=False)
     workers: int = option(2, "JPEG decode worker processes", minimum=0, affects_results=False)
     device: str = option("cpu", "cpu, cuda or cuda:N", affects_results=False)

@@ -1,28 +1,62 @@
 #!/usr/bin/env bash
-# GPU checks on a lent machine: real ViT-B/16 extraction throughput in fp16 and bf16 (model-only vs
-# pipeline, agreement with fp32), the disk's own write speed (the pipeline writes ~200 KB a frame),
-# the paper-size fusion training step from the store, and predict throughput.
-# Packages missing on that image travel as wheels in .whl/ (see README, "Benchmarks and GPU checks").
+# GPU checks in one run (under 8 minutes on one H100 at the default sizes): real ViT-B/16 extraction in fp16 and
+# bf16 (model-only vs pipeline, agreement with fp32, PIL vs GPU JPEG decoding, torch.compile), store bytes and int8
+# agreement, the extraction host loop, paper-size training from the store (warm and cold page cache, disk
+# random-read rate, int8), predict; then a one-screen summary. Sizes are variables, so the same script runs on a
+# CPU with tiny sizes (the test suite does). Packages missing on a lent machine travel as wheels in .whl/.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
-mkdir -p "$OUT"
+DEVICE=${DEVICE:-cuda}
+CLIP=${CLIP:-ViT-B-16-quickgelu}
+FUSION=${FUSION:-vtf-par}
+TRACKLETS=${TRACKLETS:-1500}        # x2 splits x FRAMES frames: 48,000 frames, so start-up does not set the rates
+FRAMES=${FRAMES:-16}
+BATCH=${BATCH:-256}
+TRAIN_BATCH=${TRAIN_BATCH:-64}
+EPOCHS=${EPOCHS:-5}
+HOST_FRAMES=${HOST_FRAMES:-16384}
+PRECISIONS=${PRECISIONS:-fp16 bf16}
+WORK=${WORK:-/tmp/par-gpu-check}
+mkdir -p "$OUT" "$WORK"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1 COLUMNS=160
-TRACKLETS=${TRACKLETS:-1500}  # 48,000 frames: long enough that start-up does not set the rate
-nvidia-smi --query-gpu=name,memory.total --format=csv
-W=$(( $(nproc) - 2 ))
-echo "disk write speed (the folder the store goes to):"
-dd if=/dev/zero of=/tmp/ddtest bs=1M count=2048 conv=fdatasync 2>&1 | tail -1; rm -f /tmp/ddtest
-for P in fp16 bf16; do
-  python3 -m cli.main bench --part extract --model ViT-B-16 --device cuda --precision $P --batch-size 256 \
-    --workers $W --tracklets $TRACKLETS --frames 16 --out /tmp/b16 2>&1 | tee "$OUT/extract_$P.txt"
-  cp /tmp/b16/bench.json "$OUT/extract_$P.json"
+PY=${PY:-python3}
+W=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
+{ echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ)"
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+  echo "disk write speed where the stores go:"; dd if=/dev/zero of="$WORK/ddtest" bs=1M count=512 conv=fdatasync 2>&1 | tail -1
+  rm -f "$WORK/ddtest"; } | tee "$OUT/machine.txt"
+for P in $PRECISIONS; do
+  for D in pil torchvision; do
+    $PY -m cli.main bench --part extract --clip-model "$CLIP" --device "$DEVICE" --precision "$P" --decode "$D" \
+      --batch-size "$BATCH" --workers "$W" --tracklets "$TRACKLETS" --frames-per-tracklet "$FRAMES" \
+      --host-frames "$HOST_FRAMES" --out "$WORK/b-$P-$D" 2>&1 | tee "$OUT/extract_${P}_$D.txt"
+    cp "$WORK/b-$P-$D/bench.json" "$OUT/extract_${P}_$D.json"
+  done
 done
-python3 -m cli.main bench --part train --device cuda --fusion-model vtf-par --train-batch 64 --epochs 5 \
-  --workers $W --out /tmp/b16 2>&1 | tee "$OUT/train_bf16.txt"
-cp /tmp/b16/bench.json "$OUT/train.json"
-python3 -m cli.main bench --part predict --device cuda --batch-size 256 --workers $W --out /tmp/b16 2>&1 | tee "$OUT/predict.txt"
-cp /tmp/b16/bench.json "$OUT/predict.json"
+FIRST=$(echo $PRECISIONS | cut -d' ' -f1)
+$PY -m cli.main bench --part train,predict --device "$DEVICE" --fusion-model "$FUSION" --train-batch "$TRAIN_BATCH" \
+  --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-pil" 2>&1 | tee "$OUT/train.txt"
+cp "$WORK/b-$FIRST-pil/bench.json" "$OUT/train.json"
+$PY - "$OUT" <<'EOF'
+import json, pathlib, sys
+out = pathlib.Path(sys.argv[1])
+print(open(out / "machine.txt").read().strip())
+for f in sorted(out.glob("extract_*.json")):
+    e = json.loads(f.read_text())["extract"]
+    h = e["host_loop"]["float16"]["direct"]["frames_per_s"]
+    print(f"{f.stem:28s} model-only {e['model_only_fps']:9,.0f} f/s  pipeline {e['pipeline_fps']:9,.0f} f/s  "
+          f"ratio {e['pipeline_over_model']:.2f}  host loop {h:,.0f} f/s")
+    for k, a in {**e["precision_vs_fp32"], **e["dtype_vs_fp32"]}.items():
+        print(f"{'':28s} {k:8s} vs fp32: min cosine {a['min_token_cosine']:.6f}, mean {a['mean_token_cosine']:.6f}")
+t = json.loads((out / "train.json").read_text())
+r, p = t["train"], t["predict"]
+print(f"train {r['model']}: store {r['store_samples_per_s']:,.0f} vs model-only {r['model_only_samples_per_s']:,.0f} "
+      f"samples/s = {r['store_over_model']:.2f}")
+print(f"loader warm {r['loader_warm_samples_per_s']:,.0f}, cold {r['loader_cold_samples_per_s']:,.0f} samples/s; int8 warm "
+      f"{r['int8_loader_warm_samples_per_s']:,.0f}, cold {r['int8_loader_cold_samples_per_s']:,.0f}; disk {r['disk_random_read']}")
+print(f"predict {p['tracklets_per_s']:,.1f} tracklets/s ({p['frames_per_s']:,.0f} frames/s)")
+EOF

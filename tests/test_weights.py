@@ -1,6 +1,7 @@
 """CLIP weights in every form users hold load offline, give the same tokens, and a mismatch with the architecture or
 its activation is an error, never a warning."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,16 +41,20 @@ def test_every_form_gives_the_same_tokens(weight_files, manifest_path, tmp_path)
     assert len(m.records) == len(stores["bin"])
 
 
-def test_openai_archive_needs_quickgelu(weight_files, tmp_path):
-    """OpenAI's weights were trained with QuickGELU: with an exact-GELU model of the same shapes it is an error."""
+def _gelu_model(tmp_path, name):
+    """The tiny config without QuickGELU, registered with open_clip as `name`."""
     import open_clip
 
-    cfg = json.loads((__import__("pathlib").Path(__file__).parent.parent / "data_manifests" / "models" / "clip" /
-                      "par-tiny-clip.json").read_text())
+    cfg = json.loads((Path(__file__).parent.parent / "data_manifests" / "models" / "clip" / "par-tiny-clip.json").read_text())
     cfg.pop("quick_gelu")
     (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "par-tiny-clip-gelu.json").write_text(json.dumps(cfg))
+    (tmp_path / "cfg" / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "cfg")
+
+
+def test_openai_archive_needs_quickgelu(weight_files, tmp_path):
+    """OpenAI's weights were trained with QuickGELU: with an exact-GELU model of the same shapes it is an error."""
+    _gelu_model(tmp_path, "par-tiny-clip-gelu")
     with pytest.raises(ParError, match=r"trained with QuickGELU but par-tiny-clip-gelu uses exact GELU.*"
                                        r"--clip-model par-tiny-clip-gelu-quickgelu"):
         load_clip("par-tiny-clip-gelu", str(weight_files["torchscript"]), False, 0)
@@ -58,17 +63,10 @@ def test_openai_archive_needs_quickgelu(weight_files, tmp_path):
 
 def test_known_openai_hash_needs_quickgelu(weight_files, tmp_path, monkeypatch):
     """A file recognised by sha256 as OpenAI's (data_manifests/weights/clip.json) needs QuickGELU in any form."""
-    import open_clip
-
     from par_pipeline.model import clip
     from par_pipeline.outputs import file_sha256
 
-    cfg = json.loads((__import__("pathlib").Path(__file__).parent.parent / "data_manifests" / "models" / "clip" /
-                      "par-tiny-clip.json").read_text())
-    cfg.pop("quick_gelu")
-    (tmp_path / "cfg").mkdir()
-    (tmp_path / "cfg" / "par-tiny-gelu.json").write_text(json.dumps(cfg))
-    open_clip.add_model_config(tmp_path / "cfg")
+    _gelu_model(tmp_path, "par-tiny-gelu")
     sha = file_sha256(weight_files["safetensors"])
     real = clip.load_json
     monkeypatch.setattr(clip, "load_json", lambda kind, name: {"weights": {sha: {"name": "OpenAI", "quick_gelu": True}}}

@@ -1,4 +1,4 @@
-"""The training loss of SPEC §2."""
+"""The training loss of the reference (loss/CE_loss.py: CEL_Sigmoid with ratio2weight)."""
 from __future__ import annotations
 
 import torch

@@ -24,7 +24,7 @@ import torch
 
 from ..data.preprocess import Preprocess, normalize
 from ..errors import ParError
-from ..precision import AUTOCAST, autocast
+from ..precision import PRECISIONS, autocast, autocast_dtype
 from ..outputs import file_sha256
 from ..resources import load_json
 
@@ -197,8 +197,8 @@ class ClipEncoder:
                  preprocess: Preprocess, weights_seed: int = 0, compile: bool = False):
         import open_clip
 
-        if precision not in AUTOCAST:
-            raise ParError(f"CLIP precision must be one of {list(AUTOCAST)}, not '{precision}'")
+        if precision not in PRECISIONS:
+            raise ParError(f"CLIP precision must be one of {list(PRECISIONS)}, not '{precision}'")
         self.weights = weights_identity(pretrained, allow_random_init, weights_seed)
         model = load_clip(clip_model, pretrained, allow_random_init, weights_seed)
         self.clip_model, self.precision, self.device = clip_model, precision, torch.device(device)
@@ -227,16 +227,17 @@ class ClipEncoder:
 
     @torch.inference_mode()
     def encode_frames(self, images_uint8: torch.Tensor, precision: str | None = None) -> torch.Tensor:
-        """uint8 [B, 3, S, S] -> float [B, N, D] on the device, computed at this encoder's precision (or `precision`)."""
+        """uint8 [B, 3, S, S] -> [B, N, D] on the device, computed at this encoder's precision (or `precision`) and
+        left in the dtype that gives (the store's codec casts on the device)."""
         x = normalize(images_uint8.to(self.device, non_blocking=True), self.preprocess)
-        with autocast(self.device, AUTOCAST[precision or self.precision]):
-            return self._tokens(x).float()
+        with autocast(self.device, autocast_dtype(precision or self.precision, self.device)):
+            return self._tokens(x)
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """A strings -> float32 [A, D]: the projected end-of-text features (not normalised), at this precision."""
         tokens = self.tokenizer(texts).to(self.device)
-        with autocast(self.device, AUTOCAST[self.precision]):
+        with autocast(self.device, autocast_dtype(self.precision, self.device)):
             return self.model.encode_text(tokens).float()
 
 

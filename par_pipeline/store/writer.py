@@ -136,7 +136,8 @@ class ShardSink:
         """Encode `feats` [B, N, D] on its device into buf rows lo..lo+B (asynchronously from a GPU), with a per-row
         flag of whether every token value is finite."""
         tokens, scales = self.codec.encode(feats)
-        parts = {"tokens": tokens, "finite": torch.isfinite(feats).flatten(1).all(1)}
+        # Checked on what is stored: an fp16 overflow in the cast shows up too; NaN/Inf reach an int8 token's scale.
+        parts = {"tokens": tokens, "finite": torch.isfinite(scales if scales is not None else tokens).flatten(1).all(1)}
         if scales is not None:
             parts["token_scales"] = scales
         if not self.cuda:

@@ -28,17 +28,18 @@ from ..data.preprocess import load_frame
 from ..data.schema import load_schema
 from ..engine.losses import attribute_loss
 from ..engine.step import TrainingStep
-from ..engine.tokens import EpochBatches, TrackletTokens, sample_frames, tracklet_batches
+from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, sample_frames, tracklet_batches
 from ..errors import ParError
 from ..model.clip import ClipEncoder
 from ..model.fusion import VTFPAR, load_model_config
 from ..outputs import write_json
+from ..precision import input_dtype
 from ..store.codec import TokenCodec
 from ..store.reader import TokenStore, open_zarr_group
 from ..store.writer import ShardSink, StorePlan, create_zarr
 from ..tools.synth import plan_random, write_synth
 from ..workflows.extract import encode_shards, extract, preprocess_of
-from ..workflows.train import build_model, default_workers, input_dtype, train
+from ..workflows.train import build_model, train
 
 PARTS = ("extract", "train", "predict", "sweep")
 Log = Callable[[str], None]
@@ -50,6 +51,8 @@ class BenchSizes:
     fusion_model: str = "vtf-par"
     device: str = "cpu"
     precision: str | None = None  # default: fp16 on a GPU, fp32 on a CPU (CPU fp16 is an emulation, not a figure)
+    decode: str = "pil"
+    compile: bool = False
     batch_size: int = 32
     workers: int = 2
     train_workers: int | None = None
@@ -79,7 +82,7 @@ def _extract_config(sizes: BenchSizes, out: Path, **kw: Any) -> tuple[ExtractCon
     return configure("extract", None, [("bench", {
         "out": str(out), "clip_model": sizes.clip_model, "allow_random_init": True, "precision": sizes.clip_precision,
         "batch_size": sizes.batch_size, "shard_frames": max(64, sizes.batch_size), "workers": sizes.workers,
-        "device": sizes.device, **kw})])
+        "device": sizes.device, "decode": sizes.decode, "compile": sizes.compile, **kw})])
 
 
 def _cosines(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
@@ -95,7 +98,7 @@ def bench_extract(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
                     workers=max(1, os.cpu_count() or 1))
     manifest, _ = build_mars_manifest(data, load_schema("mars"))
     cfg, recipe = _extract_config(sizes, work / "store.zarr")
-    enc = ClipEncoder(cfg.clip_model, None, True, cfg.device, cfg.precision, preprocess_of(cfg))
+    enc = ClipEncoder(cfg.clip_model, None, True, cfg.device, cfg.precision, preprocess_of(cfg), compile=cfg.compile)
     paths = [str(manifest.resolve(f)) for r in manifest.records for f in r.frames]
     imgs = torch.from_numpy(np.stack([load_frame(p, enc.preprocess)[0] for p in paths[:sizes.batch_size]]))
     if enc.device.type == "cuda":
@@ -136,7 +139,8 @@ def bench_extract(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
         store.read_rows(store.offsets[i] + frames[sample_frames(len(frames), 6, rng)] * store.views[i])
     read_ms = (time.perf_counter() - t) / n * 1000
     host = {d: bench_host_loop(enc, sizes, d, log) for d in ("float16", "int8")}
-    return {"clip_model": cfg.clip_model, "device": str(enc.device), "precision": cfg.precision,
+    return {"clip_model": cfg.clip_model, "device": str(enc.device), "precision": cfg.precision, "decode": cfg.decode,
+            "compile": cfg.compile,
             "batch_size": sizes.batch_size, "workers": sizes.workers, "frames": res.rows,
             "model_only_fps": model_fps, "pipeline_fps": pipe_fps, "pipeline_over_model": pipe_fps / model_fps,
             "bytes_per_frame": per_frame, "raw_floor_bytes": floor, "bytes_over_floor": per_frame / floor,
@@ -161,11 +165,12 @@ class _InstantFrames(torch.utils.data.Dataset):
 
 
 class _InstantEncoder:
-    """Stands in for CLIP: hands back fixed tokens at once, so only the loop's own host work is timed."""
+    """Stands in for CLIP: hands back fixed tokens at once, in float16 as an fp16 CLIP gives them (a GPU casts and
+    checks them on the device), so only the loop's own host work is timed."""
 
     def __init__(self, enc: ClipEncoder, batch_size: int):
         self.device = enc.device
-        self.tokens = torch.randn(batch_size, enc.num_tokens, enc.dim, device=enc.device)
+        self.tokens = torch.randn(batch_size, enc.num_tokens, enc.dim, device=enc.device).to(torch.float16)
 
     def encode_frames(self, images: torch.Tensor) -> torch.Tensor:
         return self.tokens[:len(images)]
@@ -403,7 +408,7 @@ def bench_sweep(work: Path, extract_s: float, sizes: BenchSizes, log: Log, proje
                 recs = [train_recs[i] for i in order[b:b + sizes.train_batch]]
                 imgs = [load_frame(manifest.resolve(r.frames[j]), enc.preprocess)[0]
                         for r in recs for j in sample_frames(len(r.frames), T, rng)]
-                feats = enc.encode_frames(torch.from_numpy(np.stack(imgs))).view(len(recs), T, store.num_tokens, store.dim).mean(1)
+                feats = enc.encode_frames(torch.from_numpy(np.stack(imgs))).float().view(len(recs), T, store.num_tokens, store.dim).mean(1)
                 y = torch.tensor([r.labels for r in recs], dtype=torch.float32, device=dev)
                 loss = attribute_loss(net(feats.to(dev)), y, None)
                 opt.zero_grad()
@@ -473,9 +478,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     if "extract" in results:
         e = results["extract"]
-        rows += [(f"extract model-only ({e['clip_model']}, {e['precision']}, batch {e['batch_size']})",
-                  f"{e['model_only_fps']:,.1f} frames/s", ""),
-                 (f"extract pipeline ({e['workers']} decode workers)", f"{e['pipeline_fps']:,.1f} frames/s", ""),
+        rows += [(f"extract model-only ({e['clip_model']}, {e['precision']}, batch {e['batch_size']}"
+                  f"{', compiled' if e['compile'] else ''})", f"{e['model_only_fps']:,.1f} frames/s", ""),
+                 (f"extract pipeline ({e['decode']} decoding, {e['workers']} workers)", f"{e['pipeline_fps']:,.1f} frames/s", ""),
                  ("pipeline / model-only", f"{e['pipeline_over_model']:.3f}", ">= 0.9"),
                  ("float16 bytes per frame / raw floor 2*N*D",
                   f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}", "<= 1.02"),

@@ -4,8 +4,8 @@ Each tracklet is a drawn figure whose clothing colours, sleeve and leg length, b
 shoes, build, pose, motion and age follow its CSV row (`data_manifests/synth/<layout>.json` says which column
 drives which part). As in real tracklets, the evidence varies from frame to frame
 (`data_manifests/synth/frames.json`): the pose wanders around the labelled one (a backpack is plain only from
-behind, straps from the front), occluders hide the head, a side, the torso or the lower body, frames blur and
-change scale, and a share of tracklets carries a frame of another person or of no one (flagged in the CSV's
+behind, straps from the front), occluders hide the head, a side, the torso or the lower body, exposure and colour
+cast change, frames blur and change scale, and a share of tracklets carries a frame of another person or of no one (flagged in the CSV's
 wrong-target / target-miss columns, as MARS flags them). So averaging more frames genuinely helps. Same seed,
 same bytes.
 """
@@ -223,14 +223,16 @@ def render_frame(t: SynthTracklet, index: int, height: int, width: int, spec: di
         if distractor_frame:  # wrong target: somebody else in this frame
             a = appearance(sample_row(np.random.default_rng([t.seed, 99]), spec), spec)
         regions = draw_person(d, a, ident, rng, W, H, _frame_pose(a.pose, rng, nuisance["pose_change"]), index, nuisance)
-    if regions is not None and rng.random() < nuisance["occluder"]:  # something passes in front of a part
+    if regions is not None and rng.random() < nuisance["occluder"]:  # something passes in front of one part
         names = list(nuisance["occluder_regions"])
         p = np.array([nuisance["occluder_regions"][n] for n in names])
-        x0, y0, x1, y1 = regions[names[int(rng.choice(len(names), p=p / p.sum()))]]
-        d.rectangle([x0, y0, x1, y1], fill=_shade(tuple(int(v) for v in rng.integers(30, 220, 3)), rng, 10))
+        box = regions[names[int(rng.choice(len(names), p=p / p.sum()))]]
+        d.rectangle(list(box), fill=_shade(bg, rng, 60))  # in the scene's colours, as a pole, a car, a passer-by
     if rng.random() < nuisance["blur"]:
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.8, 2.2))))
     arr = np.asarray(img, dtype=np.float32)
+    light = nuisance["lighting"]  # this frame's exposure and colour cast (clouds, shade, camera gain)
+    arr = arr * (1 + rng.uniform(-light["brightness"], light["brightness"])) + rng.uniform(-light["cast"], light["cast"], 3)
     if rng.random() < nuisance["motion_blur"]:  # a horizontal smear, as a moving person or camera
         k = int(rng.integers(3, 9))
         arr = np.mean([np.roll(arr, s, axis=1) for s in range(-(k // 2), k - k // 2)], axis=0)

@@ -12,14 +12,13 @@ import torch
 from ..config import check_device
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions, majority_baseline
-from ..engine.tokens import TrackletTokens
+from ..engine.tokens import TrackletTokens, default_workers
 from ..errors import ParError
 from ..outputs import replace_dir
 from ..precision import autocast_dtype
 from ..reports import GROUP_HEADER, csv_text, group_rows, group_table_markdown
 from ..run import RunFolder, check_store_matches, load_checkpoint, read_checkpoint_meta, selection_label
 from ..store.reader import TokenStore
-from .train import default_workers
 
 METRICS_FORMAT = "par-metrics"
 METRICS_VERSION = 2

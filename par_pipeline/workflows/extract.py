@@ -54,7 +54,7 @@ class ExtractResult:
 
 def preprocess_of(cfg: ExtractConfig) -> Preprocess:
     return Preprocess(size=cfg.image_size, mean=tuple(cfg.mean), std=tuple(cfg.std), pad=cfg.pad,
-                      interpolation=cfg.interpolation, decoder="torchvision" if cfg.decode == "gpu" else "pil")
+                      interpolation=cfg.interpolation, decoder=cfg.decode)
 
 
 def select_frames(n: int, k: int | None) -> np.ndarray:
@@ -250,7 +250,7 @@ class ShardBatches(Sampler):
 def encode_shards(encoder: Any, frames: Dataset, shards: list[int], shard_frames: int, batch_size: int, workers: int,
                   sink: ShardSink, on_bad_frame: str, stats: dict[str, float]) -> int:
     """The extraction loop: decode `shards`' rows in loader workers, encode them with `encoder` (anything with
-    `device` and `encode_frames(uint8 images) -> float [B, N, D]`) and hand each batch to the sink; returns the rows
+    `device` and `encode_frames(uint8 images) -> [B, N, D]`) and hand each batch to the sink; returns the rows
     encoded. `stats["loader_wait_s"]` gets the time spent waiting for decoded frames. `make bench` runs this same
     loop with decoding and CLIP stubbed out to measure the loop's own host cost."""
     if not shards:

@@ -24,35 +24,16 @@ from ..distributed import DistContext
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions
 from ..engine.step import TrainingStep, deterministic
-from ..engine.tokens import EpochBatches, TrackletTokens, tracklet_batches
+from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
 from ..errors import ParError
 from ..model.fusion import VTFPAR, load_fusion_init, load_model_config
 from ..options import as_dict, results_view
 from ..outputs import claim_dir, exclusive, fault_point, remove_own
-from ..precision import autocast_dtype
+from ..precision import autocast_dtype, input_dtype
 from ..run import RUN_KIND, RunFolder, check_store_matches, checkpoint_files, load_checkpoint, load_state
 from ..store.reader import TokenStore
 
 RUN_CONFIG_FORMAT = "par-run-config"
-
-
-def default_workers(requested: int | None, device: torch.device) -> int:
-    """`--workers`, or by default: on a GPU the CPUs this rank may use, less two (the training loop and the pin-memory
-    thread), at most 16; on a CPU of up to 4 cores none (the model's own threads already use every core; in-process
-    loading measured as fast as 2 workers on 2 cores and spares the processes), else 2."""
-    if requested is not None:
-        return requested
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
-    per_rank = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if device.type != "cuda":
-        return 0 if per_rank <= 4 else 2
-    return max(1, min(16, per_rank - 2))
-
-
-def input_dtype(device: torch.device, precision: str) -> torch.dtype:
-    """dtype of the tokens fed to the model: the autocast dtype when there is one (its first Linear rounds to it
-    anyway, and it halves the bytes moved to the GPU), else float32."""
-    return autocast_dtype(precision, device) or torch.float32
 
 
 def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, Any]]:

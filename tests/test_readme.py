@@ -1,0 +1,147 @@
+"""CI runs what users run: every ```bash block of the README and every Makefile target a user runs, as written.
+
+Small sizes and local paths come in through the variables the blocks and the Makefile already have (assignment
+lines `NAME=value` at the top of a block are replaced by the test's value; Makefile variables come from the
+environment). Commands run in a fresh working folder, as a user's would. `make test` is the one command not run
+here: it is what CI runs to run this file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, par_env, run_par
+
+ASSIGNMENT = re.compile(r"^([A-Z][A-Z_0-9]*)=(\S+)")
+NOT_RUN_HERE = {"make test"}  # CI itself
+
+
+def readme_blocks() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text()
+    return [block.strip("\n").splitlines() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
+
+
+def workdir(tmp_path: Path) -> Path:
+    """A user's working folder: the project's Makefile, venv and pyproject beside the user's own files."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("Makefile", ".venv", "pyproject.toml"):
+        (work / name).symlink_to(ROOT / name)
+    return work
+
+
+def run_script(lines: list[str], values: dict[str, str], cwd: Path, env: dict, timeout: int = 1800) -> str:
+    script = []
+    for line in lines:
+        m = ASSIGNMENT.match(line)
+        if m:
+            assert m.group(1) in values, f"README variable {m.group(1)} has no test value: add it to the test"
+            line = f"{m.group(1)}={values[m.group(1)]}"
+        script.append(line)
+    env = {**env, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-xc", "\n".join(script)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, f"README commands failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc.stdout
+
+
+def small_recipe(path: Path) -> Path:
+    """vtf-par-official with CPU sizes: the tiny CLIP in fp32, the small fusion model, 2 epochs."""
+    recipe = json.loads((ROOT / "data_manifests" / "recipes" / "vtf-par-official.json").read_text())
+    recipe["name"] = "vtf-par-official-tiny"
+    recipe["extract"].update({"clip_model": "par-tiny-clip", "precision": "fp32"})
+    recipe["train"].update({"model": "vtf-par-small", "epochs": 2, "batch_size": 4, "warmup_epochs": 1, "frames": 3})
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def tiny_vit(path: Path, width: int = 128) -> Path:
+    """An ImageNet-ViT-shaped checkpoint (timm's names, 12 blocks) of the small fusion model's width."""
+    import torch
+
+    from par_pipeline.model.fusion import ModelConfig, fusion_block
+
+    blk = fusion_block(ModelConfig(hidden=width, heads=4), width, 4)
+    state = {f"blocks.{i}.{k}": v.clone() for i in range(12) for k, v in blk.state_dict().items()}
+    state.update({"norm.weight": torch.ones(width), "norm.bias": torch.zeros(width)})
+    torch.save(state, path)
+    return path
+
+
+def test_makefile_demo_ablation_bench_clean(tmp_path):
+    """`make demo` (the README's first command), then `make ablation` on its store, `make bench`, `make clean`."""
+    work = workdir(tmp_path)
+    env = par_env({"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2",
+                   "FRAMES": "1 2", "BENCH_CLIP": "par-tiny-clip", "BENCH_TRACKLETS": "4", "BENCH_FRAMES": "4",
+                   "BENCH_EPOCHS": "2", "BENCH_HOST_FRAMES": "256"})
+    first = readme_blocks()[0]
+    assert [line.split("#")[0].strip() for line in first] == ["make demo", "make test"]
+    out = run_script([line for line in first if line.split("#")[0].strip() not in NOT_RUN_HERE], {}, work, env)
+    assert "majority-value baseline" in out and (work / "demo" / "report" / "report.md").is_file()
+    run_script(["make demo"], {}, work, env)  # again: the demo's own folder is replaced
+    out = run_script(["make ablation"], {}, work, env)
+    results = json.loads((work / "results" / "ablation.json").read_text())
+    assert len(results["rows"]) == 4 and results["seeds"] == 2
+    run_script(["make bench"], {}, work, env)
+    assert "train" in json.loads((work / "bench" / "bench.json").read_text())
+    (work / "mine").mkdir()
+    out = run_script(["make clean DEMO=mine"], {}, work, env)
+    assert (work / "mine").is_dir() and "kept mine" in out and not (work / "results").exists()
+    run_script(["make clean"], {}, work, env)
+    assert not (work / "demo").exists() and not (work / "bench").exists()
+    (work / "other").mkdir()
+    (work / "other" / "x").write_text("x")
+    proc = subprocess.run(["make", "demo", "DEMO=other"], cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and (work / "other" / "x").read_text() == "x"
+
+
+@pytest.fixture(scope="module")
+def user_data(tmp_path_factory):
+    """Everything the README's workflow blocks name, small: a MARS tree, OpenAI-form CLIP weights (a tiny CLIP as a
+    TorchScript archive), an ImageNet-ViT-shaped fusion init, a Duke tree, a person folder and a video."""
+    from clip_weights import tiny_clip_files
+    from test_predict import _write_video
+
+    base = tmp_path_factory.mktemp("user")
+    run_par("synth", base / "MARS", "--tracklets", "6", "--frames-per-tracklet", "3-6", "--workers", "1")
+    run_par("synth", base / "Duke", "--layout", "duke", "--tracklets", "6", "--frames-per-tracklet", "3-5", "--workers", "1")
+    clip = tiny_clip_files(base / "models")["torchscript"]
+    frames = sorted((base / "MARS" / "bbox_test").rglob("*.jpg"))
+    tracklet = frames[0].name[:11]
+    person = base / "person_0001"
+    person.mkdir()
+    for f in frames[:4]:
+        (person / f.name).write_bytes(f.read_bytes())
+    _write_video(base / "walk.mp4", frames[:5])
+    return {"MARS": str(base / "MARS"), "CLIP": str(clip), "VIT": str(tiny_vit(base / "models" / "jx_vit.pth")),
+            "RECIPE": str(small_recipe(base / "tiny-recipe.json")), "DEVICE": "cpu", "GPUS": "2", "EPOCHS": "1",
+            "SEEDS": "1", "MODEL": "vtf-par-small", "DUKE": str(base / "Duke"), "PERSON": str(person),
+            "VIDEO": str(base / "walk.mp4"), "TRACKLET": tracklet}
+
+
+def test_readme_workflow_blocks(user_data, tmp_path):
+    """The MARS workflow, torchrun, the ablation, Duke and prediction, as the README writes them, in one shell (later
+    blocks use the variables of earlier ones), in a fresh working folder."""
+    work = workdir(tmp_path)
+    blocks = readme_blocks()[1:]
+    values = {**user_data, "STORE": str(work / "mars.zarr")}
+    out = run_script([line for block in blocks for line in block], values, work,
+                     par_env({"OMP_NUM_THREADS": "1"}), timeout=3000)
+    assert (work / "runs" / "t6" / "eval-test" / "metrics.json").is_file()
+    report = (work / "runs" / "t6" / "report" / "report.md").read_text()
+    assert "par eval" in report and "test-selected as the reference" in report
+    meta = json.loads((work / "runs" / "t6" / "best.json").read_text())
+    assert meta["store_identity"]["weights"]["name"] == "ViT-B-16.pt" and meta["fusion_init"]["kind"] == "file"
+    assert meta["recipe"]["name"] == "vtf-par-official-tiny" and meta["store_identity"]["clip_model"] == "par-tiny-clip"
+    duke = json.loads((work / "runs" / "duke" / "eval-test" / "metrics.json").read_text())
+    assert len(duke["attributes"]) == 36 and len(duke["protocol"]["groups"]) == 12
+    assert len(json.loads((work / "results" / "ablation.json").read_text())["rows"]) == 8
+    preds = json.loads((work / "predictions.json").read_text())
+    assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
+    assert (work / "runs" / "ddp" / "best.json").is_file() and "all checks passed" in out
+    assert len(blocks) >= 5
