@@ -218,15 +218,12 @@ def reported_results(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]
     if not best.is_file():
         raise ParError(f"{path}: neither a run folder from `par train` nor an evaluation folder from `par eval`")
     _, meta = read_checkpoint_meta(best)
-    run = RunFolder(path)
-    evaluated = run.eval_dir(meta.get("eval_split", "test")) / "metrics.json"
-    rows = []
-    if evaluated.is_file() and Path(_read_json(evaluated).get("checkpoint", "")).resolve() == best.resolve():
-        rows.append((f"{path.name}: {selection_label(meta)}, par eval", _read_json(evaluated)))
-    else:
-        rows.append((f"{path.name}: {selection_label(meta)}, from training", meta["metrics"]))
+    evaluated = RunFolder(path).eval_dir(meta.get("eval_split", "test")) / "metrics.json"
+    from_eval = evaluated.is_file() and Path(_read_json(evaluated).get("checkpoint", "")).resolve() == best.resolve()
+    rows = [(f"{path.name}: {selection_label(meta)}, {'par eval' if from_eval else 'from training'}",
+             _read_json(evaluated) if from_eval else meta["metrics"])]
     _, last = read_checkpoint_meta(path / "last.json")
-    if last["epoch"] != meta["epoch"] or not rows[0][0].endswith("from training"):
+    if from_eval or last["epoch"] != meta["epoch"]:  # the last epoch beside it, unless it is the very same row
         rows.append((f"{path.name}: {selection_label(last)}", last["metrics"]))
     return rows
 

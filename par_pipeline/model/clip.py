@@ -151,7 +151,7 @@ def load_clip(name: str, pretrained: str | None, allow_random_init: bool, seed: 
     identity = weights_identity(pretrained, allow_random_init, seed)
     with torch.random.fork_rng(devices=[]), _quiet_root_logger():  # leave the caller's RNG and logging alone
         torch.manual_seed(seed)  # open_clip initialises from the global RNG
-        model = open_clip.create_model(name, pretrained=None, load_weights=False)
+        model = open_clip.create_model(name, pretrained=None)
     if identity["kind"] != "random-init":
         path = Path(pretrained) if identity["kind"] == "file" else _download(name, identity["tag"])
         state, form = read_weight_file(path)
