@@ -26,6 +26,17 @@ def readme_blocks() -> list[list[str]]:
     return [block.strip("\n").splitlines() for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)]
 
 
+EXAMPLE_TRACKLET = "0399C4T0001"  # the full-size demo's tracklet in the README's prediction example
+
+
+def readme_predict_example() -> str:
+    """The `$ par predict ...` command of the README's example output (a text block), without its comment."""
+    text = (ROOT / "README.md").read_text()
+    [line] = [line for line in text.splitlines() if line.startswith("$ par predict")]
+    assert EXAMPLE_TRACKLET in line
+    return line[2:].split("#")[0].strip()
+
+
 def workdir(tmp_path: Path) -> Path:
     """A user's working folder: the project's Makefile, venv and pyproject beside the user's own files."""
     work = tmp_path / "work"
@@ -83,6 +94,10 @@ def test_makefile_demo_ablation_bench_clean(tmp_path):
     assert [line.split("#")[0].strip() for line in first] == ["make demo", "make test"]
     out = run_script([line for line in first if line.split("#")[0].strip() not in NOT_RUN_HERE], {}, work, env)
     assert "majority-value baseline" in out and (work / "demo" / "report" / "report.md").is_file()
+    example = readme_predict_example()
+    tracklet = sorted((work / "demo" / "mars" / "bbox_test").rglob("*.jpg"))[0].name[:11]
+    out = run_script([example.replace(EXAMPLE_TRACKLET, tracklet)], {}, work, env)
+    assert f"{tracklet} (" in out and "top color" in out
     run_script(["make demo"], {}, work, env)  # again: the demo's own folder is replaced
     out = run_script(["make ablation"], {}, work, env)
     results = json.loads((work / "results" / "ablation.json").read_text())
