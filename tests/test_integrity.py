@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import SMALL_TRAIN, run_par, tiny_train
 from par_pipeline.errors import ParError
@@ -139,3 +140,20 @@ def test_tracklet_without_frames_is_named(store_path, tmp_path):
     with pytest.raises(ParError, match=rf"tracklet\(s\) have no readable frames \(e.g. {s.tracklets[i]}"):
         tiny_train(store, tmp_path / "run")
     json.loads((store / "zarr.json").read_text())  # the store itself is untouched metadata-wise
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_finite_rows_flags_exactly_the_rows_with_nan_or_inf(dtype):
+    """The row-sum finiteness check: a NaN, +Inf, -Inf or +Inf beside -Inf is caught; rows of the largest finite
+    values (whose sum would overflow a same-width accumulator) are not flagged."""
+    from par_pipeline.store.codec import finite_rows
+
+    big = torch.finfo(dtype).max
+    x = torch.randn(7, 5, 9).to(dtype)
+    x[1, 2, 3] = float("nan")
+    x[2, 0, 0] = float("inf")
+    x[3, 4, 8] = float("-inf")
+    x[4, 0, 0], x[4, 1, 1] = float("inf"), float("-inf")
+    x[5] = big
+    x[6] = -big
+    assert finite_rows(x).tolist() == [True, False, False, False, False, True, True]

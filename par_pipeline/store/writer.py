@@ -21,7 +21,7 @@ import torch
 
 from ..errors import ParError
 from ..outputs import fault_point
-from .codec import TokenCodec
+from .codec import TokenCodec, finite_rows
 from .format import TEXT_ARRAYS, is_url
 from .shard_files import ShardFileWriter
 
@@ -137,7 +137,7 @@ class ShardSink:
         flag of whether every token value is finite."""
         tokens, scales = self.codec.encode(feats)
         # Checked on what is stored: an fp16 overflow in the cast shows up too; NaN/Inf reach an int8 token's scale.
-        parts = {"tokens": tokens, "finite": torch.isfinite(scales if scales is not None else tokens).flatten(1).all(1)}
+        parts = {"tokens": tokens, "finite": finite_rows(scales if scales is not None else tokens)}
         if scales is not None:
             parts["token_scales"] = scales
         if not self.cuda:

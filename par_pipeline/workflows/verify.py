@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from ..errors import ParError
 from ..run import PENDING, read_checkpoint_meta, verify_file
+from ..store.codec import finite_rows
 from ..store.reader import TokenStore
 from ..store.shard_files import CorruptStore
 
@@ -43,9 +45,7 @@ def verify_store(path: str, on_progress: Callable[[int, int], None] | None = Non
                     store.direct["token_scales"].read_into(present, scales, verify="always")
             else:
                 store.read_rows_into(present, tokens, scales)
-            finite = np.isfinite(tokens.reshape(len(present), -1)).all(1)
-            if scales is not None:
-                finite &= np.isfinite(scales).all(1)
+            finite = finite_rows(torch.from_numpy(scales if scales is not None else tokens)).numpy()
             if not finite.all():
                 r = int(present[np.flatnonzero(~finite)[0]])
                 raise CorruptStore(f"{path}: row {r} ({_where(store, r)}) holds non-finite tokens (NaN/Inf); extract "
