@@ -37,22 +37,28 @@ def _manifest(layout: str, root: Path, out: Path, attributes: Optional[Path], sc
     ]))
 
 
-@manifest_app.command("mars")
-def manifest_mars(root: Path = typer.Argument(..., help="MARS root holding bbox_train/ and bbox_test/"),
-                  out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
-                  attributes: Optional[Path] = typer.Option(None, help="mars_attributes.csv (default: found in ROOT)"),
-                  schema: Optional[str] = typer.Option(None, help="attribute schema name or JSON (default: mars)")) -> None:
-    """MARS layout + MARS-Attribute CSV -> manifest."""
-    _manifest("mars", root, out, attributes, schema)
+def _add_manifest_command(layout: str) -> None:
+    """`par manifest LAYOUT ROOT --out F`, one command per dataset layout."""
+    from par_pipeline.data.layouts import ATTRIBUTE_CSV, LAYOUT_FOLDERS, LAYOUT_TITLES
+
+    def command(root: Path = typer.Argument(..., help=f"{LAYOUT_TITLES[layout]} root holding {LAYOUT_FOLDERS[layout]}"),
+                out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
+                attributes: Optional[Path] = typer.Option(None, help=f"{ATTRIBUTE_CSV[layout]} (default: found in ROOT)"),
+                schema: Optional[str] = typer.Option(None, help=f"attribute schema name or JSON (default: {layout})")) -> None:
+        _manifest(layout, root, out, attributes, schema)
+
+    command.__doc__ = f"{LAYOUT_TITLES[layout]} layout + {ATTRIBUTE_CSV[layout]} -> manifest."
+    manifest_app.command(layout)(command)
 
 
-@manifest_app.command("duke")
-def manifest_duke(root: Path = typer.Argument(..., help="DukeMTMC-VideoReID root holding train/, gallery/, query/"),
-                  out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
-                  attributes: Optional[Path] = typer.Option(None, help="duke_attributes.csv (default: found in ROOT)"),
-                  schema: Optional[str] = typer.Option(None, help="attribute schema name or JSON (default: duke)")) -> None:
-    """DukeMTMC-VID layout + attribute CSV -> manifest."""
-    _manifest("duke", root, out, attributes, schema)
+def _add_manifest_commands() -> None:
+    from par_pipeline.data.layouts import LAYOUT_TITLES
+
+    for layout in LAYOUT_TITLES:
+        _add_manifest_command(layout)
+
+
+_add_manifest_commands()
 
 
 def _span(text: str) -> tuple[int, int]:

@@ -26,6 +26,9 @@ DUKE_FRAME = re.compile(r"^(\d{4})_C(\d+)_F(\d+)_X(\d+)\.jpg$")
 MARS_SPLITS = {"train": "bbox_train", "test": "bbox_test"}
 DUKE_SPLITS = {"train": ("train",), "test": ("gallery", "query")}
 ATTRIBUTE_CSV = {"mars": "mars_attributes.csv", "duke": "duke_attributes.csv"}
+LAYOUT_TITLES = {"mars": "MARS", "duke": "DukeMTMC-VideoReID"}
+LAYOUT_FOLDERS = {"mars": ", ".join(f"{f}/" for f in MARS_SPLITS.values()),
+                  "duke": ", ".join(f"{f}/" for folders in DUKE_SPLITS.values() for f in folders)}
 
 
 @dataclass
