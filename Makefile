@@ -59,7 +59,7 @@ demo: $(STAMP)
 	$(PAR) manifest mars $(DEMO)/mars --out $(DEMO)/manifest.jsonl
 	$(PAR) extract $(DEMO)/manifest.jsonl --out $(DEMO)/store.zarr --clip-model par-tiny-clip --allow-random-init --precision fp32
 	$(PAR) train $(DEMO)/store.zarr --out $(DEMO)/run --model vtf-par-small --fusion-init random --epochs $(DEMO_EPOCHS) \
-		--warmup-epochs 1 --lr $(LR)
+		--warmup-epochs 1 $(if $(LR),--lr $(LR))
 	$(PAR) eval $(DEMO)/store.zarr --checkpoint $(DEMO)/run --baseline
 	$(PAR) report $(DEMO)/run --out $(DEMO)/report
 

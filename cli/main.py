@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from par_pipeline.config import ExtractConfig, TrainConfig, configure
+from par_pipeline.data.layouts import ATTRIBUTE_CSV, LAYOUT_FOLDERS, LAYOUT_TITLES, LAYOUTS
 from par_pipeline.errors import ParError, one_line
 
 from .options import command_with_config, parameter, read_config_file
@@ -39,8 +40,6 @@ def _manifest(layout: str, root: Path, out: Path, attributes: Optional[Path], sc
 
 def _add_manifest_command(layout: str) -> None:
     """`par manifest LAYOUT ROOT --out F`, one command per dataset layout."""
-    from par_pipeline.data.layouts import ATTRIBUTE_CSV, LAYOUT_FOLDERS, LAYOUT_TITLES
-
     def command(root: Path = typer.Argument(..., help=f"{LAYOUT_TITLES[layout]} root holding {LAYOUT_FOLDERS[layout]}"),
                 out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
                 attributes: Optional[Path] = typer.Option(None, help=f"{ATTRIBUTE_CSV[layout]} (default: found in ROOT)"),
@@ -51,14 +50,8 @@ def _add_manifest_command(layout: str) -> None:
     manifest_app.command(layout)(command)
 
 
-def _add_manifest_commands() -> None:
-    from par_pipeline.data.layouts import LAYOUT_TITLES
-
-    for layout in LAYOUT_TITLES:
-        _add_manifest_command(layout)
-
-
-_add_manifest_commands()
+for _layout in LAYOUTS:
+    _add_manifest_command(_layout)
 
 
 def _span(text: str) -> tuple[int, int]:

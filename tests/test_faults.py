@@ -48,6 +48,8 @@ CASES = [
      r"short.jsonl:2 \(tracklet \S+\): expected 43 labels", ["{tmp}/s.zarr", "{tmp}/s.zarr.partial"], "short_manifest"),
     ("synth-zero", ["synth", "{tmp}/d", "--tracklets", "0"], r"--tracklets must be at least 1", ["{tmp}/d"], None),
     ("synth-frames", ["synth", "{tmp}/d", "--frames-per-tracklet", "5-2"], r"need 1 <= MIN <= MAX", ["{tmp}/d"], None),
+    # `frames` names the nuisance file beside the layouts' files, not a layout
+    ("synth-layout", ["synth", "{tmp}/d", "--layout", "frames"], r"--layout must be one of \['mars', 'duke'\]", ["{tmp}/d"], None),
     ("train-unknown-model", ["train", "{store}", "--out", "{tmp}/r", *TRAIN, "--model", "nosuch"],
      r"unknown model 'nosuch': give one of \['vtf-par', 'vtf-par-small'\]", ["{tmp}/r"], None),
     ("train-out-under-file", ["train", "{store}", "--out", "{tmp}/afile/run", *TRAIN],

@@ -21,14 +21,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..data.layouts import (ATTRIBUTE_CSV, MARS_SPLITS, duke_frame_path, mars_frame_counts, mars_frame_path,
+from ..data.layouts import (ATTRIBUTE_CSV, LAYOUTS, MARS_SPLITS, duke_frame_path, mars_frame_counts, mars_frame_path,
                             read_attribute_csv, read_mars_info)
 from ..data.schema import load_schema
 from ..errors import ParError
 from ..outputs import replace_dir
 from ..resources import load_json
-
-LAYOUTS = ("mars", "duke")
 
 
 @dataclass(frozen=True)
@@ -253,13 +251,20 @@ def _distractor(rng: np.random.Generator, share: float) -> str:
     return "" if rng.random() >= share else str(rng.choice(["wrong-target", "target-miss"]))
 
 
+def _specs(layout: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The layout's synth spec and the per-frame nuisance; the layout is checked here, before anything is drawn."""
+    if layout not in LAYOUTS:
+        raise ParError(f"--layout must be one of {list(LAYOUTS)}, not '{layout}'")
+    return load_json("synth", layout), load_json("synth", "frames")
+
+
 def plan_random(layout: str, tracklets_per_split: int, frames: tuple[int, int], seed: int) -> list[SynthTracklet]:
     """Persons of 1-4 tracklets sharing labels; test persons distinct from train ones."""
     if tracklets_per_split < 1:
         raise ParError(f"--tracklets must be at least 1, got {tracklets_per_split}")
     if frames[0] < 1 or frames[1] < frames[0]:
         raise ParError(f"--frames-per-tracklet {frames[0]}-{frames[1]}: need 1 <= MIN <= MAX")
-    spec, nuisance = load_json("synth", layout), load_json("synth", "frames")
+    spec, nuisance = _specs(layout)
     rng = np.random.default_rng(seed)
     plan: list[SynthTracklet] = []
     pid, number = 0, 0
@@ -303,7 +308,7 @@ def plan_like_duke(like: Path, tracklets_per_split: int | None, frames: tuple[in
 
 
 def _plan_like(layout: str, splits: dict, labels: dict, tracklets_per_split: int | None, seed: int) -> list[SynthTracklet]:
-    spec, nuisance = load_json("synth", layout), load_json("synth", "frames")
+    spec, nuisance = _specs(layout)
     rng = np.random.default_rng(seed)
     plan: list[SynthTracklet] = []
     for split in ("train", "test"):
@@ -320,14 +325,12 @@ def _plan_like(layout: str, splits: dict, labels: dict, tracklets_per_split: int
 def write_synth(out: Path, plan: list[SynthTracklet], layout: str = "mars", height: int = 256, width: int = 128,
                 workers: int = 2, progress: Callable[[int], None] | None = None) -> None:
     """Render `plan` into the layout's folders at `out` (built beside it, put in place when complete)."""
-    if layout not in LAYOUTS:
-        raise ParError(f"--layout must be one of {list(LAYOUTS)}, not '{layout}'")
     if not plan:
         raise ParError("nothing to render: the plan has no tracklets")
     out = Path(out)
     if out.exists():
         raise ParError(f"{out}: already exists; par writes a synthetic dataset into a new folder - choose another")
-    spec, nuisance = load_json("synth", layout), load_json("synth", "frames")
+    spec, nuisance = _specs(layout)
     schema = load_schema(spec["schema"])
 
     def build(tmp: Path) -> None:
