@@ -35,8 +35,11 @@ BENCH_TRACKLETS ?= 40
 BENCH_FRAMES ?= 4
 BENCH_EPOCHS ?= 6
 BENCH_HOST_FRAMES ?= 4096
+BENCH_SWEEP_FRAMES ?= 1 2 4 6
+# make test: every behaviour once, on 2 processes; make test-all adds the slow variants (kill -9 at ten random points).
+TEST_PROCESSES ?= 2
 
-.PHONY: setup test demo bench ablation clean
+.PHONY: setup test test-all lint demo bench ablation clean
 
 setup: $(STAMP)
 
@@ -48,7 +51,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES)
+
+test-all: $(STAMP)
+	$(PY) -m pytest tests -n $(TEST_PROCESSES)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 # The demo's folder is its own: it is replaced only when it carries the demo's marker.
 demo: $(STAMP)
@@ -74,7 +83,8 @@ ablation: $(STAMP) $(STORE)
 bench: $(STAMP)
 	$(PAR) bench --out $(BENCH) --clip-model $(BENCH_CLIP) --tracklets $(BENCH_TRACKLETS) \
 		--frames-per-tracklet $(BENCH_FRAMES) --batch-size 16 --workers 2 --fusion-model vtf-par-small \
-		--train-batch 8 --epochs $(BENCH_EPOCHS) --sweep-epochs 1 --host-frames $(BENCH_HOST_FRAMES)
+		--train-batch 8 --epochs $(BENCH_EPOCHS) --sweep-epochs 1 --sweep-frames "$(BENCH_SWEEP_FRAMES)" \
+		--host-frames $(BENCH_HOST_FRAMES)
 
 # Removes only what these targets made: the demo folder (its marker), the ablation results and bench folders
 # (par's output markers).

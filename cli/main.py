@@ -8,9 +8,19 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from par_pipeline.config import ExtractConfig, TrainConfig, configure
-from par_pipeline.data.layouts import ATTRIBUTE_CSV, LAYOUT_FOLDERS, LAYOUT_TITLES, LAYOUTS
+from par_pipeline.config import (
+    BenchConfig,
+    EvalConfig,
+    ExtractConfig,
+    PredictConfig,
+    SynthConfig,
+    TrainConfig,
+    build_config,
+    configure,
+)
+from par_pipeline.data.layouts import LAYOUTS, DatasetLayout
 from par_pipeline.errors import ParError, one_line
+from par_pipeline.options import COMMAND_LINE
 
 from .options import command_with_config, parameter, read_config_file
 from .ui import console, err_console, kv_table, progress_bar
@@ -38,69 +48,56 @@ def _manifest(layout: str, root: Path, out: Path, attributes: Optional[Path], sc
     ]))
 
 
-def _add_manifest_command(layout: str) -> None:
+def _add_manifest_command(layout: DatasetLayout) -> None:
     """`par manifest LAYOUT ROOT --out F`, one command per dataset layout."""
-    def command(root: Path = typer.Argument(..., help=f"{LAYOUT_TITLES[layout]} root holding {LAYOUT_FOLDERS[layout]}"),
-                out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
-                attributes: Optional[Path] = typer.Option(None, help=f"{ATTRIBUTE_CSV[layout]} (default: found in ROOT)"),
-                schema: Optional[str] = typer.Option(None, help=f"attribute schema name or JSON (default: {layout})")) -> None:
-        _manifest(layout, root, out, attributes, schema)
+    def command(
+        root: Path = typer.Argument(..., help=f"{layout.title} root holding {layout.folders}"),
+        out: Path = typer.Option(..., "--out", "-o", help="manifest to write (JSON Lines)"),
+        attributes: Optional[Path] = typer.Option(None, help=f"{layout.attribute_csv} (default: found in ROOT)"),
+        schema: Optional[str] = typer.Option(None, help=f"attribute schema name or JSON (default: {layout.name})"),
+    ) -> None:
+        _manifest(layout.name, root, out, attributes, schema)
 
-    command.__doc__ = f"{LAYOUT_TITLES[layout]} layout + {ATTRIBUTE_CSV[layout]} -> manifest."
-    manifest_app.command(layout)(command)
+    command.__doc__ = f"{layout.title} layout + {layout.attribute_csv} -> manifest."
+    manifest_app.command(layout.name)(command)
 
 
-for _layout in LAYOUTS:
+for _layout in LAYOUTS.values():
     _add_manifest_command(_layout)
 
 
-def _span(text: str) -> tuple[int, int]:
-    lo, _, hi = text.partition("-")
-    try:
-        return int(lo), int(hi or lo)
-    except ValueError:
-        raise ParError(f"--frames-per-tracklet must be N or MIN-MAX, not '{text}'") from None
-
-
-@app.command()
-def synth(out: Path = typer.Argument(..., help="folder to create"),
-          layout: str = typer.Option("mars", help="mars or duke"),
-          tracklets: Optional[int] = typer.Option(None, help="tracklets per split (default 40; with --like-*: all)"),
-          frames_per_tracklet: str = typer.Option("8", help="frames per tracklet: N or MIN-MAX (not with --like-mars)"),
-          height: int = typer.Option(256), width: int = typer.Option(128),
-          seed: int = typer.Option(0, help="same seed, same bytes"),
-          like_mars: Optional[Path] = typer.Option(None, help="folder with mars_attributes.csv and info/: real "
-                                                   "identities, labels and frame counts"),
-          like_duke: Optional[Path] = typer.Option(None, help="folder with duke_attributes.csv: real identities and labels"),
-          workers: int = typer.Option(2, help="render processes")) -> None:
-    """Write a synthetic MARS- or Duke-shaped dataset whose frames show their attributes."""
-    from par_pipeline.tools.synth import plan_like_duke, plan_like_mars, plan_random, write_synth
-
-    if like_mars is not None:
-        layout, plan = "mars", plan_like_mars(like_mars, tracklets, seed)
-    elif like_duke is not None:
-        layout, plan = "duke", plan_like_duke(like_duke, tracklets, _span(frames_per_tracklet), seed)
-    else:
-        plan = plan_random(layout, 40 if tracklets is None else tracklets, _span(frames_per_tracklet), seed)
-    total = sum(t.num_frames for t in plan)
-    done = 0
-    with progress_bar("synth", total, "frames") as update:
-        def step(n: int) -> None:
-            nonlocal done
-            done += n
-            update(done)
-        write_synth(out, plan, layout, height, width, workers, step)
-    console.print(f"wrote {len(plan):,} tracklets, {total:,} frames to {out} ({layout} layout)")
+def _layers(own: dict[str, Any], given: dict[str, Any], extra: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The `--config` file (when given), then the command line (its options and the command's own arguments)."""
+    layers = [(f"--config {own['config']}", read_config_file(own["config"]))] if own.get("config") else []
+    return [*layers, (COMMAND_LINE, {**given, **extra})]
 
 
 def _stage_config(stage: str, own: dict[str, Any], given: dict[str, Any], extra: dict[str, Any]) -> tuple[Any, dict]:
-    layers = [(f"--config {own['config']}", read_config_file(own["config"]))] if own.get("config") else []
-    return configure(stage, own.get("recipe"), [*layers, ("the command line", {**given, **extra})])
+    return configure(stage, own.get("recipe"), _layers(own, given, extra))
+
+
+def _command_config(command: str, own: dict[str, Any], given: dict[str, Any], extra: dict[str, Any]) -> Any:
+    return build_config(command, _layers(own, given, extra))
 
 
 RECIPE = parameter("recipe", typer.Option(None, help="recipe of the defaults: vtf-par-official (default), "
                                                    "vtf-par-paper, or a recipe JSON"), Optional[str])
 CONFIG = parameter("config", typer.Option(None, help="JSON file of options (the command line wins)"), Optional[Path])
+
+
+def _synth(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from par_pipeline.tools.synth import synthesize
+
+    cfg = _command_config("synth", own, given, {"out": str(own["out"])})
+    with progress_bar("synth", None, "frames") as update:
+        layout, plan = synthesize(cfg, update)
+    total = sum(t.num_frames for t in plan)
+    console.print(f"wrote {len(plan):,} tracklets, {total:,} frames to {cfg.out} ({layout} layout)")
+
+
+command_with_config(app, "synth", SynthConfig, [
+    parameter("out", typer.Argument(..., help="folder to create"), Path), CONFIG,
+], _synth, "Write a synthetic MARS- or Duke-shaped dataset whose frames show their attributes.")
 
 
 def _extract(own: dict[str, Any], given: dict[str, Any]) -> None:
@@ -165,8 +162,10 @@ def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
             console.print(f"recipe {recipe['name']}, overridden: {recipe['overrides']}")
         with Live(table, console=console, refresh_per_second=2):
             best = train(cfg, recipe, own["resume"], dist, on_epoch)
-        console.print(f"selected epoch {best['epoch']} ({'test' if cfg.selection == 'test' else 'validation'}-selected) "
-                      f"F1 {100 * best['f1']:.2f}; checkpoints in {cfg.out}/ (best.json, last.json)")
+        console.print(
+            f"selected epoch {best['epoch']} ({'test' if cfg.selection == 'test' else 'validation'}-selected) "
+            f"F1 {100 * best['f1']:.2f}; checkpoints in {cfg.out}/ (best.json, last.json)"
+        )
     else:
         train(cfg, recipe, own["resume"], dist)
     dist.shutdown()
@@ -179,30 +178,24 @@ command_with_config(app, "train", TrainConfig, [
 ], _train, "Stage two: train the fusion Transformer and heads from a token store.")
 
 
-@app.command("eval")
-def eval_cmd(store: str = typer.Argument(..., help="token store"),
-             checkpoint: str = typer.Option(..., help="run folder, best.json/last.json or .safetensors"),
-             out: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (default: RUN/eval-<split>, "
-                                               "with -T<frames> / -random-s<seed> when those differ from the run's)"),
-             frames: Optional[int] = typer.Option(None, help="T evaluation frames (default: the checkpoint's)"),
-             sampling: Optional[str] = typer.Option(None, help="fixed (evenly spaced, default) or random (the "
-                                                    "reference's test loader, keyed by --seed)"),
-             seed: Optional[int] = typer.Option(None, help="seed of random evaluation frames (default: the run's)"),
-             split: str = typer.Option("test"), device: str = typer.Option("cpu"),
-             workers: Optional[int] = typer.Option(None, help="loader processes (default as `par train`)"),
-             threshold: Optional[float] = typer.Option(None, help="default: the checkpoint's (0.45)"),
-             baseline: bool = typer.Option(False, help="also score the majority-value baseline on the same split")) -> None:
-    """Evaluate a checkpoint with the paper's protocol; writes metrics.json, groups.md/csv, predictions.npz."""
+def _eval(own: dict[str, Any], given: dict[str, Any]) -> None:
     from par_pipeline.workflows.evaluate import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(store, checkpoint, out, frames, split, device, workers, threshold, sampling, seed, baseline)
-    render_group_table(metrics, f"{split} split, T={metrics['frames']} ({metrics['sampling']}), "
+    cfg = _command_config("eval", own, given, {"store": own["store"], "checkpoint": own["checkpoint"]})
+    metrics = evaluate_checkpoint(cfg)
+    render_group_table(metrics, f"{cfg.split} split, T={metrics['frames']} ({metrics['sampling']}), "
                                 f"threshold {metrics['threshold']}: {metrics['selection']}")
-    if baseline:
+    if cfg.baseline:
         m, b = metrics["protocol"]["mean"], metrics["baseline"]["protocol"]["mean"]
         console.print(f"[bold]model F1 {100 * m['f1']:.2f} (mA {100 * m['mA']:.2f}) vs majority-value baseline "
                       f"F1 {100 * b['f1']:.2f} (mA {100 * b['mA']:.2f})[/]")
     console.print(f"wrote {metrics['out']}/metrics.json, groups.md, groups.csv, predictions.npz")
+
+
+CHECKPOINT = parameter("checkpoint", typer.Option(..., help="run folder, best.json/last.json or .safetensors"), str)
+command_with_config(app, "eval", EvalConfig, [
+    parameter("store", typer.Argument(..., help="token store"), str), CHECKPOINT, CONFIG,
+], _eval, "Evaluate a checkpoint with the paper's protocol; writes metrics.json, groups.md/csv, predictions.npz.")
 
 
 def render_group_table(metrics: dict, title: str) -> None:
@@ -221,7 +214,14 @@ def render_group_table(metrics: dict, title: str) -> None:
 
 
 def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from par_pipeline.workflows.ablation import run_ablation
 
@@ -279,26 +279,14 @@ def report(runs: list[Path] = typer.Argument(..., help="run folders (from par tr
     console.print(f"wrote {out}/report.md, report.png")
 
 
-@app.command()
-def predict(inputs: list[Path] = typer.Argument(None, help="frame folders (one person each, or a folder of them) "
-                                                "and/or video files"),
-            checkpoint: str = typer.Option(..., help="run folder, best.json/last.json or .safetensors"),
-            pretrained: Optional[str] = typer.Option(None, help="the CLIP weights file the checkpoint's store was "
-                                                     "built with"),
-            mars_root: Optional[Path] = typer.Option(None, help="MARS root, with --tracklet"),
-            tracklet: list[str] = typer.Option([], help="MARS tracklet id (repeatable), e.g. 0001C1T0001"),
-            frames: Optional[int] = typer.Option(None, help="T evenly spaced frames (default: all frames)"),
-            json_out: Optional[Path] = typer.Option(None, "--json", help="write the records as JSON"),
-            csv_out: Optional[Path] = typer.Option(None, "--csv", help="write one row per tracklet"),
-            device: str = typer.Option("cpu"), batch_size: int = typer.Option(64),
-            workers: int = typer.Option(2, help="JPEG decode workers")) -> None:
-    """Attributes of new tracklets and videos: probabilities and a decoded description per group."""
-    from par_pipeline.workflows.predict import collect_inputs, predict as run_predict, write_predictions
+def _predict(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from par_pipeline.workflows.predict import collect_inputs, predict, write_predictions
 
-    items = collect_inputs(inputs or [], mars_root, tracklet)
+    cfg = _command_config("predict", own, given, {"checkpoint": own["checkpoint"]})
+    items = collect_inputs(own["inputs"] or [], own["mars_root"], own["tracklet"])
     with progress_bar("predict", None, "frames") as update:
-        records = run_predict(items, checkpoint, pretrained, device, frames, batch_size, update, workers)
-    write_predictions(records, checkpoint, json_out, csv_out)
+        records = predict(items, cfg, update)
+    write_predictions(records, cfg)
     groups = list(records[0]["description"])
     shown = records[:6]  # one column per tracklet; --json / --csv hold every record
     t = Table(title=f"predicted attributes ({len(records)} tracklet(s){', first 6 shown' if len(records) > 6 else ''})",
@@ -309,6 +297,16 @@ def predict(inputs: list[Path] = typer.Argument(None, help="frame folders (one p
     for g in groups:
         t.add_row(g, *(f"{r['description'][g]} ({r['confidence'][g]:.2f})" for r in shown))
     console.print(t)
+
+
+command_with_config(app, "predict", PredictConfig, [
+    parameter("inputs", typer.Argument(None, help="frame folders (one person each, or a folder of them) and/or video "
+                                       "files"), Optional[list[Path]]),
+    CHECKPOINT,
+    parameter("mars_root", typer.Option(None, help="MARS root, with --tracklet"), Optional[Path]),
+    parameter("tracklet", typer.Option([], help="MARS tracklet id (repeatable), e.g. 0001C1T0001"), list[str]),
+    CONFIG,
+], _predict, "Attributes of new tracklets and videos: probabilities and a decoded description per group.")
 
 
 @app.command()
@@ -322,50 +320,53 @@ def verify(path: str = typer.Argument(..., help="token store, run folder or chec
                            [(k, v) for k, v in summary.items() if k not in ("kind", "path")]))
 
 
-@app.command()
-def bench(out: Path = typer.Option(Path("bench"), "--out", "-o", help="folder for bench.json and the work files"),
-          part: str = typer.Option("all", help="all, or a comma-separated subset of extract,train,predict,sweep"),
-          clip_model: str = typer.Option("ViT-B-16-quickgelu", help="CLIP model of the extract part (random weights: "
-                                         "speed does not depend on them)"),
-          fusion_model: str = typer.Option("vtf-par", help="fusion model config of the train part"),
-          device: str = typer.Option("cpu"), precision: Optional[str] = typer.Option(None, help="CLIP precision "
-                                                                                   "(default: fp16 on GPU, fp32 on CPU)"),
-          batch_size: int = typer.Option(32), workers: int = typer.Option(2, help="JPEG decode workers"),
-          decode: str = typer.Option("pil", help="JPEG decoding of the extract part: pil or torchvision"),
-          compile: bool = typer.Option(False, help="torch.compile the image encoder in the extract part"),
-          train_workers: Optional[int] = typer.Option(None, help="training loader workers (default as `par train`)"),
-          tracklets: int = typer.Option(16, help="synthetic tracklets per split"),
-          frames_per_tracklet: int = typer.Option(8, help="frames per synthetic tracklet"),
-          train_batch: int = typer.Option(16), epochs: int = typer.Option(2),
-          sweep_epochs: int = typer.Option(2), sweep_frames: str = typer.Option("1 2 4 6"),
-          host_frames: int = typer.Option(4096, help="rows of the extraction host-loop measurement")) -> None:
-    """Throughput figures as ratios in one run (pipeline vs model-only, store bytes, loader, sweep); bench.json."""
-    from par_pipeline.tools.bench import BenchSizes, run_bench
+def _bench(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from par_pipeline.tools.bench import run_bench
 
-    sizes = BenchSizes(clip_model=clip_model, fusion_model=fusion_model, device=device, precision=precision,
-                       decode=decode, compile=compile, batch_size=batch_size, workers=workers, train_workers=train_workers, tracklets=tracklets,
-                       frames_per_tracklet=frames_per_tracklet, train_batch=train_batch, epochs=epochs,
-                       sweep_epochs=sweep_epochs, sweep_frames=[int(t) for t in sweep_frames.split()],
-                       host_frames=host_frames)
-    results, rows = run_bench(out, part, sizes, lambda msg: console.print(f"[dim]{msg}[/]"))
+    cfg = _command_config("bench", own, given, {})
+    results, rows = run_bench(cfg, lambda msg: console.print(f"[dim]{msg}[/]"))
     t = Table(title=f"benchmark ({results['machine']['where']})", title_justify="left")
     for col, justify in (("measure", "left"), ("value", "right"), ("target", "right")):
         t.add_column(col, justify=justify)
     for row in rows:
         t.add_row(*row)
     console.print(t)
-    console.print(f"wrote {out}/bench.json")
+    console.print(f"wrote {cfg.out}/bench.json")
+
+
+command_with_config(app, "bench", BenchConfig, [CONFIG], _bench,
+                    "Throughput figures as ratios in one run (pipeline vs model-only, store bytes, loader, sweep); "
+                    "bench.json.")
+
+
+def run(argv: Optional[list[str]] = None) -> int:
+    """Run `par` with these arguments (default: the process's) and return the exit code: 0, 2 for a ParError (one
+    line on stderr) or a usage error, 130 when interrupted. Tests call this in-process."""
+    import click
+
+    try:
+        code = app(args=argv, prog_name="par", standalone_mode=False)
+    except ParError as exc:
+        err_console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        return 2
+    except click.ClickException as exc:
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(exc)
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted", highlight=False)
+        return 1
+    if code == INTERRUPTED:
+        err_console.print("[yellow]interrupted[/]; re-run the same command to resume", highlight=False)
+    return code if isinstance(code, int) else 0
+
+
+INTERRUPTED = 130  # Typer turns Ctrl-C into this exit code
 
 
 def main() -> None:
-    try:
-        app()
-    except ParError as exc:
-        err_console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]; re-run the same command to resume", highlight=False)
-        sys.exit(130)
+    sys.exit(run())
 
 
 if __name__ == "__main__":

@@ -10,13 +10,9 @@ from typing import Any, Callable, Optional
 import typer
 
 from par_pipeline.errors import ParError
-from par_pipeline.options import base_type, cli_fields, spec_of
+from par_pipeline.options import base_type, cli_fields, flag, parse_list, spec_of
 
-PANEL = "Options (recipe defaults; --config FILE and the command line override them)"
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+PANEL = "Options (defaults, recipe values for extract and train; --config FILE and the command line override them)"
 
 
 def config_parameters(cls: type, exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
@@ -29,11 +25,12 @@ def config_parameters(cls: type, exclude: tuple[str, ...] = ()) -> list[inspect.
         spec = spec_of(f)
         text = spec.help + (f" [{'|'.join(spec.choices)}]" if spec.choices else "")
         if kind is bool:
-            option = typer.Option(None, f"{_flag(f.name)}/--no-{f.name.replace('_', '-')}", help=text,
+            option = typer.Option(None, f"{flag(f.name)}/--no-{f.name.replace('_', '-')}", help=text,
                                   rich_help_panel=PANEL, show_default=False)
             annotation: Any = Optional[bool]
         else:
-            option = typer.Option(None, _flag(f.name), help=text + (" (comma-separated)" if kind is list else ""),
+            option = typer.Option(None, flag(f.name), help=text + (" (separated by commas or spaces)" if kind is list
+                                                                   else ""),
                                   rich_help_panel=PANEL, show_default=False)
             annotation = Optional[str if kind is list else kind]
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
@@ -41,18 +38,12 @@ def config_parameters(cls: type, exclude: tuple[str, ...] = ()) -> list[inspect.
 
 
 def given_options(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """The config values given on the command line (None = not given); comma lists parsed to floats."""
+    """The config values given on the command line (None = not given); lists parsed from their text."""
     out = {}
     for f in cli_fields(cls):
         value = values.get(f.name)
-        if value is None:
-            continue
-        if base_type(cls, f)[0] is list:
-            try:
-                value = [float(v) for v in value.split(",")]
-            except ValueError:
-                raise ParError(f"{_flag(f.name)} takes comma-separated numbers, not '{value}'") from None
-        out[f.name] = value
+        if value is not None:
+            out[f.name] = parse_list(cls, f.name, value) if base_type(cls, f)[0] is list else value
     return out
 
 
@@ -73,12 +64,16 @@ def read_config_file(path: Optional[Path]) -> dict[str, Any]:
 def command_with_config(app: typer.Typer, name: str, cls: type, own: list[inspect.Parameter],
                         run: Callable[[dict[str, Any], dict[str, Any]], None], help: str,
                         exclude: tuple[str, ...] = ()) -> None:
-    """Register `name` with its own parameters plus every CLI option of `cls`; `run(own values, given config values)`."""
+    """Register `name` with its own parameters plus every CLI option of `cls`; `run(own values, given config
+    values)`."""
     generated = config_parameters(cls, exclude)
     own_names = [p.name for p in own]
 
     def command(**kwargs: Any) -> None:
-        run({k: kwargs[k] for k in own_names}, given_options(cls, {k: v for k, v in kwargs.items() if k not in own_names}))
+        run(
+            {k: kwargs[k] for k in own_names},
+            given_options(cls, {k: v for k, v in kwargs.items() if k not in own_names}),
+        )
 
     command.__signature__ = inspect.Signature(own + generated)  # type: ignore[attr-defined]
     command.__doc__ = help

@@ -1,20 +1,23 @@
-"""The two stage configs and the recipes that fill them.
+"""Every command's config, and the recipes that fill the two stages'.
 
-A value comes from, lowest first: the field default, the recipe (`data_manifests/recipes/<name>.json`, its
-`extract` or `train` section), a `--config` JSON file, the command line. What the file or command line changes
-against the recipe is recorded as the run's overrides, so a store or checkpoint says exactly how it departs
-from the recipe it names.
+A value comes from, lowest first: the field default, for the two stages the recipe
+(`data_manifests/recipes/<name>.json`, its `extract` or `train` section), a `--config` JSON file, the command line.
+What the file or command line changes against the recipe is recorded as the run's overrides, so a store or
+checkpoint says exactly how it departs from the recipe it names. The other commands (eval, predict, synth, bench)
+are built and checked from their fields the same way, without a recipe.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .data.layouts import LAYOUTS
 from .data.texts import TEXT_SOURCES
 from .errors import ParError
-from .precision import PRECISIONS
 from .options import as_dict, build, coerce, option, results_keys
+from .precision import PRECISIONS
 from .resources import load_json, shipped_names
+from .store.format import FORMATS
 
 DEFAULT_RECIPE = "vtf-par-official"
 
@@ -29,7 +32,7 @@ class ExtractConfig:
                                     "state dict .pt/.bin, .safetensors) or an open_clip tag such as openai (online)")
     allow_random_init: bool = option(False, "random CLIP weights: tests and the demo only")
     weights_seed: int = option(0, "seed of the random CLIP weights (with --allow-random-init)")
-    format: str | None = option(None, "zarr or h5 (default: from the --out suffix)", choices=("zarr", "h5"),
+    format: str | None = option(None, "zarr or h5 (default: from the --out suffix)", choices=FORMATS,
                                 affects_results=False)
     dtype: str = option("float16", "stored token dtype (int8: per-token scales, half the bytes)",
                         choices=("float16", "float32", "int8"))
@@ -78,8 +81,11 @@ class TrainConfig:
                            choices=_temporal_choices())
     depth: int | None = option(None, "fusion blocks (default: the model config's; the paper: 1)", minimum=1)
     drop_path: float = option(0.1, "DropPath rate of the fusion block", minimum=0.0, maximum=0.9)
-    fusion_init: str | None = option(None, "weights of the fusion block and final norm: an ImageNet ViT-B/16 file "
-                                     "(jx_vit_base_p16_224-80ecf9dd.pth, .safetensors), timm:<name> (online), or random")
+    fusion_init: str | None = option(
+        None,
+        "weights of the fusion block and final norm: an ImageNet ViT-B/16 file "
+        "(jx_vit_base_p16_224-80ecf9dd.pth, .safetensors), timm:<name> (online), or random",
+    )
     require_fusion_init: bool = option(True, "refuse to start without --fusion-init", cli=False)
     frames: int = option(6, "T frames per tracklet", minimum=1)
     eval_frames: int | None = option(None, "T for evaluation (default: --frames)", minimum=1)
@@ -117,7 +123,81 @@ class TrainConfig:
         return "val" if self.val_fraction > 0 else "test"
 
 
+@dataclass
+class EvalConfig:
+    store: str = option("", "token store", cli=False)
+    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors", cli=False)
+    out: str | None = option(None, "output folder (default: RUN/eval-<split>, with -T<frames> / -random-s<seed> when "
+                             "those differ from the run's)")
+    frames: int | None = option(None, "T evaluation frames (default: the checkpoint's)", minimum=1)
+    sampling: str | None = option(None, "fixed (evenly spaced, default) or random (the reference's test loader, keyed "
+                                  "by --seed)", choices=("fixed", "random"))
+    seed: int | None = option(None, "seed of random evaluation frames (default: the run's)")
+    split: str = option("test", "split to evaluate")
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+    workers: int | None = option(None, "loader processes (default as `par train`)", minimum=0)
+    threshold: float | None = option(None, "an attribute is present above this (default: the checkpoint's, 0.45)",
+                                     above=0.0, maximum=1.0)
+    baseline: bool = option(False, "also score the majority-value baseline on the same split")
+
+
+@dataclass
+class PredictConfig:
+    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors", cli=False)
+    pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
+    frames: int | None = option(None, "T evenly spaced frames (default: all frames)", minimum=1)
+    json: str | None = option(None, "write the records as JSON to this file")
+    csv: str | None = option(None, "write one row per tracklet to this CSV file")
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+    batch_size: int = option(64, "frames per CLIP batch", minimum=1)
+    workers: int = option(2, "JPEG decode workers", minimum=0)
+
+
+@dataclass
+class SynthConfig:
+    out: str = option("", "folder to create", cli=False)
+    layout: str = option("mars", "dataset layout", choices=tuple(LAYOUTS))
+    tracklets: int | None = option(None, "tracklets per split (default 40; with --like-*: all)", minimum=1)
+    frames_per_tracklet: str = option("8", "frames per tracklet: N or MIN-MAX (not with --like-mars)")
+    height: int = option(256, "frame height in pixels", minimum=16)
+    width: int = option(128, "frame width in pixels", minimum=8)
+    seed: int = option(0, "same seed, same bytes")
+    like_mars: str | None = option(None, "folder with mars_attributes.csv and info/: real identities, labels and "
+                                   "frame counts")
+    like_duke: str | None = option(None, "folder with duke_attributes.csv: real identities and labels")
+    workers: int = option(2, "render processes", minimum=1)
+
+
+@dataclass
+class BenchConfig:
+    out: str = option("bench", "folder for bench.json and the work files")
+    part: str = option("all", "all, or a comma-separated subset of extract,train,predict,sweep")
+    clip_model: str = option("ViT-B-16-quickgelu", "CLIP model of the extract part (random weights: speed does not "
+                             "depend on them)")
+    fusion_model: str = option("vtf-par", "fusion model config of the train part")
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+    precision: str | None = option(None, "CLIP precision (default: fp16 on GPU, fp32 on CPU: CPU fp16 is an "
+                                   "emulation, not a figure)", choices=PRECISIONS)
+    batch_size: int = option(32, "frames per CLIP batch", minimum=1)
+    workers: int = option(2, "JPEG decode workers", minimum=0)
+    decode: str = option("pil", "JPEG decoding of the extract part", choices=("pil", "torchvision"))
+    compile: bool = option(False, "torch.compile the image encoder in the extract part")
+    train_workers: int | None = option(None, "training loader workers (default as `par train`)", minimum=0)
+    tracklets: int = option(16, "synthetic tracklets per split", minimum=2)
+    frames_per_tracklet: int = option(8, "frames per synthetic tracklet", minimum=1)
+    train_batch: int = option(16, "tracklets per training batch", minimum=2)
+    epochs: int = option(2, "epochs of the train part", minimum=1)
+    sweep_epochs: int = option(2, "epochs of each sweep point", minimum=1)
+    sweep_frames: list[int] = option([1, 2, 4, 6], "frame counts T of the sweep")
+    host_frames: int = option(4096, "rows of the extraction host-loop measurement", minimum=1)
+
+    @property
+    def clip_precision(self) -> str:
+        return self.precision or ("fp16" if self.device.startswith("cuda") else "fp32")
+
+
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}
+COMMANDS = {**STAGES, "eval": EvalConfig, "predict": PredictConfig, "synth": SynthConfig, "bench": BenchConfig}
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:
@@ -126,6 +206,11 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
         for key, value in recipe.get(section, {}).items():
             coerce(cls, key, value, f"recipe {recipe.get('name', name_or_path)}")
     return recipe
+
+
+def build_config(command: str, layers: list[tuple[str, Mapping[str, Any]]]) -> Any:
+    """The config of a command without a recipe (eval, predict, synth, bench): defaults < each (where, values) layer."""
+    return build(COMMANDS[command], layers)
 
 
 def configure(stage: str, recipe_name: str | None, layers: list[tuple[str, Mapping[str, Any]]]) -> tuple[Any, dict]:

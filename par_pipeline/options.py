@@ -11,6 +11,8 @@ from typing import Any, Mapping
 
 from .errors import ParError
 
+COMMAND_LINE = "the command line"  # the layer whose values are named by their flags in messages
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -34,15 +36,43 @@ def spec_of(f: dataclasses.Field) -> Spec:
     return f.metadata["spec"]
 
 
-def base_type(cls: type, f: dataclasses.Field) -> tuple[type, bool]:
-    """(value type, optional) of a field: int | None -> (int, True); list[float] -> (list, False)."""
+def flag(name: str) -> str:
+    """The command-line flag of a config field."""
+    return "--" + name.replace("_", "-")
+
+
+def _named(where: str, name: str) -> str:
+    """An option as the user wrote it: its flag on the command line, its key in a file."""
+    return flag(name) if where == COMMAND_LINE else f"{where}: '{name}'"
+
+
+def _hint(cls: type, f: dataclasses.Field) -> Any:
+    """A field's type without its `| None`."""
     hint = typing.get_type_hints(cls)[f.name]
     args = typing.get_args(hint)
-    optional = type(None) in args
-    if optional:
-        hint = next(a for a in args if a is not type(None))
-    origin = typing.get_origin(hint)
-    return (list if origin is list else hint), optional
+    return next(a for a in args if a is not type(None)) if type(None) in args else hint
+
+
+def list_item_type(cls: type, f: dataclasses.Field) -> type:
+    """The element type of a list field (list[float] -> float)."""
+    return typing.get_args(_hint(cls, f))[0]
+
+
+def parse_list(cls: type, name: str, text: str) -> list[Any]:
+    """A list option from the command line: numbers separated by commas or spaces."""
+    f = next(f for f in fields(cls) if f.name == name)
+    item = list_item_type(cls, f)
+    try:
+        return [item(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise ParError(f"{flag(name)} takes {item.__name__}s separated by commas or spaces, not '{text}'") from None
+
+
+def base_type(cls: type, f: dataclasses.Field) -> tuple[type, bool]:
+    """(value type, optional) of a field: int | None -> (int, True); list[float] -> (list, False)."""
+    optional = type(None) in typing.get_args(typing.get_type_hints(cls)[f.name])
+    hint = _hint(cls, f)
+    return (list if typing.get_origin(hint) is list else hint), optional
 
 
 def coerce(cls: type, name: str, value: Any, where: str) -> Any:
@@ -53,28 +83,40 @@ def coerce(cls: type, name: str, value: Any, where: str) -> Any:
         raise ParError(f"{where}: unknown option '{name}'; known: {known}")
     kind, optional = base_type(cls, f)
     spec = spec_of(f)
+    named = _named(where, name)
     if value is None:
         if optional:
             return None
-        raise ParError(f"{where}: '{name}' needs a value")
-    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
-          list: lambda v: isinstance(v, list) and all(isinstance(x, (int, float)) for x in v)}[kind]
-    if not ok(value):
-        raise ParError(f"{where}: '{name}' must be {kind.__name__}{' or null' if optional else ''}, "
-                       f"got {value!r}; fix the value")
+        raise ParError(f"{named} needs a value")
+    if not _has_type(value, kind, list_item_type(cls, f) if kind is list else None):
+        what = f"a list of {list_item_type(cls, f).__name__}" if kind is list else kind.__name__
+        raise ParError(f"{named} must be {what}{' or null' if optional else ''}, got {value!r}; fix the value")
     if kind is float:
         value = float(value)
     if spec.choices is not None and value not in spec.choices:
-        raise ParError(f"{where}: '{name}' must be one of {list(spec.choices)}, not {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if spec.minimum is not None and value < spec.minimum:
-            raise ParError(f"{where}: '{name}' must be at least {spec.minimum:g}, got {value}")
-        if spec.maximum is not None and value > spec.maximum:
-            raise ParError(f"{where}: '{name}' must be at most {spec.maximum:g}, got {value}")
-        if spec.above is not None and value <= spec.above:
-            raise ParError(f"{where}: '{name}' must be greater than {spec.above:g}, got {value}")
+        raise ParError(f"{named} must be one of {list(spec.choices)}, not {value!r}")
+    for number in (value if kind is list else [value]):
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            if spec.minimum is not None and number < spec.minimum:
+                raise ParError(f"{named} must be at least {spec.minimum:g}, got {number}")
+            if spec.maximum is not None and number > spec.maximum:
+                raise ParError(f"{named} must be at most {spec.maximum:g}, got {number}")
+            if spec.above is not None and number <= spec.above:
+                raise ParError(f"{named} must be greater than {spec.above:g}, got {number}")
     return value
+
+
+def _is_number(value: Any, kind: type) -> bool:
+    """ints for int; ints or floats for float; never a bool."""
+    return not isinstance(value, bool) and isinstance(value, int if kind is int else (int, float))
+
+
+def _has_type(value: Any, kind: type, item: type | None) -> bool:
+    if kind in (int, float):
+        return _is_number(value, kind)
+    if kind is list:
+        return isinstance(value, list) and all(_is_number(x, item) for x in value)
+    return isinstance(value, kind)
 
 
 def build(cls: type, layers: list[tuple[str, Mapping[str, Any]]]) -> Any:

@@ -115,7 +115,9 @@ def check_file_target(path: str | os.PathLike, kind: str, recognise: Callable[[P
     """Refuse a target that is a folder or a file that is not an earlier `par` output of this kind."""
     path = Path(path)
     if path.is_dir():
-        raise ParError(f"{path}: is a folder; give a file name for the {kind} (par never replaces a folder with a file)")
+        raise ParError(
+            f"{path}: is a folder; give a file name for the {kind} (par never replaces a folder with a file)"
+        )
     if path.exists() and not recognise(path):
         raise ParError(f"{path}: exists and is not a par {kind}; par does not overwrite files it did not write - "
                        f"remove it yourself or choose another name")
@@ -174,7 +176,9 @@ def claim_dir(path: str | os.PathLike, kind: str) -> Path:
             marker = read_marker(path)
             if marker is not None:
                 if marker.get("kind") != kind:
-                    raise ParError(f"{path}: holds a par {marker.get('kind')} output, not a {kind}; choose another --out")
+                    raise ParError(
+                        f"{path}: holds a par {marker.get('kind')} output, not a {kind}; choose another --out"
+                    )
                 return path
             if any(path.iterdir()):
                 raise ParError(f"{path}: exists, is not empty and was not written by par; par does not write into "
@@ -182,11 +186,6 @@ def claim_dir(path: str | os.PathLike, kind: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         _write_marker(path, kind, [])
     return path
-
-
-def owned_dir_kind(path: Path) -> str | None:
-    marker = read_marker(path) if path.is_dir() else None
-    return None if marker is None else marker.get("kind")
 
 
 def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], None]) -> None:

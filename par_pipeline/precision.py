@@ -1,4 +1,5 @@
-"""The one precision vocabulary: fp32, fp16, bf16, and `auto` (bf16 on a GPU, fp32 on a CPU) where training allows it."""
+"""The one precision vocabulary: fp32, fp16, bf16, and `auto` (bf16 on a GPU, fp32 on a CPU) where training allows
+it."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

@@ -26,7 +26,10 @@ def group_rows(metrics: dict[str, Any]) -> list[list[str]]:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|",
+    ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -40,7 +43,8 @@ def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def summary_lines(metrics: dict[str, Any]) -> list[str]:
-    """What the numbers are: the checkpoint's selection, the last epoch beside it, the baseline, the standard metrics."""
+    """What the numbers are: the checkpoint's selection, the last epoch beside it, the baseline, the standard
+    metrics."""
     s = metrics["standard"]
     lines = []
     if "selection" in metrics:
@@ -48,15 +52,19 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
                      f"({metrics['sampling']} frames), threshold {metrics['threshold']} (present when above).")
     if "last_epoch" in metrics:
         m = metrics["last_epoch"]["protocol_mean"]
-        lines.append(f"Last epoch ({metrics['last_epoch']['epoch']}) on the {metrics['last_epoch']['split']} split, "
-                     f"from training: P {pct(m['precision'])}, R {pct(m['recall'])}, F1 {pct(m['f1'])}, mA {pct(m['mA'])}.")
+        lines.append(
+            f"Last epoch ({metrics['last_epoch']['epoch']}) on the {metrics['last_epoch']['split']} split, "
+            f"from training: P {pct(m['precision'])}, R {pct(m['recall'])}, F1 {pct(m['f1'])}, mA {pct(m['mA'])}."
+        )
     if "baseline" in metrics:
         b = metrics["baseline"]["protocol"]["mean"]
         lines.append(f"Majority-value baseline: P {pct(b['precision'])}, R {pct(b['recall'])}, F1 {pct(b['f1'])}, "
                      f"mA {pct(b['mA'])}.")
-    lines.append(f"Standard metrics over all {len(s['label_mA_per_attribute'])} columns: label mA {pct(s['label_mA'])}, "
-                 f"instance accuracy {pct(s['instance_accuracy'])}, precision {pct(s['instance_precision'])}, "
-                 f"recall {pct(s['instance_recall'])}, F1 {pct(s['instance_f1'])}.")
+    lines.append(
+        f"Standard metrics over all {len(s['label_mA_per_attribute'])} columns: label mA {pct(s['label_mA'])}, "
+        f"instance accuracy {pct(s['instance_accuracy'])}, precision {pct(s['instance_precision'])}, "
+        f"recall {pct(s['instance_recall'])}, F1 {pct(s['instance_f1'])}."
+    )
     lines.append(ACCURACY_NOTE[0].upper() + ACCURACY_NOTE[1:] + ".")
     return lines
 

@@ -25,7 +25,8 @@ import torch
 
 from . import __version__
 from .errors import ParError
-from .model.fusion import VTFPAR, ModelConfig
+from .model.block import ModelConfig
+from .model.fusion import VTFPAR
 from .outputs import atomic_write, fault_point, file_sha256, fsync_dir, io_errors, remove_own, write_json
 from .store.format import TOKEN_KEYS, check_identity
 
@@ -43,10 +44,6 @@ class RunFolder:
     @property
     def config_path(self) -> Path:
         return self.path / "config.json"
-
-    @property
-    def state_path(self) -> Path:
-        return self.path / "last.state.pt"
 
     def checkpoint_json(self, which: str) -> Path:
         return self.path / f"{which}.json"
@@ -141,7 +138,9 @@ def read_checkpoint_meta(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, ValueError):
-        raise ParError(f"{meta_path}: not a valid checkpoint (damaged JSON); use another checkpoint or retrain") from None
+        raise ParError(
+            f"{meta_path}: not a valid checkpoint (damaged JSON); use another checkpoint or retrain"
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise ParError(f"{meta_path}: not a par checkpoint; give the .json written by `par train`")
     if meta.get("version") != CHECKPOINT_VERSION:
@@ -156,8 +155,11 @@ def verify_file(path: Path, sha256: str, what: str) -> None:
             raise ParError(f"{path}: {what} is missing; the checkpoint is incomplete - use another one or retrain")
         if file_sha256(path) != sha256:
             pending = path.parent / PENDING / COMMIT
-            hint = ("an epoch was being committed when it stopped: run the same `par train ... --resume` to finish it"
-                    if pending.exists() else "the file is damaged or from another checkpoint - use another one or retrain")
+            hint = (
+                "an epoch was being committed when it stopped: run the same `par train ... --resume` to finish it"
+                if pending.exists()
+                else "the file is damaged or from another checkpoint - use another one or retrain"
+            )
             raise ParError(f"{path}: {what} does not match the sha256 its checkpoint records; {hint}")
 
 
@@ -171,7 +173,7 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[VTFPA
     state = load_file(str(weights))
     if "text_features" not in state:
         raise ParError(f"{weights}: no text_features tensor; this is not a par checkpoint")
-    model = VTFPAR(ModelConfig.from_dict(meta["model_config"]), state["text_features"])
+    model = VTFPAR(ModelConfig.from_dict(meta["model_config"], f"{meta_path}: model_config"), state["text_features"])
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -203,7 +205,8 @@ def selection_label(meta: dict[str, Any]) -> str:
     if which == "last":
         return f"last epoch ({meta['epoch']})"
     split = meta.get("selected_on", "test")
-    return f"best on the {split} split (epoch {meta['epoch']}{', test-selected as the reference' if split == 'test' else ''})"
+    label = ", test-selected as the reference" if split == "test" else ""
+    return f"best on the {split} split (epoch {meta['epoch']}{label})"
 
 
 def reported_results(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:

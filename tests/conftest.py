@@ -1,12 +1,23 @@
-"""Shared fixtures: a small MARS-shaped synthetic dataset, its manifest, a tiny-CLIP token store and a trained run."""
+"""Shared fixtures: a small MARS-shaped synthetic dataset, its manifest, token stores (zarr, HDF5, int8, several views,
+Duke) and a trained run, each built once per session; and the two ways to run `par`: in-process (`run_par`, the
+default: the CLI's own error mapping, no interpreter start-up) and as a real process (`run_par_process`, where the
+process is the point: SIGKILL, resource limits, torchrun, the entry point)."""
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
+
+# rich sizes its consoles from COLUMNS when they are made (cli.ui, at import): wide, so that tables do not wrap
+os.environ.setdefault("COLUMNS", "200")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -14,22 +25,95 @@ PAR = [sys.executable, "-m", "cli.main"]
 # The tiny CLIP runs in fp32 on the CPU (CPU fp16 is an emulation: slow, and not what a GPU computes).
 TINY_EXTRACT = {"clip_model": "par-tiny-clip", "allow_random_init": True, "precision": "fp32", "batch_size": 8,
                 "shard_frames": 16, "workers": 0}
-TINY = ["--clip-model", "par-tiny-clip", "--allow-random-init", "--precision", "fp32", "--batch-size", "8",
-        "--shard-frames", "16", "--workers", "0"]
 SMALL_TRAIN = {"model": "vtf-par-small", "epochs": 2, "batch_size": 4, "workers": 0, "warmup_epochs": 1, "frames": 3,
                "fusion_init": "random"}
+
+
+def flags(options: dict) -> list[str]:
+    """Config values as the command-line flags that give them."""
+    out = []
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + key.replace("_", "-"))
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+TINY = flags(TINY_EXTRACT)
+TRAIN = flags(SMALL_TRAIN)
 
 
 def par_env(extra: dict | None = None) -> dict:
     return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(extra or {})}
 
 
-def run_par(*args, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess."""
-    proc = subprocess.run([*PAR, *map(str, args)], cwd=cwd, capture_output=True, text=True, env=par_env(env))
+@dataclass
+class Result:
+    """What a `par` run gave: as subprocess.CompletedProcess names it."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@contextlib.contextmanager
+def environment(extra: dict | None) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in (extra or {})}
+    os.environ.update({k: str(v) for k, v in (extra or {}).items()})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_par(*args, check: bool = True, env: dict | None = None) -> Result:
+    """`par ARGS` in this process through the CLI's own entry (`cli.main.run`): the same parsing, rendering and
+    error-to-exit-code mapping as the installed command."""
+    from cli.main import run
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), environment(env):
+        code = run([str(a) for a in args])
+    result = Result(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"par {' '.join(map(str, args))} failed ({code}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def run_par_process(*args, check: bool = True, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    """`par ARGS` as a real process (python -m cli.main)."""
+    proc = subprocess.run([*PAR, *map(str, args)], capture_output=True, text=True, env=par_env(env), **kw)
     if check and proc.returncode != 0:
-        raise AssertionError(f"par {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise AssertionError(
+            f"par {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return proc
+
+
+def one_error_line(result) -> str:
+    """The single `error: ...` line a failed `par` prints on stderr (exit code 2)."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def digest(path: Path) -> str:
+    """sha256 over a file, or over a folder's file names and bytes."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 def needs_shared(sub: str) -> Path:
@@ -65,6 +149,33 @@ def tiny_train(store, out, **kw):
     return train(cfg, recipe)
 
 
+def eval_config(store, checkpoint, **kw):
+    from par_pipeline.config import build_config
+
+    return build_config("eval", [("test", {"store": str(store), "checkpoint": str(checkpoint), "workers": 0, **kw})])
+
+
+def tiny_eval(store, checkpoint, **kw):
+    from par_pipeline.workflows.evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(eval_config(store, checkpoint, **kw))
+
+
+def model_config(**kw):
+    """A complete fusion model config for tests (every field, as a checkpoint holds it): a small fusion model with
+    these changes."""
+    from par_pipeline.model.block import ModelConfig
+
+    base = {"name": "test", "hidden": 64, "depth": 1, "heads": 4, "mlp_ratio": 4.0, "qkv_bias": True,
+            "head_batchnorm": True, "fusion": True, "text_tokens": True, "drop_path": 0.1, "temporal": "mean",
+            "input_dim": 32, "num_attributes": 5}
+    return ModelConfig(**{**base, **kw})
+
+
+def fault_points(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from par_pipeline.tools.synth import plan_random, write_synth
@@ -74,30 +185,89 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
-def manifest_path(synth_root, tmp_path_factory) -> Path:
-    from par_pipeline.data.layouts import build_mars_manifest
-    from par_pipeline.data.manifest import write_manifest
-    from par_pipeline.data.schema import load_schema
+def _manifest_of(root: Path, layout: str, folder: Path) -> Path:
+    from par_pipeline.workflows.manifest import make_manifest
 
-    manifest, _ = build_mars_manifest(synth_root, load_schema("mars"))
-    path = tmp_path_factory.mktemp("manifest") / "manifest.jsonl"
-    write_manifest(manifest, path)
+    path = folder / "manifest.jsonl"
+    make_manifest(layout, root, path)
     return path
 
 
 @pytest.fixture(scope="session")
-def store_path(manifest_path, tmp_path_factory) -> Path:
+def manifest_path(synth_root, tmp_path_factory) -> Path:
+    return _manifest_of(synth_root, "mars", tmp_path_factory.mktemp("manifest"))
+
+
+@pytest.fixture(scope="session")
+def store_faults(manifest_path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The small zarr store (the tiny CLIP, `TINY_EXTRACT`) and the fault points its extraction passed, in order."""
     from par_pipeline.data.manifest import read_manifest
 
     out = tmp_path_factory.mktemp("store") / "tokens.zarr"
+    log = out.with_name("faults.log")
+    with environment({"PAR_TEST_FAULT_LOG": str(log)}):
+        tiny_extract(read_manifest(manifest_path), out)
+    return out, fault_points(log)
+
+
+@pytest.fixture(scope="session")
+def store_path(store_faults) -> Path:
+    return store_faults[0]
+
+
+@pytest.fixture(scope="session")
+def h5_store(manifest_path, tmp_path_factory) -> Path:
+    from par_pipeline.data.manifest import read_manifest
+
+    out = tmp_path_factory.mktemp("h5") / "tokens.h5"
     tiny_extract(read_manifest(manifest_path), out)
     return out
 
 
 @pytest.fixture(scope="session")
-def run_path(store_path, tmp_path_factory) -> Path:
-    """A trained run (2 epochs) shared by tests that only read it."""
+def int8_store(manifest_path, tmp_path_factory) -> Path:
+    from par_pipeline.data.manifest import read_manifest
+
+    out = tmp_path_factory.mktemp("int8") / "tokens.zarr"
+    tiny_extract(read_manifest(manifest_path), out, dtype="int8")
+    return out
+
+
+@pytest.fixture(scope="session")
+def views_store(manifest_path, tmp_path_factory) -> Path:
+    """Three views of every training frame (frame, flip, one pad-and-crop view)."""
+    from par_pipeline.data.manifest import read_manifest
+
+    out = tmp_path_factory.mktemp("views") / "tokens.zarr"
+    tiny_extract(read_manifest(manifest_path), out, views=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def duke(tmp_path_factory) -> dict[str, Path]:
+    """A small Duke-layout dataset, its manifest and token store."""
+    from par_pipeline.data.manifest import read_manifest
+    from par_pipeline.tools.synth import plan_random, write_synth
+
+    base = tmp_path_factory.mktemp("duke")
+    root = base / "duke"
+    write_synth(root, plan_random("duke", 8, (3, 5), seed=2), "duke", workers=1)
+    manifest = _manifest_of(root, "duke", base)
+    store = base / "tokens.zarr"
+    tiny_extract(read_manifest(manifest), store)
+    return {"root": root, "manifest": manifest, "store": store}
+
+
+@pytest.fixture(scope="session")
+def run_faults(store_path, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A trained run (`SMALL_TRAIN`: 2 epochs) shared by tests that only read it, and the fault points it passed."""
     run = tmp_path_factory.mktemp("run") / "run"
-    tiny_train(store_path, run)
-    return run
+    log = run.with_name("faults.log")
+    with environment({"PAR_TEST_FAULT_LOG": str(log)}):
+        tiny_train(store_path, run)
+    return run, fault_points(log)
+
+
+@pytest.fixture(scope="session")
+def run_path(run_faults) -> Path:
+    return run_faults[0]

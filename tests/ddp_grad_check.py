@@ -4,13 +4,14 @@ import sys
 import torch
 import torch.distributed as dist
 
+from conftest import model_config
 from par_pipeline.engine.losses import attribute_loss
-from par_pipeline.model.fusion import VTFPAR, ModelConfig
+from par_pipeline.model.fusion import VTFPAR
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
 torch.manual_seed(0)
-cfg = ModelConfig(hidden=64, heads=4, num_attributes=5, input_dim=32, drop_path=0.0)  # no randomness
+cfg = model_config(drop_path=0.0)  # no randomness
 model = VTFPAR(cfg, torch.randn(5, 32))
 reference = VTFPAR(cfg, torch.randn(5, 32))
 reference.load_state_dict(model.state_dict())

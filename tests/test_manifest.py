@@ -108,9 +108,30 @@ def test_duke_layout(tmp_path):
         d.mkdir(parents=True)
         for f in range(1, 3):
             Image.new("RGB", (64, 128)).save(d / f"{pid:04d}_C{cam}_F{f:04d}_X0000{f}.jpg")
-    header = ["person_id", "camera_id", "tracklets_id", "motion", "pose", "occlusion", "cut-out", "muti-person",
-              "background-dominant", "target-change", "target-miss", "wrong-target", "backpack", "bag", "handbag", "boots",
-              "gender", "hat", "shoes", "top", "bottom color", "top color"]
+    header = [
+        "person_id",
+        "camera_id",
+        "tracklets_id",
+        "motion",
+        "pose",
+        "occlusion",
+        "cut-out",
+        "muti-person",
+        "background-dominant",
+        "target-change",
+        "target-miss",
+        "wrong-target",
+        "backpack",
+        "bag",
+        "handbag",
+        "boots",
+        "gender",
+        "hat",
+        "shoes",
+        "top",
+        "bottom color",
+        "top color",
+    ]
     rows = [[1, 2, 1], [1, 5, 2], [8, 1, 3], [2, 1, 4]]
     with open(root / "duke_attributes.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -210,7 +231,9 @@ def test_like_mars_manifest_reproduces_real_labels(tmp_path):
     run_par("manifest", "mars", tmp_path / "like", "--out", tmp_path / "m.jsonl")
     m = read_manifest(tmp_path / "m.jsonl")
     real = csv_labels(mars / "mars_attributes.csv", load_schema("mars"))
-    counts = mars_frame_counts(read_mars_info(mars / "info"), read_attribute_csv(mars / "mars_attributes.csv", load_schema("mars")).keys())
+    counts = mars_frame_counts(
+        read_mars_info(mars / "info"), read_attribute_csv(mars / "mars_attributes.csv", load_schema("mars")).keys()
+    )
     assert len(m.records) == 12
     for r in m.records:
         assert r.labels == real[r.tracklet]

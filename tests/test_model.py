@@ -1,5 +1,6 @@
 """The fusion model, initialisation and schedule against independent references written out here from the released
 reference code (Event-AHU/VTF_PAR: models/base_block.py, models/vit.py, solver/cosine_lr.py, train.py)."""
+import json
 import math
 
 import numpy as np
@@ -7,16 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import model_config
 from par_pipeline.engine.step import TrainingStep
 from par_pipeline.errors import ParError
-from par_pipeline.model.fusion import VTFPAR, ModelConfig, load_fusion_init
+from par_pipeline.model.block import load_model_config
+from par_pipeline.model.fusion import VTFPAR, load_fusion_init
 
 
 def reference_forward(m: VTFPAR, visual: torch.Tensor) -> torch.Tensor:
     """TransformerClassifier.forward in eval mode, from scratch: embeddings, [text; visual], one pre-norm ViT block
     (LayerNorm eps 1e-6, qkv attention with scale head_dim^-0.5, exact GELU MLP), final norm, per-attribute heads,
     BatchNorm1d with running statistics."""
-    ln = lambda x, mod: F.layer_norm(x, (x.shape[-1],), mod.weight, mod.bias, 1e-6)  # noqa: E731
+    def ln(x, mod):
+        return F.layer_norm(x, (x.shape[-1],), mod.weight, mod.bias, 1e-6)
     x = torch.cat([F.linear(m.text_features, m.text_embed.weight, m.text_embed.bias).expand(len(visual), -1, -1),
                    F.linear(visual, m.visual_embed.weight, m.visual_embed.bias)], dim=1)
     blk = m.blocks[0]
@@ -37,7 +41,7 @@ def reference_forward(m: VTFPAR, visual: torch.Tensor) -> torch.Tensor:
 
 def test_forward_equals_the_reference():
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden=64, heads=4, num_attributes=7, input_dim=32)
+    cfg = model_config(num_attributes=7)
     m = VTFPAR(cfg, torch.randn(7, 32))
     m.train()
     for _ in range(3):  # give BatchNorm running statistics of its own
@@ -51,17 +55,21 @@ def test_forward_equals_the_reference():
 def test_block_is_timms_with_drop_path_and_eps():
     from timm.models.vision_transformer import Block
 
-    m = VTFPAR(ModelConfig(hidden=64, heads=4, num_attributes=5, input_dim=32), torch.randn(5, 32))
+    m = VTFPAR(model_config(), torch.randn(5, 32))
     blk = m.blocks[0]
     assert isinstance(blk, Block) and blk.drop_path1.drop_prob == 0.1 and blk.drop_path2.drop_prob == 0.1
     assert blk.norm1.eps == 1e-6 and blk.norm2.eps == 1e-6 and m.norm.eps == 1e-6
-    assert isinstance(blk.mlp.act, torch.nn.GELU) and blk.mlp.act.approximate == "none" and blk.attn.qkv.bias is not None
+    assert (
+        isinstance(blk.mlp.act, torch.nn.GELU) and blk.mlp.act.approximate == "none" and blk.attn.qkv.bias is not None
+    )
 
 
 def test_embeddings_and_heads_keep_pytorch_linear_init():
     """PyTorch's nn.Linear: weight and bias uniform in +-1/sqrt(fan_in) (not trunc_normal(0.02))."""
     torch.manual_seed(1)
-    m = VTFPAR(ModelConfig(), torch.randn(43, 512))
+    cfg = load_model_config("vtf-par", fusion=True, text_tokens=True, drop_path=0.1, temporal="mean", input_dim=512,
+                            num_attributes=43)
+    m = VTFPAR(cfg, torch.randn(43, 512))
     for weight, bias, fan_in in ((m.visual_embed.weight, m.visual_embed.bias, 512), (m.head_weight, m.head_bias, 768)):
         bound = 1 / math.sqrt(fan_in)
         assert float(weight.abs().max()) <= bound and float(weight.abs().max()) > 0.95 * bound
@@ -72,10 +80,14 @@ def test_embeddings_and_heads_keep_pytorch_linear_init():
 def test_fusion_init_takes_block_11_and_the_final_norm(tmp_path):
     from safetensors.torch import save_file
 
-    cfg = ModelConfig(hidden=64, heads=4, num_attributes=5, input_dim=32)
+    cfg = model_config()
     m = VTFPAR(cfg, torch.randn(5, 32))
-    vit = {f"blocks.{i}.{k}": torch.full_like(v, float(i)) for i in range(12) for k, v in m.blocks[0].state_dict().items()}
-    vit.update({"norm.weight": torch.full((64,), 7.0), "norm.bias": torch.full((64,), -7.0), "head.weight": torch.zeros(3, 64)})
+    vit = {
+        f"blocks.{i}.{k}": torch.full_like(v, float(i)) for i in range(12) for k, v in m.blocks[0].state_dict().items()
+    }
+    vit.update(
+        {"norm.weight": torch.full((64,), 7.0), "norm.bias": torch.full((64,), -7.0), "head.weight": torch.zeros(3, 64)}
+    )
     save_file(vit, str(tmp_path / "vit.safetensors"))
     torch.save({"model": vit}, tmp_path / "jx_vit_base_p16_224-80ecf9dd.pth")
     for name in ("vit.safetensors", "jx_vit_base_p16_224-80ecf9dd.pth"):
@@ -102,11 +114,32 @@ def reference_lr(t: int, epochs: int = 20, lr: float = 1e-3, warmup: int = 5) ->
 
 
 def test_schedule_equals_the_references_per_epoch_rates():
-    m = VTFPAR(ModelConfig(hidden=32, heads=4, num_attributes=3, input_dim=8), torch.randn(3, 8))
-    steps = TrainingStep(m, m, lr=1e-3, weight_decay=0.0, epochs=20, warmup_epochs=5, warmup_lr=1e-5, min_lr=2e-6,
+    m = VTFPAR(model_config(hidden=32, num_attributes=3, input_dim=8), torch.randn(3, 8))
+    steps = TrainingStep(m, lr=1e-3, weight_decay=0.0, epochs=20, warmup_epochs=5, warmup_lr=1e-5, min_lr=2e-6,
                          amp=None, pos_rate=None)
     rates = [steps.start_epoch(e) for e in range(20)]
     assert rates == pytest.approx([reference_lr(e + 1) for e in range(20)], rel=1e-9)
     assert rates[0] == pytest.approx(2.08e-4) and max(rates) == pytest.approx(8.5390e-4, rel=1e-4)
     assert int(np.argmax(rates)) == 4 and max(rates) < 1e-3  # the peak is in epoch 5; the base rate is never reached
     assert steps.optimizer.defaults["weight_decay"] == 0.0
+
+
+def test_model_files_hold_the_architecture_only(tmp_path):
+    """A model file's keys are exactly the architecture's: a typo is an error naming it, not a silent default; what a
+    run varies comes from the training options; a saved config must be complete."""
+    from par_pipeline.model.block import ARCHITECTURE, ModelConfig
+
+    cfg = load_model_config("vtf-par-small", fusion=False, text_tokens=True, drop_path=0.3, temporal="mean",
+                            input_dim=32, num_attributes=5, depth=2)
+    assert (cfg.hidden, cfg.heads, cfg.depth, cfg.drop_path, cfg.fusion) == (128, 4, 2, 0.3, False)
+    arch = {k: v for k, v in cfg.to_dict().items() if k in ARCHITECTURE}
+    for broken, message in (({**arch, "hiden": 64}, r"unknown key\(s\) \['hiden'\]"),
+                            ({**arch, "drop_path": 0.1}, r"unknown key\(s\) \['drop_path'\]"),
+                            ({k: v for k, v in arch.items() if k != "heads"}, r"missing key\(s\) \['heads'\]")):
+        (tmp_path / "m.json").write_text(json.dumps(broken))
+        with pytest.raises(ParError, match=message):
+            load_model_config(str(tmp_path / "m.json"), fusion=True, text_tokens=True, drop_path=0.1, temporal="mean",
+                              input_dim=32, num_attributes=5)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ParError, match=r"missing key\(s\) \['drop_path'\]"):
+        ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "drop_path"})

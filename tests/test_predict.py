@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from conftest import run_par
+from conftest import run_par, tiny_eval
+from par_pipeline.config import PredictConfig
 from par_pipeline.data.manifest import read_manifest
 from par_pipeline.errors import ParError
-from par_pipeline.workflows.evaluate import evaluate_checkpoint
 from par_pipeline.workflows.predict import TrackletInput, collect_inputs, predict
 
 
@@ -19,8 +19,8 @@ def test_predict_agrees_with_eval(checkpoint, store_path, manifest_path, tmp_pat
     m = read_manifest(manifest_path)
     tests = m.split("test")[:3]
     items = [TrackletInput(r.tracklet, frames=[m.resolve(f) for f in r.frames]) for r in tests]
-    records = predict(items, str(checkpoint), frames=3)
-    evaluate_checkpoint(str(store_path), str(checkpoint), str(tmp_path / "ev"), frames=3, workers=0)  # T=3 as trained
+    records = predict(items, PredictConfig(checkpoint=str(checkpoint), frames=3, workers=0))
+    tiny_eval(store_path, checkpoint, out=str(tmp_path / "ev"), frames=3)  # T=3 as trained
     ev = np.load(tmp_path / "ev" / "predictions.npz")
     for rec in records:
         i = list(ev["tracklets"]).index(rec["tracklet"])
@@ -87,8 +87,6 @@ def test_bad_inputs(checkpoint, manifest_path, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     proc = run_par("predict", frames, "--checkpoint", tmp_path / "bad.json", check=False)
     assert proc.returncode == 2 and "bad.json: not a par checkpoint" in proc.stderr
-    proc = run_par("predict", frames, "--checkpoint", checkpoint, "--frames", "0", check=False)
-    assert proc.returncode == 2 and "--frames must be at least 1" in proc.stderr
     folder = tmp_path / "mine"
     folder.mkdir()
     (folder / "keep.txt").write_text("x")
@@ -106,6 +104,8 @@ def test_checkpoint_of_other_clip_weights_refused(checkpoint, tmp_path):
     (bad / "best.json").write_text(json.dumps(meta))
     (tmp_path / "weights.pt").write_bytes(b"other")
     with pytest.raises(ParError, match="not the CLIP weights"):
-        predict([TrackletInput("x", frames=[])], str(bad), pretrained=str(tmp_path / "weights.pt"))
+        predict(
+            [TrackletInput("x", frames=[])], PredictConfig(checkpoint=str(bad), pretrained=str(tmp_path / "weights.pt"))
+        )
     with pytest.raises(ParError, match="pass that file with --pretrained"):
-        predict([TrackletInput("x", frames=[])], str(bad))
+        predict([TrackletInput("x", frames=[])], PredictConfig(checkpoint=str(bad)))

@@ -24,18 +24,22 @@ def test_duke_schema_layout():
 
 
 # The reference implementation's attribute words, verbatim (Event-AHU/VTF_PAR dataset/preprocess/*.py).
-REFERENCE_MARS = ("top short, bottom short, shoulder bag, backpack, hat, hand bag, long hair, female, bottom skirt, "
-                  "frontal, lateral-frontal, lateral, lateral-back, back, pose varies, walking, running, riding, staying, "
-                  "motion varies, top black, top purple, top green, top blue, top gray, top white, top yellow, top red, "
-                  "top complex, bottom white, bottom purple, bottom black, bottom green, bottom gray, bottom pink, "
-                  "bottom yellow, bottom blue, bottom brown, bottom complex, young, teenager, adult, old").split(", ")
-REFERENCE_DUKE = ("carring backpack, carring shoulder bag, carring hand bag, shoes boots, female, heaed hat, shoes, "
-                  "top long, pose frontal, pose lateral-frontal, pose lateral, pose lateral-back, pose back, pose varies, "
-                  "motion walking, motion running, motion riding, motion staying, motion varies, top color black, "
-                  "top color white, top color red, top color purple, top color gray, top color blue, top color green, "
-                  "top color brown, top color complex, bottom color black, bottom color white, bottom color red, "
-                  "bottom color grey, bottom color blue, bottom color green, bottom color brown, "
-                  "bottom color complex").split(", ")
+REFERENCE_MARS = (
+    "top short, bottom short, shoulder bag, backpack, hat, hand bag, long hair, female, bottom skirt, "
+    "frontal, lateral-frontal, lateral, lateral-back, back, pose varies, walking, running, riding, staying, "
+    "motion varies, top black, top purple, top green, top blue, top gray, top white, top yellow, top red, "
+    "top complex, bottom white, bottom purple, bottom black, bottom green, bottom gray, bottom pink, "
+    "bottom yellow, bottom blue, bottom brown, bottom complex, young, teenager, adult, old"
+).split(", ")
+REFERENCE_DUKE = (
+    "carring backpack, carring shoulder bag, carring hand bag, shoes boots, female, heaed hat, shoes, "
+    "top long, pose frontal, pose lateral-frontal, pose lateral, pose lateral-back, pose back, pose varies, "
+    "motion walking, motion running, motion riding, motion staying, motion varies, top color black, "
+    "top color white, top color red, top color purple, top color gray, top color blue, top color green, "
+    "top color brown, top color complex, bottom color black, bottom color white, bottom color red, "
+    "bottom color grey, bottom color blue, bottom color green, bottom color brown, "
+    "bottom color complex"
+).split(", ")
 
 
 @pytest.mark.parametrize("name,words", [("mars", REFERENCE_MARS), ("duke", REFERENCE_DUKE)])
@@ -56,7 +60,10 @@ def test_text_sources():
     s = load_schema("mars")
     texts = attribute_texts(s)
     assert set(texts) == {"words", "prompts", "phrases"} and all(len(v) == 43 for v in texts.values())
-    assert texts["prompts"][0] == "the pedestrian has an attribute short sleeves" and texts["phrases"][7] == "gender female"
+    assert (
+        texts["prompts"][0] == "the pedestrian has an attribute short sleeves"
+        and texts["phrases"][7] == "gender female"
+    )
     assert attribute_texts(s, "a photo of a person, {phrase}")["prompts"][4] == "a photo of a person, wearing a hat"
     with pytest.raises(ParError, match="placeholder"):
         attribute_texts(s, "no placeholder")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY, needs_shared, run_par
+from conftest import needs_shared, run_par
 
 SMALL = ["--model", "vtf-par-small", "--epochs", "1", "--batch-size", "4", "--workers", "0", "--frames", "3",
          "--fusion-init", "random"]
@@ -39,26 +39,24 @@ def test_synth_csv_flags_and_columns(tmp_path):
     assert flagged == {(t.person_id, t.camera_id, t.tracklet_no) for t in plan if t.distractor}
 
 
-def test_duke_end_to_end(tmp_path):
-    """Duke through every stage: 36 attributes and 12 groups in every output."""
-    run_par("synth", tmp_path / "duke", "--layout", "duke", "--tracklets", "8", "--frames-per-tracklet", "3-5",
-            "--workers", "1")
-    assert (tmp_path / "duke" / "gallery").is_dir() and (tmp_path / "duke" / "duke_attributes.csv").is_file()
-    run_par("manifest", "duke", tmp_path / "duke", "--out", tmp_path / "m.jsonl")
-    header = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
+def test_duke_through_every_stage(duke, tmp_path):
+    """Duke through training, evaluation, prediction and the ablation: 36 attributes and 12 groups in every output
+    (the README's Duke commands run as written in test_readme)."""
+    root, store = duke["root"], duke["store"]
+    assert (root / "gallery").is_dir() and (root / "duke_attributes.csv").is_file()
+    header = json.loads(duke["manifest"].read_text().splitlines()[0])
     assert len(header["attributes"]) == 36 and len(header["groups"]) == 12
-    run_par("extract", tmp_path / "m.jsonl", "--out", tmp_path / "s.zarr", *TINY)
-    run_par("train", tmp_path / "s.zarr", "--out", tmp_path / "run", *SMALL)
-    ev = run_par("eval", tmp_path / "s.zarr", "--checkpoint", tmp_path / "run")
+    run_par("train", store, "--out", tmp_path / "run", *SMALL)
+    ev = run_par("eval", store, "--checkpoint", tmp_path / "run")
     assert "top color" in ev.stdout
     metrics = json.loads((tmp_path / "run" / "eval-test" / "metrics.json").read_text())
     assert len(metrics["protocol"]["groups"]) == 12 and len(metrics["standard"]["label_mA_per_attribute"]) == 36
     assert len((tmp_path / "run" / "eval-test" / "groups.csv").read_text().splitlines()) == 1 + 12 + 1
-    folder = next((tmp_path / "duke" / "gallery").glob("*/*"))
+    folder = next((root / "gallery").glob("*/*"))
     run_par("predict", folder, "--checkpoint", tmp_path / "run", "--json", tmp_path / "p.json")
     rec = json.loads((tmp_path / "p.json").read_text())["records"][0]
     assert len(rec["probabilities"]) == 36 and len(rec["description"]) == 12
-    run_par("ablation", tmp_path / "s.zarr", "--out", tmp_path / "res", "--sweep-frames", "2", "--variants", "fusion",
+    run_par("ablation", store, "--out", tmp_path / "res", "--sweep-frames", "2", "--variants", "fusion",
             *SMALL[:-4], "--fusion-init", "random")
     assert "12 attribute groups" in (tmp_path / "res" / "ablation.md").read_text()
 
@@ -72,7 +70,10 @@ def test_like_duke_uses_the_real_annotation(tmp_path):
     from par_pipeline.data.manifest import read_manifest
     from par_pipeline.data.schema import load_schema
 
-    real = {(k[0], k[1]): v[0].tolist() for k, v in read_attribute_csv(duke / "duke_attributes.csv", load_schema("duke")).items()}
+    real = {
+        (k[0], k[1]): v[0].tolist()
+        for k, v in read_attribute_csv(duke / "duke_attributes.csv", load_schema("duke")).items()
+    }
     m = read_manifest(tmp_path / "m.jsonl")
     assert len(m.split("train")) == 5 and len(m.split("test")) == 5
     for r in m.records:  # a person seen by one camera more than once has one label set: check it is theirs

@@ -45,7 +45,9 @@ def _gelu_model(tmp_path, name):
     """The tiny config without QuickGELU, registered with open_clip as `name`."""
     import open_clip
 
-    cfg = json.loads((Path(__file__).parent.parent / "data_manifests" / "models" / "clip" / "par-tiny-clip.json").read_text())
+    cfg = json.loads(
+        (Path(__file__).parent.parent / "data_manifests" / "models" / "clip" / "par-tiny-clip.json").read_text()
+    )
     cfg.pop("quick_gelu")
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / f"{name}.json").write_text(json.dumps(cfg))

@@ -110,7 +110,9 @@ def video_frames(path: Path, pp: Preprocess) -> list[np.ndarray]:
             frames = [prepare_image(f.to_image(), pp) for f in container.decode(video=0)]
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise ParError(f"{path}: unreadable video ({type(exc).__name__}: {first}); give an mp4/avi of a person crop") from None
+        raise ParError(
+            f"{path}: unreadable video ({type(exc).__name__}: {first}); give an mp4/avi of a person crop"
+        ) from None
     if not frames:
         raise ParError(f"{path}: the video has no frames; give an mp4/avi of a person crop")
     return frames

@@ -12,7 +12,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -25,10 +25,7 @@ MARS_FRAME = re.compile(r"^(\d{4})C(\d)T(\d{4})F(\d{3,})\.jpg$")
 DUKE_FRAME = re.compile(r"^(\d{4})_C(\d+)_F(\d+)_X(\d+)\.jpg$")
 MARS_SPLITS = {"train": "bbox_train", "test": "bbox_test"}
 DUKE_SPLITS = {"train": ("train",), "test": ("gallery", "query")}
-ATTRIBUTE_CSV = {"mars": "mars_attributes.csv", "duke": "duke_attributes.csv"}
-LAYOUT_TITLES = {"mars": "MARS", "duke": "DukeMTMC-VideoReID"}
-LAYOUT_FOLDERS = {"mars": ", ".join(f"{f}/" for f in MARS_SPLITS.values()),
-                  "duke": ", ".join(f"{f}/" for folders in DUKE_SPLITS.values() for f in folders)}
+MARS_CSV, DUKE_CSV = "mars_attributes.csv", "duke_attributes.csv"
 
 
 @dataclass
@@ -50,9 +47,10 @@ def mars_frame_path(split: str, pid: int, cam: int, trk: int, index: int) -> str
     return f"{MARS_SPLITS[split]}/{pid:04d}/{mars_tracklet_name(pid, cam, trk)}F{index + 1:03d}.jpg"
 
 
-def duke_frame_path(folder: str, pid: int, tracklet_folder: str, cam: int, index: int) -> str:
-    """Relative path of frame `index` (0-based) of a Duke tracklet under train/, gallery/ or query/."""
-    return f"{folder}/{pid:04d}/{tracklet_folder}/{pid:04d}_C{cam}_F{index + 1:04d}_X{index + 1:05d}.jpg"
+def duke_frame_path(split: str, pid: int, cam: int, trk: int, index: int) -> str:
+    """Relative path of frame `index` (0-based) of Duke tracklet `trk` (folder `<trk:04d>`) under train/ or gallery/."""
+    folder = DUKE_SPLITS[split][0]
+    return f"{folder}/{pid:04d}/{trk:04d}/{pid:04d}_C{cam}_F{index + 1:04d}_X{index + 1:05d}.jpg"
 
 
 def mars_tracklet_frames(root: Path, tracklet: str) -> list[Path]:
@@ -60,13 +58,17 @@ def mars_tracklet_frames(root: Path, tracklet: str) -> list[Path]:
     m = MARS_TRACKLET.fullmatch(tracklet)
     if not m:
         raise ParError(f"--tracklet {tracklet}: MARS tracklet ids look like 0001C1T0001")
-    frames = sorted(p for folder in MARS_SPLITS.values() for p in (Path(root) / folder / m.group(1)).glob(f"{tracklet}F*.jpg"))
+    frames = sorted(
+        p for folder in MARS_SPLITS.values() for p in (Path(root) / folder / m.group(1)).glob(f"{tracklet}F*.jpg")
+    )
     if not frames:
         raise ParError(f"{root}: no frames of tracklet {tracklet} under bbox_train/ or bbox_test/")
     return frames
 
 
-def read_attribute_csv(path: Path, schema: AttributeSchema) -> dict[tuple[int, int, int], tuple[np.ndarray, dict[str, str]]]:
+def read_attribute_csv(
+    path: Path, schema: AttributeSchema
+) -> dict[tuple[int, int, int], tuple[np.ndarray, dict[str, str]]]:
     """(person, camera, tracklet) -> (labels, row); fails on missing columns, bad values, duplicates."""
     if not path.is_file():
         raise ParError(f"{path}: attribute CSV not found; pass it with --attributes FILE")
@@ -82,7 +84,9 @@ def read_attribute_csv(path: Path, schema: AttributeSchema) -> dict[tuple[int, i
             except (TypeError, ValueError):
                 raise ParError(f"{where}: id columns {list(ids.values())} must be integers; fix the row") from None
             if key in out:
-                raise ParError(f"{where}: duplicate tracklet row person {key[0]} camera {key[1]} tracklet {key[2]}; remove one")
+                raise ParError(
+                    f"{where}: duplicate tracklet row person {key[0]} camera {key[1]} tracklet {key[2]}; remove one"
+                )
             out[key] = (schema.encode_row(row, where), row)
     return out
 
@@ -121,10 +125,12 @@ def scan_mars(root: Path) -> dict[str, dict[tuple[int, int, int], list[str]]]:
     return found
 
 
-def build_mars_manifest(root: Path, schema: AttributeSchema, attributes: Path | None = None) -> tuple[Manifest, LayoutSummary]:
+def build_mars_manifest(
+    root: Path, schema: AttributeSchema, attributes: Path | None = None
+) -> tuple[Manifest, LayoutSummary]:
     root = Path(root)
     scanned = scan_mars(root)
-    labels = read_attribute_csv(find_csv(root, ATTRIBUTE_CSV["mars"], attributes), schema)
+    labels = read_attribute_csv(find_csv(root, MARS_CSV, attributes), schema)
     summary = LayoutSummary()
     records: list[TrackletRecord] = []
     seen: set[tuple[int, int, int]] = set()
@@ -167,10 +173,12 @@ def scan_duke(root: Path) -> dict[str, list[tuple[int, str, list[str]]]]:
     return found
 
 
-def build_duke_manifest(root: Path, schema: AttributeSchema, attributes: Path | None = None) -> tuple[Manifest, LayoutSummary]:
+def build_duke_manifest(
+    root: Path, schema: AttributeSchema, attributes: Path | None = None
+) -> tuple[Manifest, LayoutSummary]:
     root = Path(root)
     scanned = scan_duke(root)
-    csv_path = find_csv(root, ATTRIBUTE_CSV["duke"], attributes)
+    csv_path = find_csv(root, DUKE_CSV, attributes)
     by_tracklet = {k[2]: (k, v) for k, v in read_attribute_csv(csv_path, schema).items()}
     summary = LayoutSummary()
     records: list[TrackletRecord] = []
@@ -189,8 +197,9 @@ def build_duke_manifest(root: Path, schema: AttributeSchema, attributes: Path | 
             cam = int(DUKE_FRAME.match(Path(frames[0]).name).group(2))
             if (csv_pid, csv_cam) != (pid, cam):
                 raise ParError(
-                    f"{csv_path}: tracklet {number} is person {csv_pid} camera {csv_cam} but folder {folder} of person {pid} "
-                    f"(camera {cam}) takes that place; the dataset root does not have the DukeMTMC-VideoReID layout"
+                    f"{csv_path}: tracklet {number} is person {csv_pid} camera {csv_cam} but folder {folder} of "
+                    f"person {pid} (camera {cam}) takes that place; the dataset root does not have the "
+                    f"DukeMTMC-VideoReID layout"
                 )
             records.append(TrackletRecord(name, split, pid, cam, number, frames, labels.tolist()))
         summary.tracklets[split] = sum(r.split == split for r in records)
@@ -199,7 +208,35 @@ def build_duke_manifest(root: Path, schema: AttributeSchema, attributes: Path | 
     return Manifest(schema, str(root.resolve()), records, layout="duke"), summary
 
 
-LAYOUTS = {"mars": build_mars_manifest, "duke": build_duke_manifest}
+@dataclass(frozen=True)
+class DatasetLayout:
+    """One dataset layout on disk: everything par knows of it (the manifest commands, `par synth`), so adding a
+    dataset is adding one record to `LAYOUTS`."""
+    name: str
+    title: str
+    split_folders: dict[str, tuple[str, ...]]  # split -> its folders; `par synth` writes into the first
+    attribute_csv: str
+    build_manifest: Callable[[Path, AttributeSchema, Path | None], tuple[Manifest, LayoutSummary]]
+    frame_path: Callable[[str, int, int, int, int], str]  # (split, person, camera, tracklet, frame index) -> path
+    global_tracklet_numbers: bool  # tracklets numbered across the dataset (Duke), not per person and camera (MARS)
+
+    @property
+    def folders(self) -> str:
+        return ", ".join(f"{f}/" for folders in self.split_folders.values() for f in folders)
+
+
+LAYOUTS = {layout.name: layout for layout in (
+    DatasetLayout("mars", "MARS", {k: (v,) for k, v in MARS_SPLITS.items()}, MARS_CSV,
+                  build_mars_manifest, mars_frame_path, global_tracklet_numbers=False),
+    DatasetLayout("duke", "DukeMTMC-VideoReID", DUKE_SPLITS, DUKE_CSV, build_duke_manifest,
+                  duke_frame_path, global_tracklet_numbers=True),
+)}
+
+
+def layout_named(name: str, option: str = "--layout") -> DatasetLayout:
+    if name not in LAYOUTS:
+        raise ParError(f"{option} must be one of {list(LAYOUTS)}, not '{name}'")
+    return LAYOUTS[name]
 
 
 def read_mars_info(info_dir: Path) -> dict[str, np.ndarray]:
@@ -210,12 +247,17 @@ def read_mars_info(info_dir: Path) -> dict[str, np.ndarray]:
     for split in ("train", "test"):
         path = Path(info_dir) / f"tracks_{split}_info.mat"
         if not path.is_file():
-            raise ParError(f"{path}: MARS info file not found; point --like-mars at the folder holding mars_attributes.csv and info/")
+            raise ParError(
+                f"{path}: MARS info file not found; point --like-mars at the folder holding mars_attributes.csv "
+                f"and info/"
+            )
         out[split] = np.asarray(loadmat(str(path))[f"track_{split}_info"], dtype=np.int64)
     return out
 
 
-def mars_frame_counts(info: dict[str, np.ndarray], keys: Iterable[tuple[int, int, int]]) -> dict[tuple[int, int, int], tuple[str, int]]:
+def mars_frame_counts(
+    info: dict[str, np.ndarray], keys: Iterable[tuple[int, int, int]]
+) -> dict[tuple[int, int, int], tuple[str, int]]:
     """(pid, cam, trk) -> (split, frame count) for labelled tracklets, from the info files.
 
     Within one (pid, cam) the info rows follow increasing tracklet number, so the k-th row is the
@@ -234,7 +276,10 @@ def mars_frame_counts(info: dict[str, np.ndarray], keys: Iterable[tuple[int, int
             if not trks:
                 continue
             if len(trks) != len(counts):
-                raise ParError(f"MARS info for person {pair[0]} camera {pair[1]} lists {len(counts)} tracklets but the CSV has {len(trks)}")
+                raise ParError(
+                    f"MARS info for person {pair[0]} camera {pair[1]} lists {len(counts)} tracklets but the CSV "
+                    f"has {len(trks)}"
+                )
             for trk, count in zip(trks, counts):
                 out[(pair[0], pair[1], trk)] = (split, count)
     return out

@@ -19,7 +19,6 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-DECODERS = ("pil", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,8 @@ def view_of(k: int, seed: int, tracklet: int, frame: int, pad: int) -> View:
 
 
 def apply_view(img: torch.Tensor, view: View) -> torch.Tensor:
-    """uint8 [3, S, S] (any device) -> the view, same shape: zero pad, crop back to S, then flip (torchvision's order)."""
+    """uint8 [3, S, S] (any device) -> the view, same shape: zero pad, crop back to S, then flip (torchvision's
+    order)."""
     if view.crop is not None:
         s, p = img.shape[-1], view.pad
         top, left = view.crop

@@ -56,8 +56,13 @@ def group_metrics(probs: np.ndarray, labels: np.ndarray, boundaries: Sequence[in
         if e - s == 1:
             tp, fp, fn, tn = (float(c[0]) for c in _label_counts(pred[:, s:e], gt[:, s:e]))
             p, r = tp / (tp + fp + EPS), tp / (tp + fn + EPS)
-            m = {"precision": p, "recall": r, "f1": 2 * p * r / (p + r + EPS),
-                 "accuracy": (tp + tn) / max(1.0, tp + fp + fn + tn), "mA": float(label_ma(pred[:, s:e], gt[:, s:e])[0])}
+            m = {
+                "precision": p,
+                "recall": r,
+                "f1": 2 * p * r / (p + r + EPS),
+                "accuracy": (tp + tn) / max(1.0, tp + fp + fn + tn),
+                "mA": float(label_ma(pred[:, s:e], gt[:, s:e])[0]),
+            }
             kind = "binary"
         else:
             m = instance_metrics(pred[:, s:e], gt[:, s:e])

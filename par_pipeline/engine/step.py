@@ -23,11 +23,13 @@ class TrainingStep:
     """Adam, the per-epoch cosine schedule, autocast and the weighted loss; `make bench` times this same object on
     in-memory tensors, so its figure and `par train`'s differ only by data loading."""
 
-    def __init__(self, model: torch.nn.Module, ddp: torch.nn.Module, lr: float, weight_decay: float, epochs: int,
-                 warmup_epochs: int, warmup_lr: float, min_lr: float, amp: torch.dtype | None,
-                 pos_rate: torch.Tensor | None):
+    def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float, epochs: int, warmup_epochs: int,
+                 warmup_lr: float, min_lr: float, amp: torch.dtype | None, pos_rate: torch.Tensor | None,
+                 ddp: torch.nn.Module | None = None):
+        """`pos_rate`: each attribute's positive rate for the weighted loss (None: plain BCE); `ddp`: the model
+        wrapped in DistributedDataParallel, when several ranks train."""
         device = next(model.parameters()).device
-        self.ddp, self.pos_rate, self.amp, self.device = ddp, pos_rate, amp, device
+        self.ddp, self.pos_rate, self.amp, self.device = ddp or model, pos_rate, amp, device
         # fused Adam on the GPU: one kernel instead of a few per parameter group (the fusion model is small, so
         # kernel launches, not FLOPs, set the step time); on the CPU the default, bit-reproducible path.
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,

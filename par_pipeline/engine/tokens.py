@@ -15,19 +15,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from ..data.sampling import sample_frames
 from ..errors import ParError
 from ..store.reader import TokenStore
 
 EVAL = -1  # the epoch of evaluation keys
-
-
-def sample_frames(n: int, t: int, rng: np.random.Generator | None) -> np.ndarray:
-    """Positions of T frames among n: random (rng given) or evenly spaced (rng None)."""
-    if n <= 0:
-        raise ValueError("a tracklet with no valid frames cannot be sampled")
-    if rng is None:
-        return np.linspace(0, n - 1, t).round().astype(np.int64)
-    return np.sort(rng.choice(n, size=t, replace=n < t))
 
 
 class TrackletTokens(Dataset):
@@ -83,7 +75,7 @@ class TrackletTokens(Dataset):
         frames = valid[sample_frames(len(valid), self.frames, rng)]
         views = int(store.views[i])
         view = rng.integers(views, size=len(frames)) if epoch >= 0 and self.use_views and views > 1 else 0
-        return store.offsets[i] + frames * views + view
+        return store.rows(i, frames, view)
 
     def _buffers(self) -> dict[str, Any]:
         if self._scratch is None:
@@ -159,7 +151,9 @@ class EpochBatches(Sampler):
     """Batches of (tracklet, epoch) keys. Training: a permutation keyed by (seed, epoch), a final batch too small for
     BatchNorm dropped; this rank keeps every world-th item of each global batch. Evaluation: in order, epoch EVAL."""
 
-    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
+    def __init__(
+        self, indices: Sequence[int], batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1
+    ):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
         self.epoch = 0
@@ -168,7 +162,11 @@ class EpochBatches(Sampler):
         self.epoch = epoch
 
     def global_batches(self) -> list[np.ndarray]:
-        order = np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.indices) if self.shuffle else self.indices
+        order = (
+            np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.indices)
+            if self.shuffle
+            else self.indices
+        )
         batches = [order[b:b + self.batch_size] for b in range(0, len(order), self.batch_size)]
         if self.shuffle and batches and len(batches[-1]) < max(2, self.world):
             batches.pop()

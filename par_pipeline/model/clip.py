@@ -24,8 +24,8 @@ import torch
 
 from ..data.preprocess import Preprocess, normalize
 from ..errors import ParError
-from ..precision import PRECISIONS, autocast, autocast_dtype
 from ..outputs import file_sha256
+from ..precision import PRECISIONS, autocast, autocast_dtype
 from ..resources import load_json
 
 _registered = False
@@ -131,9 +131,11 @@ def weights_identity(pretrained: str | None, allow_random_init: bool, seed: int)
     random weights (allowed only with allow_random_init)."""
     if pretrained is None:
         if not allow_random_init:
-            raise ParError("no CLIP weights given: pass --pretrained /path/to/ViT-B-16.pt (OpenAI's file), an open_clip "
-                           "state dict, or --pretrained openai when online; --allow-random-init is for tests and the "
-                           "demo only")
+            raise ParError(
+                "no CLIP weights given: pass --pretrained /path/to/ViT-B-16.pt (OpenAI's file), an open_clip "
+                "state dict, or --pretrained openai when online; --allow-random-init is for tests and the "
+                "demo only"
+            )
         return {"kind": "random-init", "seed": seed}
     path = Path(pretrained)
     if path.is_file():
@@ -212,7 +214,11 @@ class ClipEncoder:
         self.preprocess = preprocess
         grid = size // self.visual.patch_size[0]
         self.num_tokens = grid * grid + 1
-        self.dim = int(self.visual.proj.shape[1]) if self.visual.proj is not None else int(self.visual.ln_post.normalized_shape[0])
+        self.dim = (
+            int(self.visual.proj.shape[1])
+            if self.visual.proj is not None
+            else int(self.visual.ln_post.normalized_shape[0])
+        )
         self.tokenizer = open_clip.get_tokenizer(clip_model)
         self._tokens = self._frame_tokens
         if compile:

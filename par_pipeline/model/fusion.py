@@ -10,69 +10,16 @@ and the final norm come from block 11 and `norm` of an ImageNet ViT-B/16 (`load_
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from timm.models.vision_transformer import Block
 
 from ..errors import ParError
 from ..outputs import file_sha256
-from ..resources import load_json
+from .block import ModelConfig, fusion_block
 from .temporal import TemporalModel, build_temporal
-
-
-@dataclass
-class ModelConfig:
-    name: str = "vtf-par"
-    hidden: int = 768
-    depth: int = 1
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    drop_path: float = 0.1
-    fusion: bool = True  # False: the paper's "w/o FusionFormer" (fully connected layers instead)
-    text_tokens: bool = True  # False: learned attribute queries instead of CLIP text features
-    head_batchnorm: bool = True
-    temporal: str = "mean"
-    temporal_config: dict[str, Any] = field(default_factory=dict)
-    input_dim: int = 512
-    num_attributes: int = 43
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    @property
-    def needs_frames(self) -> bool:
-        """Whether the model reads every frame's tokens (a temporal model) or only their mean."""
-        return self.temporal != "mean"
-
-
-def load_model_config(name_or_path: str = "vtf-par", **overrides: Any) -> ModelConfig:
-    cfg = ModelConfig.from_dict(load_json("models", name_or_path))
-    for k, v in overrides.items():
-        if v is not None:
-            setattr(cfg, k, v)
-    if cfg.temporal != "mean":
-        cfg.temporal_config = load_json("models/temporal", cfg.temporal)
-        if not cfg.fusion:
-            raise ParError(f"temporal model '{cfg.temporal}' feeds the fusion Transformer; it cannot go with --no-fusion")
-    if cfg.hidden % cfg.heads:
-        raise ParError(f"model config {cfg.name}: hidden {cfg.hidden} is not divisible by heads {cfg.heads}")
-    return cfg
-
-
-def fusion_block(cfg: ModelConfig, width: int, heads: int) -> Block:
-    return Block(width, heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, drop_path=cfg.drop_path,
-                 norm_layer=partial(nn.LayerNorm, eps=1e-6))
 
 
 class VTFPAR(nn.Module):
@@ -182,7 +129,9 @@ def _vit_state(source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
                 if isinstance(state, dict) and isinstance(state.get(key), dict):
                     state = state[key]
     except Exception as exc:  # corrupt pickle / safetensors header
-        raise ParError(f"{path}: cannot read checkpoint ({type(exc).__name__}); give a timm ViT checkpoint file") from None
+        raise ParError(
+            f"{path}: cannot read checkpoint ({type(exc).__name__}); give a timm ViT checkpoint file"
+        ) from None
     return state, {"kind": "file", "name": path.name, "sha256": file_sha256(path)}
 
 

@@ -4,18 +4,18 @@ reads, plus optional extra tokens [B, K, H] that join the fusion sequence.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ParError
-
-if TYPE_CHECKING:
-    from .fusion import ModelConfig
+from .block import ModelConfig, check_keys, fusion_block
 
 
 class TemporalModel(nn.Module):
+    KEYS: tuple[str, ...] = ()  # the keys of its config file besides `kind` and `description`
+
     def forward(self, frames: torch.Tensor, embed: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
@@ -23,9 +23,11 @@ class TemporalModel(nn.Module):
 class AttentionPool(TemporalModel):
     """softmax_t(score(frame t)) weighted sum of the frames; the score reads the frame's CLS and mean patch token.
     The last layer starts at zero, so training starts from the plain temporal mean."""
+    KEYS = ("hidden",)
 
-    def __init__(self, dim: int, hidden: int):
+    def __init__(self, cfg: ModelConfig, conf: dict[str, Any]):
         super().__init__()
+        dim, hidden = cfg.input_dim, int(conf["hidden"])
         self.norm = nn.LayerNorm(2 * dim, eps=1e-6)
         self.score = nn.Sequential(nn.Linear(2 * dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.score[-1].weight)
@@ -41,15 +43,16 @@ class TemporalTransformer(TemporalModel):
     """Per frame: the CLS token and a grid x grid average-pooled patch grid, embedded by the model's visual
     embedding, plus a learned time position; a small Transformer over all T*(1+grid^2) of them. The frames' mean
     stays the visual input; the outputs join the fusion sequence."""
+    KEYS = ("grid", "depth", "heads", "max_frames")
 
-    def __init__(self, cfg: "ModelConfig", conf: dict[str, Any]):
+    def __init__(self, cfg: ModelConfig, conf: dict[str, Any]):
         super().__init__()
-        from .fusion import fusion_block
-
         self.grid, self.max_frames = int(conf["grid"]), int(conf["max_frames"])
         self.time = nn.Parameter(torch.zeros(self.max_frames, cfg.hidden))
         nn.init.trunc_normal_(self.time, std=0.02)
-        self.blocks = nn.ModuleList(fusion_block(cfg, cfg.hidden, int(conf["heads"])) for _ in range(int(conf["depth"])))
+        self.blocks = nn.ModuleList(
+            fusion_block(cfg, cfg.hidden, int(conf["heads"])) for _ in range(int(conf["depth"]))
+        )
 
     def forward(self, frames: torch.Tensor, embed: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, N, D = frames.shape
@@ -66,10 +69,14 @@ class TemporalTransformer(TemporalModel):
         return frames.mean(1), x
 
 
-def build_temporal(cfg: "ModelConfig") -> TemporalModel:
+TEMPORAL_MODELS: dict[str, type[TemporalModel]] = {"attention-pool": AttentionPool, "transformer": TemporalTransformer}
+
+
+def build_temporal(cfg: ModelConfig) -> TemporalModel:
     conf = cfg.temporal_config
-    if conf.get("kind") == "attention-pool":
-        return AttentionPool(cfg.input_dim, int(conf["hidden"]))
-    if conf.get("kind") == "transformer":
-        return TemporalTransformer(cfg, conf)
-    raise ParError(f"temporal model '{cfg.temporal}': unknown kind {conf.get('kind')!r} (attention-pool, transformer)")
+    kind = TEMPORAL_MODELS.get(conf.get("kind"))
+    if kind is None:
+        raise ParError(f"temporal model '{cfg.temporal}': unknown kind {conf.get('kind')!r}; one of "
+                       f"{list(TEMPORAL_MODELS)}")
+    check_keys(conf, ("kind", "description", *kind.KEYS), f"temporal model '{cfg.temporal}'", optional=("description",))
+    return kind(cfg, conf)

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DTYPES = ("float16", "float32", "int8")
-
 
 def finite_rows(values: torch.Tensor) -> torch.Tensor:
     """Per row (first axis): are all its values finite? A row's sum is NaN/Inf exactly when one of its values is,

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from ..data.texts import TEXT_SOURCES
 from ..errors import ParError
 
@@ -43,9 +45,9 @@ def store_format_of(path: str | Path, given: str | None = None) -> str:
     return given
 
 
-def row_of(offsets: Any, views: Any, i: int, frame: int, view: int = 0) -> int:
-    """Store row of view `view` of frame `frame` of tracklet i."""
-    return int(offsets[i]) + frame * int(views[i]) + view
+def row_of(offsets: Any, views: Any, i: int, frame: Any, view: Any = 0) -> Any:
+    """Store row of view `view` of frame `frame` of tracklet i; arrays of frames and views give an array of rows."""
+    return offsets[i] + np.asarray(frame, dtype=np.int64) * int(views[i]) + np.asarray(view, dtype=np.int64)
 
 
 def check_identity(expected: dict[str, Any], actual: dict[str, Any], keys: Iterable[str], what: str, where: str,

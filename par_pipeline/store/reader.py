@@ -16,9 +16,20 @@ from ..data.schema import AttributeSchema, schema_from_dict
 from ..errors import ParError
 from .codec import TokenCodec
 from .format import STORE_FORMAT, STORE_VERSION, TEXT_ARRAYS, TOKEN_KEYS, is_url, row_of, store_format_of
-from .shard_files import CorruptStore, ShardFileReader
+from .shard_files import CorruptStore, ShardFileReader, Verify
 
-REQUIRED = ("tokens", "frame_ok", "offsets", "views", "person_id", "frame_index", "labels", "tracklets", "split", *TEXT_ARRAYS.values())
+REQUIRED = (
+    "tokens",
+    "frame_ok",
+    "offsets",
+    "views",
+    "person_id",
+    "frame_index",
+    "labels",
+    "tracklets",
+    "split",
+    *TEXT_ARRAYS.values(),
+)
 
 
 def open_zarr_group(path: str, mode: str = "r") -> Any:
@@ -152,18 +163,35 @@ class TokenStore:
 
     def valid_frames(self, i: int) -> np.ndarray:
         """Positions of tracklet i's frames that hold tokens (frames skipped at extraction left out)."""
-        first = self.offsets[i] + np.arange((self.offsets[i + 1] - self.offsets[i]) // self.views[i]) * self.views[i]
-        return np.flatnonzero(self.frame_ok[first])
+        frames = np.arange((self.offsets[i + 1] - self.offsets[i]) // self.views[i])
+        return np.flatnonzero(self.frame_ok[self.rows(i, frames)])
 
     def row(self, i: int, frame: int, view: int = 0) -> int:
-        return row_of(self.offsets, self.views, i, frame, view)
+        return int(row_of(self.offsets, self.views, i, frame, view))
 
-    def read_rows_into(self, rows: np.ndarray, tokens: np.ndarray, scales: np.ndarray | None = None) -> None:
-        """Stored rows into `tokens` [k, N, D] (store dtype) and, for int8 stores, `scales` [k, N] float32."""
+    def rows(self, i: int, frames: np.ndarray, views: np.ndarray | int = 0) -> np.ndarray:
+        """Store rows of tracklet i's frames (positions) and views."""
+        return row_of(self.offsets, self.views, i, frames, views)
+
+    def locate(self, row: int) -> tuple[int, int, int]:
+        """(tracklet, frame position, view) of a store row: the inverse of `row`."""
+        i = int(np.searchsorted(self.offsets, row, side="right") - 1)
+        frame, view = divmod(row - int(self.offsets[i]), int(self.views[i]))
+        return i, frame, view
+
+    @property
+    def reads_shard_files(self) -> bool:
+        """A local zarr store, read straight from its shard files (checksums checked by par)."""
+        return self.direct is not None
+
+    def read_rows_into(self, rows: np.ndarray, tokens: np.ndarray, scales: np.ndarray | None = None,
+                       verify: Verify = Verify.ONCE) -> None:
+        """Stored rows into `tokens` [k, N, D] (store dtype) and, for int8 stores, `scales` [k, N] float32. `verify`
+        applies to shard-file reads; zarr and HDF5 check every read themselves."""
         if self.direct is not None:
-            self.direct["tokens"].read_into(rows, tokens)
+            self.direct["tokens"].read_into(rows, tokens, verify)
             if scales is not None:
-                self.direct["token_scales"].read_into(rows, scales)
+                self.direct["token_scales"].read_into(rows, scales, verify)
             return
         tokens[...] = self._gather(self.tokens, rows)
         if scales is not None:

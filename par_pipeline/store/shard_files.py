@@ -13,6 +13,7 @@ reader reads it. A chunk missing from the index (never written), a truncated fil
 """
 from __future__ import annotations
 
+import enum
 import json
 import os
 from collections import OrderedDict
@@ -28,6 +29,14 @@ EMPTY = np.uint64(2**64 - 1)
 IOV_MAX = 512  # iovecs per writev call (Linux allows 1024)
 CRC = 4
 
+
+
+class Verify(enum.Enum):
+    """When a row's checksum is checked as it is read. `Verify(text)` refuses anything else, so a typo never reads
+    unverified."""
+    ONCE = "once"  # the first time this reader reads the row (the loader: each row once per process)
+    ALWAYS = "always"  # on every read (`par verify`)
+    NEVER = "never"  # not at all (the bench's raw disk rate)
 
 class CorruptStore(ParError):
     """Stored data that fails its own checks."""
@@ -149,17 +158,20 @@ class ShardFileReader(ShardLayout):
                 raise CorruptStore(f"{self.shard_path(s)}: row {int(missing[0])} has no data (missing shard file or "
                                    f"chunk); the store is corrupt - run `par verify` on it and extract it again")
 
-    def read_into(self, rows: np.ndarray, out: np.ndarray, verify: str = "once") -> np.ndarray:
-        """Rows into `out` [len(rows), ...] (C-contiguous, this dtype), each read straight into place. A row's
-        checksum is checked the first time this reader reads it ("once"), on every read ("always") or not ("never")."""
+    def read_into(self, rows: np.ndarray, out: np.ndarray, verify: Verify = Verify.ONCE) -> np.ndarray:
+        """Rows into `out` [len(rows), ...] (C-contiguous, this dtype), each read straight into place, each row's
+        checksum checked as `verify` says."""
+        verify = Verify(verify)
         for k, r in enumerate(np.asarray(rows, dtype=np.int64)):
             r = int(r)
             s = r // self.shard_frames
             fd, index = self.shard_index(s)
             offset, nbytes = index[r % self.shard_frames]
             if offset == EMPTY:
-                raise CorruptStore(f"{self.shard_path(s)}: row {r} has no data (missing shard file or chunk); the store "
-                                   f"is corrupt - run `par verify` on it and extract it again")
+                raise CorruptStore(
+                    f"{self.shard_path(s)}: row {r} has no data (missing shard file or chunk); the store "
+                    f"is corrupt - run `par verify` on it and extract it again"
+                )
             if nbytes != self.row_bytes + CRC:
                 raise CorruptStore(f"{self.shard_path(s)}: chunk of row {r} has {int(nbytes)} bytes, expected "
                                    f"{self.row_bytes + CRC}; the store is corrupt - extract it again")
@@ -167,7 +179,7 @@ class ShardFileReader(ShardLayout):
             if got != self.row_bytes + CRC:
                 raise CorruptStore(f"{self.shard_path(s)}: truncated shard file (row {r}); the store is corrupt - "
                                    f"extract it again")
-            if verify == "always" or (verify == "once" and not self._verified[r]):
+            if verify is Verify.ALWAYS or (verify is Verify.ONCE and not self._verified[r]):
                 if crc32c(out[k]) != int(self._crc[0]):
                     raise CorruptStore(f"{self.shard_path(s)}: row {r} fails its checksum; the store is corrupt - "
                                        f"run `par verify` on it and extract it again")

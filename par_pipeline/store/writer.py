@@ -14,7 +14,7 @@ import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -24,6 +24,9 @@ from ..outputs import fault_point
 from .codec import TokenCodec, finite_rows
 from .format import TEXT_ARRAYS, is_url
 from .shard_files import ShardFileWriter
+
+if TYPE_CHECKING:
+    from .reader import TokenStore
 
 
 @dataclass
@@ -36,8 +39,6 @@ class StorePlan:
     offsets: np.ndarray  # [T+1] int64
     views: np.ndarray  # [T] uint8: rows per frame
     frame_index: np.ndarray  # [R] int32: the row's frame in the manifest's frame list
-    row_view: np.ndarray  # [R] uint8: which view the row holds
-    row_tracklet: np.ndarray  # [R] int32
     num_tokens: int
     dim: int
 
@@ -53,12 +54,8 @@ def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs:
     from zarr.codecs import Crc32cCodec
 
     g = zarr.open_group(path, mode="w-", zarr_format=3)
-    R, N, D = plan.num_rows, plan.num_tokens, plan.dim
-    g.create_array("tokens", shape=(R, N, D), chunks=(1, N, D), shards=(shard_frames, N, D), dtype=codec.name,
-                   compressors=[Crc32cCodec()], fill_value=0)
-    if codec.scaled:
-        g.create_array("token_scales", shape=(R, N), chunks=(1, N), shards=(shard_frames, N), dtype="float32",
-                       compressors=[Crc32cCodec()], fill_value=0)
+    R = plan.num_rows
+    create_token_arrays(g, R, plan.num_tokens, plan.dim, codec, shard_frames)
     g.create_array("frame_ok", shape=(R,), chunks=(shard_frames,), dtype="uint8", compressors=[Crc32cCodec()],
                    fill_value=0)
     g.create_array("done", shape=(max(1, -(-R // shard_frames)),), chunks=(1,), dtype="uint8", fill_value=0)
@@ -75,6 +72,57 @@ def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs:
             arr[:] = np.array(values, dtype=object)
     g.attrs.update(attrs)
     return g
+
+
+def token_arrays(codec: TokenCodec) -> tuple[str, ...]:
+    """The arrays that hold a store's tokens."""
+    return ("tokens", "token_scales") if codec.scaled else ("tokens",)
+
+
+def create_token_arrays(g: Any, rows: int, num_tokens: int, dim: int, codec: TokenCodec, shard_frames: int) -> None:
+    """The token arrays of a zarr store: one row per chunk with its crc32c, `shard_frames` rows per shard file."""
+    from zarr.codecs import Crc32cCodec
+
+    g.create_array("tokens", shape=(rows, num_tokens, dim), chunks=(1, num_tokens, dim),
+                   shards=(shard_frames, num_tokens, dim), dtype=codec.name, compressors=[Crc32cCodec()], fill_value=0)
+    if codec.scaled:
+        g.create_array(
+            "token_scales",
+            shape=(rows, num_tokens),
+            chunks=(1, num_tokens),
+            shards=(shard_frames, num_tokens),
+            dtype="float32",
+            compressors=[Crc32cCodec()],
+            fill_value=0,
+        )
+
+
+def convert_store(src: "TokenStore", dst: Path, dtype: str) -> None:
+    """A copy of a finished local zarr store with its tokens re-encoded in another dtype (e.g. int8), no CLIP: every
+    other array and attribute as in `src`, shards written as `par extract` writes them."""
+    import shutil
+
+    from .reader import open_zarr_group
+
+    codec = TokenCodec(dtype)
+    shutil.copytree(src.path, dst)
+    g = open_zarr_group(str(dst), mode="r+")
+    for name in token_arrays(src.codec):
+        del g[name]
+    R, S = int(src.tokens.shape[0]), int(src.attrs["shard_frames"])
+    create_token_arrays(g, R, src.num_tokens, src.dim, codec, S)
+    writers = {name: ShardFileWriter.for_array(Path(dst) / name) for name in token_arrays(codec)}
+    for s in range(-(-R // S)):
+        rows = np.arange(s * S, min((s + 1) * S, R))
+        present = src.frame_ok[rows].astype(np.uint8)
+        tokens, scales = src.read_rows(rows[present.astype(bool)])
+        full = np.zeros((len(rows), src.num_tokens, src.dim), dtype=np.float32)
+        full[present.astype(bool)] = src.codec.decode(torch.from_numpy(tokens), None if scales is None
+                                                      else torch.from_numpy(scales)).numpy()
+        encoded = dict(zip(("tokens", "token_scales"), codec.encode(torch.from_numpy(full))))
+        for name, writer in writers.items():
+            writer.write(s, encoded[name].numpy(), present)
+    g.attrs.update({"dtype": dtype})
 
 
 def zarr_to_h5(src: Any, dst: Path, chunk_rows: int = 256) -> None:
@@ -105,7 +153,13 @@ class ShardSink:
     def __init__(self, g: Any, target: str, shard_frames: int, num_tokens: int, dim: int, codec: TokenCodec,
                  device: torch.device, report: Callable[[int], None], describe_row: Callable[[int], str],
                  depth: int = 3, direct_writes: bool = True):
-        self.g, self.shard_frames, self.codec, self.report, self.describe_row = g, shard_frames, codec, report, describe_row
+        self.g, self.shard_frames, self.codec, self.report, self.describe_row = (
+            g,
+            shard_frames,
+            codec,
+            report,
+            describe_row,
+        )
         local = direct_writes and not is_url(target)
         self.direct = {name: ShardFileWriter.for_array(Path(target) / name) for name in self.arrays} if local else None
         if self.direct is not None and None in self.direct.values():
@@ -114,8 +168,10 @@ class ShardSink:
         self.stream = torch.cuda.Stream(device) if self.cuda else None
         self.free: queue.Queue = queue.Queue()
         for _ in range(depth):
-            buf = {"tokens": torch.empty((shard_frames, num_tokens, dim), dtype=codec.torch_dtype, pin_memory=self.cuda),
-                   "finite": torch.empty(shard_frames, dtype=torch.bool, pin_memory=self.cuda)}
+            buf = {
+                "tokens": torch.empty((shard_frames, num_tokens, dim), dtype=codec.torch_dtype, pin_memory=self.cuda),
+                "finite": torch.empty(shard_frames, dtype=torch.bool, pin_memory=self.cuda),
+            }
             if codec.scaled:
                 buf["token_scales"] = torch.empty((shard_frames, num_tokens), dtype=torch.float32, pin_memory=self.cuda)
             self.free.put(buf)
@@ -126,7 +182,7 @@ class ShardSink:
 
     @property
     def arrays(self) -> tuple[str, ...]:
-        return ("tokens", "token_scales") if self.codec.scaled else ("tokens",)
+        return token_arrays(self.codec)
 
     def take(self) -> dict[str, torch.Tensor]:
         self.raise_failure()

@@ -15,58 +15,33 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from ..config import ExtractConfig, TrainConfig, configure
+from ..config import BenchConfig, ExtractConfig, build_config, configure
 from ..data.layouts import build_mars_manifest
 from ..data.preprocess import load_frame
+from ..data.sampling import sample_frames
 from ..data.schema import load_schema
-from ..engine.losses import attribute_loss
 from ..engine.step import TrainingStep
-from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, sample_frames, tracklet_batches
+from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
 from ..errors import ParError
 from ..model.clip import ClipEncoder
-from ..model.fusion import VTFPAR, load_model_config
 from ..outputs import write_json
-from ..precision import input_dtype
+from ..precision import autocast_dtype, input_dtype
 from ..store.codec import TokenCodec
-from ..store.reader import TokenStore, open_zarr_group
-from ..store.writer import ShardSink, StorePlan, create_zarr
+from ..store.reader import TokenStore
+from ..store.shard_files import Verify
+from ..store.writer import ShardSink, StorePlan, convert_store, create_zarr
 from ..tools.synth import plan_random, write_synth
 from ..workflows.extract import encode_shards, extract, preprocess_of
 from ..workflows.train import build_model, train
 
 PARTS = ("extract", "train", "predict", "sweep")
 Log = Callable[[str], None]
-
-
-@dataclass
-class BenchSizes:
-    clip_model: str = "ViT-B-16-quickgelu"
-    fusion_model: str = "vtf-par"
-    device: str = "cpu"
-    precision: str | None = None  # default: fp16 on a GPU, fp32 on a CPU (CPU fp16 is an emulation, not a figure)
-    decode: str = "pil"
-    compile: bool = False
-    batch_size: int = 32
-    workers: int = 2
-    train_workers: int | None = None
-    tracklets: int = 16
-    frames_per_tracklet: int = 8
-    train_batch: int = 16
-    epochs: int = 2
-    sweep_epochs: int = 2
-    sweep_frames: list[int] = field(default_factory=lambda: [1, 2, 4, 6])
-    host_frames: int = 4096
-
-    @property
-    def clip_precision(self) -> str:
-        return self.precision or ("fp16" if self.device.startswith("cuda") else "fp32")
 
 
 def _sync(device: torch.device) -> None:
@@ -78,7 +53,7 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def _extract_config(sizes: BenchSizes, out: Path, **kw: Any) -> tuple[ExtractConfig, dict]:
+def _extract_config(sizes: BenchConfig, out: Path, **kw: Any) -> tuple[ExtractConfig, dict]:
     return configure("extract", None, [("bench", {
         "out": str(out), "clip_model": sizes.clip_model, "allow_random_init": True, "precision": sizes.clip_precision,
         "batch_size": sizes.batch_size, "shard_frames": max(64, sizes.batch_size), "workers": sizes.workers,
@@ -91,7 +66,7 @@ def _cosines(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
             "max_abs_diff": float((a.float() - b.float()).abs().max())}
 
 
-def bench_extract(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
+def bench_extract(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
     data = work / "mars"
     if not data.exists():
         write_synth(data, plan_random("mars", sizes.tracklets, (sizes.frames_per_tracklet,) * 2, seed=0),
@@ -127,7 +102,9 @@ def bench_extract(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     (ta, da), (tb, db) = stamps[1], stamps[-1]  # from the first written shard: loading and start-up excluded
     pipe_fps = (db - da) / (tb - ta) if tb > ta else res.rows / wall
-    log(f"pipeline: {pipe_fps:,.1f} frames/s; waited for decoded frames {res.loader_wait_s:.1f} of {res.encode_s:.1f} s")
+    log(
+        f"pipeline: {pipe_fps:,.1f} frames/s; waited for decoded frames {res.loader_wait_s:.1f} of {res.encode_s:.1f} s"
+    )
     store = TokenStore(cfg.out)
     floor = store.codec.bytes_per_frame(store.num_tokens, store.dim)
     per_frame = _dir_bytes(Path(cfg.out) / "tokens") / res.rows
@@ -136,7 +113,7 @@ def bench_extract(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
     n = min(200, len(store))
     for i in range(n):
         frames = store.valid_frames(i)
-        store.read_rows(store.offsets[i] + frames[sample_frames(len(frames), 6, rng)] * store.views[i])
+        store.read_rows(store.rows(i, frames[sample_frames(len(frames), 6, rng)]))
     read_ms = (time.perf_counter() - t) / n * 1000
     host = {d: bench_host_loop(enc, sizes, d, log) for d in ("float16", "int8")}
     return {"clip_model": cfg.clip_model, "device": str(enc.device), "precision": cfg.precision, "decode": cfg.decode,
@@ -176,13 +153,11 @@ class _InstantEncoder:
         return self.tokens[:len(images)]
 
 
-def bench_host_loop(enc: ClipEncoder, sizes: BenchSizes, dtype: str, log: Log) -> dict[str, Any]:
+def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) -> dict[str, Any]:
     """The extraction loop's serial host capacity: `par extract`'s own loop (`encode_shards`: loader hand-off,
     encoding into the shard buffers, checksummed shard writes by the writer thread) with JPEG decoding and CLIP
     stubbed out, once per write path (direct shard files, as `par extract` writes local stores, vs zarr-python's).
     The store goes to /dev/shm where there is one, so this machine's disk does not set the figure."""
-    from ..data.frames import collate_rows  # noqa: F401  (the loop's collate, used inside encode_shards)
-
     codec = TokenCodec(dtype)
     frame_bytes = codec.bytes_per_frame(enc.num_tokens, enc.dim)
     shm = Path("/dev/shm")
@@ -190,14 +165,18 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchSizes, dtype: str, log: Log) -
     shard = max(64, sizes.batch_size)
     frames = sizes.host_frames - sizes.host_frames % shard
     stub = _InstantEncoder(enc, sizes.batch_size)
-    out: dict[str, Any] = {"frames": frames, "batch_size": sizes.batch_size, "shard_frames": shard, "store_on": str(base)}
+    out: dict[str, Any] = {
+        "frames": frames,
+        "batch_size": sizes.batch_size,
+        "shard_frames": shard,
+        "store_on": str(base),
+    }
     for name, direct in (("direct", True), ("zarr", False)):
         target = base / f"par-bench-host-{os.getpid()}-{dtype}-{name}.zarr"
         shutil.rmtree(target, ignore_errors=True)
         plan = StorePlan(tracklets=["t"], split=["train"], person_ids=np.zeros(1, np.int64),
                          labels=np.zeros((1, 1), np.uint8), offsets=np.array([0, frames]), views=np.ones(1, np.uint8),
-                         frame_index=np.arange(frames, dtype=np.int32), row_view=np.zeros(frames, np.uint8),
-                         row_tracklet=np.zeros(frames, np.int32), num_tokens=enc.num_tokens, dim=enc.dim)
+                         frame_index=np.arange(frames, dtype=np.int32), num_tokens=enc.num_tokens, dim=enc.dim)
         g = create_zarr(str(target), plan, {}, {}, codec, shard)
         stamps: list[tuple[float, int]] = []
         written = [0]
@@ -209,8 +188,9 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchSizes, dtype: str, log: Log) -
         sink = ShardSink(g, str(target), shard, enc.num_tokens, enc.dim, codec, enc.device, report, str,
                          direct_writes=direct)
         t, cpu = time.perf_counter(), os.times()
-        encode_shards(stub, _InstantFrames(frames, enc.preprocess.size), list(range(frames // shard)), shard,
-                      sizes.batch_size, sizes.workers, sink, "error", {})
+        encode_shards(stub, _InstantFrames(frames, enc.preprocess.size), shards=list(range(frames // shard)),
+                      shard_frames=shard, batch_size=sizes.batch_size, workers=sizes.workers, sink=sink,
+                      on_bad_frame="error")
         end = os.times()
         (ta, da), (tb, db) = stamps[0], stamps[-1]
         fps = (db - da) / (tb - ta) if tb > ta else frames / (time.perf_counter() - t)
@@ -222,32 +202,6 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchSizes, dtype: str, log: Log) -
         log(f"extract host loop, {dtype}, {name} writes: {fps:,.0f} frames/s, user CPU "
             f"{out[name]['user_ms_per_frame']:.3f} ms/frame")
     return out
-
-
-def int8_copy(src: TokenStore, dst: Path) -> None:
-    """The same store with int8 tokens (a bench helper: re-encodes the stored float rows, no CLIP)."""
-    from ..store.shard_files import ShardFileWriter
-
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src.path, dst)
-    g = open_zarr_group(str(dst), mode="r+")
-    del g["tokens"]
-    a = src.attrs
-    codec = TokenCodec("int8")
-    R, N, D, S = int(src.tokens.shape[0]), src.num_tokens, src.dim, int(a["shard_frames"])
-    from zarr.codecs import Crc32cCodec
-
-    g.create_array("tokens", shape=(R, N, D), chunks=(1, N, D), shards=(S, N, D), dtype="int8",
-                   compressors=[Crc32cCodec()], fill_value=0)
-    g.create_array("token_scales", shape=(R, N), chunks=(1, N), shards=(S, N), dtype="float32",
-                   compressors=[Crc32cCodec()], fill_value=0)
-    writers = {n: ShardFileWriter.for_array(dst / n) for n in ("tokens", "token_scales")}
-    for s in range(-(-R // S)):
-        rows = np.arange(s * S, min((s + 1) * S, R))
-        tokens, scales = codec.encode(torch.from_numpy(src.read_rows(rows)[0]).float())
-        writers["tokens"].write(s, tokens.numpy(), src.frame_ok[rows])
-        writers["token_scales"].write(s, scales.numpy(), src.frame_ok[rows])
-    g.attrs.update({"dtype": "int8"})
 
 
 def _loader_rate(store_path: str, indices: np.ndarray, batch_size: int, workers: int, dtype: torch.dtype,
@@ -273,8 +227,7 @@ def _loader_rate(store_path: str, indices: np.ndarray, batch_size: int, workers:
 def disk_random_read(store: TokenStore, rows: int = 600, seed: int = 0) -> dict[str, float]:
     """The disk's own random-read rate for store rows (page cache dropped first): one row at a time, and with a
     batch's rows announced together (posix_fadvise WILLNEED), as the loader reads them."""
-    reader = store.direct["tokens"] if store.direct else None
-    if reader is None:
+    if not store.reads_shard_files:
         return {}
     rng = np.random.default_rng(seed)
     picks = rng.choice(int(store.tokens.shape[0]), size=min(rows, int(store.tokens.shape[0])), replace=False)
@@ -287,14 +240,14 @@ def disk_random_read(store: TokenStore, rows: int = 600, seed: int = 0) -> dict[
         for b in range(0, len(picks), batch):
             group = picks[b:b + batch]
             if batch > 1:
-                reader.prefetch(group)
+                store.prefetch(group)
             for r in group:
-                reader.read_into(np.array([r]), buf, verify="never")
+                store.read_rows_into(np.array([r]), buf, verify=Verify.NEVER)
         out[f"{name}_rows_per_s"] = len(picks) / (time.perf_counter() - t)
     return out
 
 
-def bench_train(store_path: Path, work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
+def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
     """Training from the store vs the same `TrainingStep` on one in-memory batch, so the ratio is what data loading
     costs; the loader alone warm and cold; checksum verification and int8 stores against float16."""
     store = TokenStore(store_path)
@@ -305,8 +258,9 @@ def bench_train(store_path: Path, work: Path, sizes: BenchSizes, log: Log) -> di
         "fusion_init": "random"})])
     net, _ = build_model(cfg, store)
     net.to(dev)
-    steps = TrainingStep(net, net, cfg.lr, cfg.weight_decay, 100, 1, cfg.warmup_lr, cfg.min_lr, None if dev.type == "cpu"
-                         else torch.bfloat16, torch.from_numpy(store.labels.mean(0).astype(np.float32)).to(dev))
+    steps = TrainingStep(net, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=100, warmup_epochs=1,
+                         warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=None if dev.type == "cpu" else torch.bfloat16,
+                         pos_rate=torch.from_numpy(store.labels.mean(0).astype(np.float32)).to(dev))
     x = torch.randn(sizes.train_batch, store.num_tokens, store.dim, device=dev).to(input_dtype(dev, cfg.precision))
     y = (torch.rand(sizes.train_batch, len(store.attribute_names), device=dev) > 0.5).float()
 
@@ -328,7 +282,8 @@ def bench_train(store_path: Path, work: Path, sizes: BenchSizes, log: Log) -> di
     no_readahead = _loader_rate(str(store_path), idx, sizes.train_batch, workers, dtype, readahead=False)
     cold = _loader_rate(str(store_path), idx, sizes.train_batch, workers, dtype, cold=True)
     int8_path = work / "store-int8.zarr"
-    int8_copy(store, int8_path)
+    shutil.rmtree(int8_path, ignore_errors=True)
+    convert_store(store, int8_path, "int8")
     int8_warm = _loader_rate(str(int8_path), idx, sizes.train_batch, workers, dtype)
     int8_cold = _loader_rate(str(int8_path), idx, sizes.train_batch, workers, dtype, cold=True)
     disk = disk_random_read(store)
@@ -360,60 +315,63 @@ def bench_train(store_path: Path, work: Path, sizes: BenchSizes, log: Log) -> di
 
 def _verify_cost(store: TokenStore, rows: int = 2000) -> dict[str, float]:
     """ms per row read warm: checksum checked on every read vs never (the loader checks each row once per process)."""
-    reader = store.direct["tokens"] if store.direct else None
-    if reader is None:
+    if not store.reads_shard_files:
         return {}
     picks = np.flatnonzero(store.frame_ok)[:rows]
     buf = np.empty((1, store.num_tokens, store.dim), dtype=store.codec.numpy_dtype)
     out = {}
-    for mode in ("never", "always"):
+    for mode in (Verify.NEVER, Verify.ALWAYS):
         t = time.perf_counter()
         for r in picks:
-            reader.read_into(np.array([r]), buf, verify=mode)
-        out[f"ms_per_row_verify_{mode}"] = (time.perf_counter() - t) / len(picks) * 1e3
+            store.read_rows_into(np.array([r]), buf, verify=mode)
+        out[f"ms_per_row_verify_{mode.value}"] = (time.perf_counter() - t) / len(picks) * 1e3
     return out
 
 
-def bench_sweep(work: Path, extract_s: float, sizes: BenchSizes, log: Log, project_epochs: int = 20) -> dict[str, Any]:
+def bench_sweep(work: Path, extract_s: float, sizes: BenchConfig, log: Log, project_epochs: int = 20) -> dict[str, Any]:
     """A frame-count sweep: ours = the extraction (timed by the extract part, same store) + training from the store
     per T; the reference way = decode + CLIP on every sampled frame at every step, same data and models. Both are
     measured for `sweep_epochs`; the projection scales each side's measured per-epoch cost (extraction happens once)."""
     store_path = work / "store.zarr"
     store = TokenStore(store_path)
     manifest, _ = build_mars_manifest(work / "mars", load_schema("mars"))
-    ours = {}
+    ours, configs = {}, {}
     for T in sizes.sweep_frames:
         shutil.rmtree(work / f"sweep-T{T}", ignore_errors=True)
-        cfg, recipe = configure("train", None, [("bench", {
+        configs[T], recipe = configure("train", None, [("bench", {
             "store": str(store_path), "out": str(work / f"sweep-T{T}"), "model": sizes.fusion_model, "frames": T,
             "epochs": sizes.sweep_epochs, "batch_size": sizes.train_batch, "device": sizes.device,
             "warmup_epochs": 0, "fusion_init": "random"})])
         t = time.perf_counter()
-        train(cfg, recipe)
+        train(configs[T], recipe)
         ours[T] = time.perf_counter() - t
     ecfg, _ = _extract_config(sizes, work / "unused")
     enc = ClipEncoder(store.attrs["clip_model"], None, True, sizes.device, ecfg.precision, preprocess_of(ecfg))
     train_recs = manifest.split("train")
     dev = torch.device(sizes.device)
-    net = VTFPAR(load_model_config(sizes.fusion_model, input_dim=store.dim, num_attributes=len(store.attribute_names)),
-                 torch.from_numpy(store.text_features("words"))).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    pos_rate = torch.from_numpy(store.labels[store.indices("train")].mean(0).astype(np.float32)).to(dev)
     reference = {}
     rng = np.random.default_rng(0)
     for T in sizes.sweep_frames:
+        cfg = configs[T]
+        net, _ = build_model(cfg, store)
+        steps = TrainingStep(net.to(dev), lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                             warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
+                             amp=autocast_dtype(cfg.precision, dev), pos_rate=pos_rate)
+        net.train()
         t = time.perf_counter()
-        for _ in range(sizes.sweep_epochs):
+        for epoch in range(sizes.sweep_epochs):
+            steps.start_epoch(epoch)
             order = rng.permutation(len(train_recs))
             for b in range(0, len(order) - 1, sizes.train_batch):
                 recs = [train_recs[i] for i in order[b:b + sizes.train_batch]]
                 imgs = [load_frame(manifest.resolve(r.frames[j]), enc.preprocess)[0]
                         for r in recs for j in sample_frames(len(r.frames), T, rng)]
-                feats = enc.encode_frames(torch.from_numpy(np.stack(imgs))).float().view(len(recs), T, store.num_tokens, store.dim).mean(1)
+                feats = enc.encode_frames(torch.from_numpy(np.stack(imgs))).float()
+                x = feats.view(len(recs), T, store.num_tokens, store.dim).mean(1).to(dev)
                 y = torch.tensor([r.labels for r in recs], dtype=torch.float32, device=dev)
-                loss = attribute_loss(net(feats.to(dev)), y, None)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
+                steps.step(x, y)
+        _sync(dev)
         reference[T] = time.perf_counter() - t
         log(f"sweep T={T}: ours {ours[T]:.1f}s (+{extract_s:.1f}s extraction once), reference {reference[T]:.1f}s")
     total_ours, total_ref = extract_s + sum(ours.values()), sum(reference.values())
@@ -427,16 +385,17 @@ def bench_sweep(work: Path, extract_s: float, sizes: BenchSizes, log: Log, proje
             "note": "ours includes per-epoch evaluation on the test split; the reference loop trains only"}
 
 
-def bench_predict(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
+def bench_predict(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
     """`par predict` throughput: all frames of every synthetic test tracklet, batched through CLIP together."""
     from ..workflows.predict import TrackletInput, predict
 
     manifest, _ = build_mars_manifest(work / "mars", load_schema("mars"))
     items = [TrackletInput(r.tracklet, frames=[manifest.resolve(f) for f in r.frames]) for r in manifest.split("test")]
-    run = str(work / "bench-run")
-    predict(items[:2], run, device=sizes.device, batch_size=sizes.batch_size, workers=sizes.workers)  # warm-up
+    cfg = build_config("predict", [("bench", {"checkpoint": str(work / "bench-run"), "device": sizes.device,
+                                              "batch_size": sizes.batch_size, "workers": sizes.workers})])
+    predict(items[:2], cfg)  # warm-up
     t = time.perf_counter()
-    predict(items, run, device=sizes.device, batch_size=sizes.batch_size, workers=sizes.workers)
+    predict(items, cfg)
     wall = time.perf_counter() - t
     frames = sum(len(i.frames or []) for i in items)
     log(f"predict: {len(items) / wall:,.2f} tracklets/s")
@@ -445,8 +404,9 @@ def bench_predict(work: Path, sizes: BenchSizes, log: Log) -> dict[str, Any]:
             "device": sizes.device}
 
 
-def run_bench(out: Path, part: str, sizes: BenchSizes, log: Log) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """Run the parts asked for (`all` or a comma list of extract,train,predict,sweep); bench.json and table rows."""
+    out, part = Path(sizes.out), sizes.part
     parts = set(PARTS) if part == "all" else set(part.split(","))
     if not parts <= set(PARTS):
         raise ParError(f"--part must be all or a comma-separated subset of {','.join(PARTS)}, not '{part}'")
@@ -478,15 +438,31 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
     if "extract" in results:
         e = results["extract"]
-        rows += [(f"extract model-only ({e['clip_model']}, {e['precision']}, batch {e['batch_size']}"
-                  f"{', compiled' if e['compile'] else ''})", f"{e['model_only_fps']:,.1f} frames/s", ""),
-                 (f"extract pipeline ({e['decode']} decoding, {e['workers']} workers)", f"{e['pipeline_fps']:,.1f} frames/s", ""),
-                 ("pipeline / model-only", f"{e['pipeline_over_model']:.3f}", ">= 0.9"),
-                 ("float16 bytes per frame / raw floor 2*N*D",
-                  f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}", "<= 1.02"),
-                 ("int8 bytes per frame / float16 floor", f"{e['int8_bytes_per_frame'] / e['raw_floor_bytes']:.3f}",
-                  "<= 0.51"),
-                 ("random read of T=6 frames", f"{e['random_read_ms_T6']:.2f} ms", "")]
+        rows += [
+            (
+                f"extract model-only ({e['clip_model']}, {e['precision']}, batch {e['batch_size']}"
+                f"{', compiled' if e['compile'] else ''})",
+                f"{e['model_only_fps']:,.1f} frames/s",
+                "",
+            ),
+            (
+                f"extract pipeline ({e['decode']} decoding, {e['workers']} workers)",
+                f"{e['pipeline_fps']:,.1f} frames/s",
+                "",
+            ),
+            ("pipeline / model-only", f"{e['pipeline_over_model']:.3f}", ">= 0.9"),
+            (
+                "float16 bytes per frame / raw floor 2*N*D",
+                f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}",
+                "<= 1.02",
+            ),
+            (
+                "int8 bytes per frame / float16 floor",
+                f"{e['int8_bytes_per_frame'] / e['raw_floor_bytes']:.3f}",
+                "<= 0.51",
+            ),
+            ("random read of T=6 frames", f"{e['random_read_ms_T6']:.2f} ms", ""),
+        ]
         for p, a in e["precision_vs_fp32"].items():
             rows.append((f"tokens {p} vs fp32: min / mean cosine", f"{a['min_token_cosine']:.6f} / "
                          f"{a['mean_token_cosine']:.6f}", ""))
@@ -495,19 +471,32 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                          f"{a['mean_token_cosine']:.6f}", ">= 0.999" if d == "int8" else ""))
         for d, h in e["host_loop"].items():
             for name in ("direct", "zarr"):
-                rows.append((f"extract host loop ({d}), CLIP+decode stubbed, {name} writes",
-                             f"{h[name]['frames_per_s']:,.0f} frames/s ({h[name]['user_ms_per_frame']:.3f} ms user CPU)",
-                             ">= 10,000" if name == "direct" else ""))
+                rows.append(
+                    (
+                        f"extract host loop ({d}), CLIP+decode stubbed, {name} writes",
+                        f"{h[name]['frames_per_s']:,.0f} frames/s ({h[name]['user_ms_per_frame']:.3f} ms user CPU)",
+                        ">= 10,000" if name == "direct" else "",
+                    )
+                )
     if "train" in results:
         r = results["train"]
-        rows += [(f"train model-only ({r['model']}, batch {r['batch_size']})", f"{r['model_only_samples_per_s']:,.1f} samples/s", ""),
-                 ("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", ""),
-                 ("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9"),
-                 (f"loader alone, warm ({r['workers']} workers)", f"{r['loader_warm_samples_per_s']:,.1f} samples/s", ""),
-                 ("loader alone, warm, no readahead", f"{r['loader_warm_no_readahead_samples_per_s']:,.1f} samples/s", ""),
-                 ("loader alone, int8 store, warm", f"{r['int8_loader_warm_samples_per_s']:,.1f} samples/s", ""),
-                 ("loader alone, cold page cache (float16 / int8)",
-                  f"{r['loader_cold_samples_per_s']:,.1f} / {r['int8_loader_cold_samples_per_s']:,.1f} samples/s", "")]
+        rows += [
+            (
+                f"train model-only ({r['model']}, batch {r['batch_size']})",
+                f"{r['model_only_samples_per_s']:,.1f} samples/s",
+                "",
+            ),
+            ("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", ""),
+            ("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9"),
+            (f"loader alone, warm ({r['workers']} workers)", f"{r['loader_warm_samples_per_s']:,.1f} samples/s", ""),
+            ("loader alone, warm, no readahead", f"{r['loader_warm_no_readahead_samples_per_s']:,.1f} samples/s", ""),
+            ("loader alone, int8 store, warm", f"{r['int8_loader_warm_samples_per_s']:,.1f} samples/s", ""),
+            (
+                "loader alone, cold page cache (float16 / int8)",
+                f"{r['loader_cold_samples_per_s']:,.1f} / {r['int8_loader_cold_samples_per_s']:,.1f} samples/s",
+                "",
+            ),
+        ]
         if r["disk_random_read"]:
             d = r["disk_random_read"]
             rows += [("disk random rows/s, cold (one at a time / batches announced)",
@@ -520,11 +509,23 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                          f"{v['ms_per_row_verify_always']:.4f} ms", ""))
     if "predict" in results:
         p = results["predict"]
-        rows.append((f"predict ({p['tracklets']} tracklets, all {p['frames']} frames)", f"{p['tracklets_per_s']:,.2f} tracklets/s", ""))
+        rows.append(
+            (
+                f"predict ({p['tracklets']} tracklets, all {p['frames']} frames)",
+                f"{p['tracklets_per_s']:,.2f} tracklets/s",
+                "",
+            )
+        )
     if "sweep" in results:
         w = results["sweep"]
-        rows += [(f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)", f"{w['ours_total_s']:.1f} s", ""),
-                 ("sweep the reference way (CLIP every step)", f"{w['reference_total_s']:.1f} s", ""),
-                 (f"sweep speedup, measured ({w['epochs']} epoch(s))", f"{w['speedup']:.2f}x", ""),
-                 (f"sweep speedup, projected to {w['projected_epochs']} epochs", f"{w['projected_speedup']:.1f}x", "")]
+        rows += [
+            (
+                f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)",
+                f"{w['ours_total_s']:.1f} s",
+                "",
+            ),
+            ("sweep the reference way (CLIP every step)", f"{w['reference_total_s']:.1f} s", ""),
+            (f"sweep speedup, measured ({w['epochs']} epoch(s))", f"{w['speedup']:.2f}x", ""),
+            (f"sweep speedup, projected to {w['projected_epochs']} epochs", f"{w['projected_speedup']:.1f}x", ""),
+        ]
     return rows

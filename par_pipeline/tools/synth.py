@@ -5,10 +5,11 @@ shoes, build, pose, motion and age follow its CSV row (`data_manifests/synth/<la
 drives which part). As in real tracklets, the evidence varies from frame to frame
 (`data_manifests/synth/frames.json`): the pose wanders around the labelled one (a backpack is plain only from
 behind, straps from the front), occluders hide the head, a side, the torso or the lower body, exposure and colour
-cast change, frames blur and change scale, and a share of tracklets carries a frame of another person or of no one (flagged in the CSV's
-wrong-target / target-miss columns, as MARS flags them). So averaging more frames genuinely helps. Same seed,
-same bytes.
+cast change, frames blur and change scale, and a share of tracklets carries a frame of another person or of no
+one (flagged in the CSV's wrong-target / target-miss columns, as MARS flags them). So averaging more frames
+genuinely helps. Same seed, same bytes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,17 +17,19 @@ import dataclasses
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ..data.layouts import (ATTRIBUTE_CSV, LAYOUTS, MARS_SPLITS, duke_frame_path, mars_frame_counts, mars_frame_path,
-                            read_attribute_csv, read_mars_info)
+from ..data.layouts import LAYOUTS, DatasetLayout, layout_named, mars_frame_counts, read_attribute_csv, read_mars_info
 from ..data.schema import load_schema
 from ..errors import ParError
 from ..outputs import replace_dir
 from ..resources import load_json
+
+if TYPE_CHECKING:
+    from ..config import SynthConfig
 
 
 @dataclass(frozen=True)
@@ -40,11 +43,8 @@ class SynthTracklet:
     seed: int
     distractor: str = ""  # "", "wrong-target" or "target-miss": one frame shows another person or no one
 
-    def frame_path(self, layout: str, i: int) -> str:
-        if layout == "mars":
-            return mars_frame_path(self.split, self.person_id, self.camera_id, self.tracklet_no, i)
-        folder = "train" if self.split == "train" else "gallery"
-        return duke_frame_path(folder, self.person_id, f"{self.tracklet_no:04d}", self.camera_id, i)
+    def frame_path(self, layout: DatasetLayout, i: int) -> str:
+        return layout.frame_path(self.split, self.person_id, self.camera_id, self.tracklet_no, i)
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,9 @@ def draw_person(d: ImageDraw.ImageDraw, a: Appearance, ident: np.random.Generato
     if not a.trousers:  # skirt or dress: a trapezoid
         end = 0.72 if a.short_bottom else 0.86
         colour = a.bottom_colour if a.bottom_colour is not None else stripes[0]
-        d.polygon([(x(-half), y(0.5)), (x(half), y(0.5)), (x(half + 0.08), y(end)), (x(-half - 0.08), y(end))], fill=colour)
+        d.polygon(
+            [(x(-half), y(0.5)), (x(half), y(0.5)), (x(half + 0.08), y(end)), (x(-half - 0.08), y(end))], fill=colour
+        )
     if motion == 2:  # riding: wheels
         for wx in (-0.3, 0.3):
             d.ellipse([x(wx - 0.16), y(0.78), x(wx + 0.16), y(1.0)], outline=(10, 10, 10), width=3)
@@ -193,7 +195,9 @@ def draw_person(d: ImageDraw.ImageDraw, a: Appearance, ident: np.random.Generato
     elif pose == 2:
         d.ellipse([x(0.04), y(0.1), x(0.06), y(0.115)], fill=(10, 10, 10))
     if a.hat:
-        brim, crown = ((180, 20, 20), (150, 15, 15)) if a.top_colour != (200, 30, 30) else ((20, 20, 180), (15, 15, 150))
+        brim, crown = (
+            ((180, 20, 20), (150, 15, 15)) if a.top_colour != (200, 30, 30) else ((20, 20, 180), (15, 15, 150))
+        )
         d.rectangle([x(-hr * 1.2), y(0.02), x(hr * 1.2), y(0.07)], fill=brim)
         d.rectangle([x(-hr * 0.9), y(-0.01), x(hr * 0.9), y(0.03)], fill=crown)
     return {"head": (x(-0.14), y(-0.03), x(0.14), y(0.2)), "torso": (x(-half - 0.02), y(0.2), x(half + 0.02), y(0.5)),
@@ -220,7 +224,9 @@ def render_frame(t: SynthTracklet, index: int, height: int, width: int, spec: di
         a = appearance(t.row, spec)
         if distractor_frame:  # wrong target: somebody else in this frame
             a = appearance(sample_row(np.random.default_rng([t.seed, 99]), spec), spec)
-        regions = draw_person(d, a, ident, rng, W, H, _frame_pose(a.pose, rng, nuisance["pose_change"]), index, nuisance)
+        regions = draw_person(
+            d, a, ident, rng, W, H, _frame_pose(a.pose, rng, nuisance["pose_change"]), index, nuisance
+        )
     if regions is not None and rng.random() < nuisance["occluder"]:  # something passes in front of one part
         names = list(nuisance["occluder_regions"])
         p = np.array([nuisance["occluder_regions"][n] for n in names])
@@ -230,7 +236,9 @@ def render_frame(t: SynthTracklet, index: int, height: int, width: int, spec: di
         img = img.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.8, 2.2))))
     arr = np.asarray(img, dtype=np.float32)
     light = nuisance["lighting"]  # this frame's exposure and colour cast (clouds, shade, camera gain)
-    arr = arr * (1 + rng.uniform(-light["brightness"], light["brightness"])) + rng.uniform(-light["cast"], light["cast"], 3)
+    arr = arr * (1 + rng.uniform(-light["brightness"], light["brightness"])) + rng.uniform(
+        -light["cast"], light["cast"], 3
+    )
     if rng.random() < nuisance["motion_blur"]:  # a horizontal smear, as a moving person or camera
         k = int(rng.integers(3, 9))
         arr = np.mean([np.roll(arr, s, axis=1) for s in range(-(k // 2), k - k // 2)], axis=0)
@@ -238,7 +246,7 @@ def render_frame(t: SynthTracklet, index: int, height: int, width: int, spec: di
     return Image.fromarray(np.clip(np.round(arr), 0, 255).astype(np.uint8))
 
 
-def _write_tracklet(args: tuple[SynthTracklet, Path, int, int, str, dict, dict]) -> int:
+def _write_tracklet(args: tuple[SynthTracklet, Path, int, int, DatasetLayout, dict, dict]) -> int:
     t, out, height, width, layout, spec, nuisance = args
     for i in range(t.num_frames):
         path = out / t.frame_path(layout, i)
@@ -253,9 +261,7 @@ def _distractor(rng: np.random.Generator, share: float) -> str:
 
 def _specs(layout: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The layout's synth spec and the per-frame nuisance; the layout is checked here, before anything is drawn."""
-    if layout not in LAYOUTS:
-        raise ParError(f"--layout must be one of {list(LAYOUTS)}, not '{layout}'")
-    return load_json("synth", layout), load_json("synth", "frames")
+    return load_json("synth", layout_named(layout).name), load_json("synth", "frames")
 
 
 def plan_random(layout: str, tracklets_per_split: int, frames: tuple[int, int], seed: int) -> list[SynthTracklet]:
@@ -277,7 +283,7 @@ def plan_random(layout: str, tracklets_per_split: int, frames: tuple[int, int], 
             for k, cam in enumerate(cams[: tracklets_per_split - made]):
                 number += 1
                 n = int(rng.integers(frames[0], frames[1] + 1))
-                trk = k + 1 if layout == "mars" else number  # Duke numbers tracklets across the whole dataset
+                trk = number if LAYOUTS[layout].global_tracklet_numbers else k + 1
                 plan.append(SynthTracklet(split, pid, int(cam), trk, n, row, int(rng.integers(2**31)),
                                           _distractor(rng, nuisance["distractor_tracklets"])))
                 made += 1
@@ -287,16 +293,18 @@ def plan_random(layout: str, tracklets_per_split: int, frames: tuple[int, int], 
 def plan_like_mars(like: Path, tracklets_per_split: int | None, seed: int) -> list[SynthTracklet]:
     """Identities, labels and real frame counts from the MARS annotation and info files."""
     like = Path(like)
-    labels = read_attribute_csv(like / ATTRIBUTE_CSV["mars"], load_schema("mars"))
+    labels = read_attribute_csv(like / LAYOUTS["mars"].attribute_csv, load_schema("mars"))
     counts = mars_frame_counts(read_mars_info(like / "info"), labels.keys())
     return _plan_like("mars", {k: (s, n) for k, (s, n) in counts.items()}, labels, tracklets_per_split, seed)
 
 
-def plan_like_duke(like: Path, tracklets_per_split: int | None, frames: tuple[int, int], seed: int) -> list[SynthTracklet]:
+def plan_like_duke(
+    like: Path, tracklets_per_split: int | None, frames: tuple[int, int], seed: int
+) -> list[SynthTracklet]:
     """Identities and labels from the Duke annotation (tracklet ids up to the spec's `train_tracklets` are the
     training split); frame counts drawn from `frames` (the release has no per-tracklet counts)."""
     spec = load_json("synth", "duke")
-    labels = read_attribute_csv(Path(like) / ATTRIBUTE_CSV["duke"], load_schema("duke"))
+    labels = read_attribute_csv(Path(like) / LAYOUTS["duke"].attribute_csv, load_schema("duke"))
     rng = np.random.default_rng([seed, 1])
     splits = {k: ("train" if k[2] <= spec["train_tracklets"] else "test", int(rng.integers(frames[0], frames[1] + 1)))
               for k in sorted(labels)}
@@ -307,7 +315,9 @@ def plan_like_duke(like: Path, tracklets_per_split: int | None, frames: tuple[in
     return [dataclasses.replace(t, tracklet_no=n + 1) for n, t in enumerate(ordered)]
 
 
-def _plan_like(layout: str, splits: dict, labels: dict, tracklets_per_split: int | None, seed: int) -> list[SynthTracklet]:
+def _plan_like(
+    layout: str, splits: dict, labels: dict, tracklets_per_split: int | None, seed: int
+) -> list[SynthTracklet]:
     spec, nuisance = _specs(layout)
     rng = np.random.default_rng(seed)
     plan: list[SynthTracklet] = []
@@ -332,22 +342,53 @@ def write_synth(out: Path, plan: list[SynthTracklet], layout: str = "mars", heig
         raise ParError(f"{out}: already exists; par writes a synthetic dataset into a new folder - choose another")
     spec, nuisance = _specs(layout)
     schema = load_schema(spec["schema"])
+    lay = LAYOUTS[layout]
 
     def build(tmp: Path) -> None:
-        folders = MARS_SPLITS.values() if layout == "mars" else ("train", "gallery")
-        for folder in folders:
-            (tmp / folder).mkdir(parents=True)
-        with open(tmp / ATTRIBUTE_CSV[layout], "w", newline="") as f:
+        for folders in lay.split_folders.values():
+            (tmp / folders[0]).mkdir(parents=True)
+        with open(tmp / lay.attribute_csv, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(schema.csv_columns)
-            for t in sorted(plan, key=lambda t: t.tracklet_no) if layout == "duke" else plan:
+            for t in sorted(plan, key=lambda t: t.tracklet_no) if lay.global_tracklet_numbers else plan:
                 row = {"person_id": t.person_id, "camera_id": t.camera_id, "tracklets_id": t.tracklet_no, **t.row,
                        **({t.distractor: 1} if t.distractor else {})}
                 w.writerow([row.get(c, 0) for c in schema.csv_columns])
-        jobs = [(t, tmp, height, width, layout, spec, nuisance) for t in plan]
+        jobs = [(t, tmp, height, width, lay, spec, nuisance) for t in plan]
         with ProcessPoolExecutor(max(1, workers)) as pool:
             for n in (pool.map(_write_tracklet, jobs, chunksize=4) if workers > 1 else map(_write_tracklet, jobs)):
                 if progress:
                     progress(n)
 
     replace_dir(out, "synthetic dataset", build)
+
+
+def parse_span(text: str) -> tuple[int, int]:
+    """`--frames-per-tracklet`: N or MIN-MAX."""
+    lo, _, hi = text.partition("-")
+    try:
+        return int(lo), int(hi or lo)
+    except ValueError:
+        raise ParError(f"--frames-per-tracklet must be N or MIN-MAX, not '{text}'") from None
+
+
+def synthesize(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | None = None
+               ) -> tuple[str, list[SynthTracklet]]:
+    """`par synth`: plan (random, or like the real MARS / Duke annotation) and render; returns the layout and plan."""
+    frames = parse_span(cfg.frames_per_tracklet)
+    if cfg.like_mars is not None:
+        layout, plan = "mars", plan_like_mars(Path(cfg.like_mars), cfg.tracklets, cfg.seed)
+    elif cfg.like_duke is not None:
+        layout, plan = "duke", plan_like_duke(Path(cfg.like_duke), cfg.tracklets, frames, cfg.seed)
+    else:
+        layout = cfg.layout
+        plan = plan_random(layout, 40 if cfg.tracklets is None else cfg.tracklets, frames, cfg.seed)
+    total, done = sum(t.num_frames for t in plan), 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress:
+            on_progress(done, total)
+    write_synth(Path(cfg.out), plan, layout, cfg.height, cfg.width, cfg.workers, step)
+    return layout, plan

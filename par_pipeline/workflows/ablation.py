@@ -93,9 +93,15 @@ def point_metrics(point: SweepPoint) -> Path:
 def summarise(points: list[SweepPoint], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for p, m in zip(points, results):
-        rows.setdefault((p.variant, p.frames), []).append({"seed": p.seed, "run": p.key, **m["protocol"]["mean"],
-                                                          "label_mA": m["standard"]["label_mA"],
-                                                          "group_f1": {g["name"]: g["f1"] for g in m["protocol"]["groups"]}})
+        rows.setdefault((p.variant, p.frames), []).append(
+            {
+                "seed": p.seed,
+                "run": p.key,
+                **m["protocol"]["mean"],
+                "label_mA": m["standard"]["label_mA"],
+                "group_f1": {g["name"]: g["f1"] for g in m["protocol"]["groups"]},
+            }
+        )
     out = []
     for (variant, T), runs in rows.items():
         row: dict[str, Any] = {"variant": variant, "frames": T, "seeds": len(runs)}
@@ -117,7 +123,9 @@ def results_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     t_main = 6 if 6 in frames else frames[-1]
     table1 = [[variants[r["variant"]]["label"], _cell(r, "precision"), _cell(r, "recall"), _cell(r, "f1")]
               for r in rows if r["frames"] == t_main]
-    by_variant = {v: {r["frames"]: r for r in rows if r["variant"] == v} for v in dict.fromkeys(r["variant"] for r in rows)}
+    by_variant = {
+        v: {r["frames"]: r for r in rows if r["variant"] == v} for v in dict.fromkeys(r["variant"] for r in rows)
+    }
     table3 = [[variants[v]["label"], *(_cell(cells[T], "f1") if T in cells else "" for T in frames)]
               for v, cells in by_variant.items()]
     grid = [[r["variant"], r["frames"], _cell(r, "precision"), _cell(r, "recall"), _cell(r, "f1"), _cell(r, "mA")]

@@ -9,11 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import check_device
+from ..config import EvalConfig, check_device
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions, majority_baseline
 from ..engine.tokens import TrackletTokens, default_workers
-from ..errors import ParError
 from ..outputs import replace_dir
 from ..precision import autocast_dtype
 from ..reports import GROUP_HEADER, csv_text, group_rows, group_table_markdown
@@ -31,30 +30,27 @@ def default_eval_dir(checkpoint: str, split: str, frames: int | None, sampling: 
                                                 meta.get("seed", 0) if seed is None else seed)
 
 
-def evaluate_checkpoint(store_path: str, checkpoint: str, out_dir: str | None = None, frames: int | None = None,
-                        split: str = "test", device: str = "cpu", workers: int | None = None,
-                        threshold: float | None = None, sampling: str | None = None, seed: int | None = None,
-                        baseline: bool = False) -> dict[str, Any]:
-    check_device(device)
-    if frames is not None and frames < 1:
-        raise ParError(f"--frames must be at least 1, got {frames}")
-    if threshold is not None and not 0 < threshold <= 1:
-        raise ParError(f"--threshold must be in (0, 1], got {threshold}")
-    model, meta = load_checkpoint(checkpoint, device)
+def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate `cfg.checkpoint` on `cfg.split` of `cfg.store`; writes the eval folder and returns its metrics (with
+    `out`, the folder)."""
+    check_device(cfg.device)
+    store_path, checkpoint = cfg.store, cfg.checkpoint
+    model, meta = load_checkpoint(checkpoint, cfg.device)
     store = TokenStore(store_path)
     check_store_matches(meta, store.identity, store_path)
     store.check_shards()
+    split = cfg.split
     idx = store.indices(split)
-    frames = frames or meta["eval_frames"]
-    sampling = sampling or meta.get("eval_sampling", "fixed")
-    seed = meta.get("seed", 0) if seed is None else seed
-    threshold = meta["threshold"] if threshold is None else threshold
-    out = Path(out_dir) if out_dir else default_eval_dir(checkpoint, split, frames if frames != meta["eval_frames"] else None,
-                                                         sampling, seed)
-    dev = torch.device(device)
+    frames = cfg.frames or meta["eval_frames"]
+    sampling = cfg.sampling or meta.get("eval_sampling", "fixed")
+    seed = meta.get("seed", 0) if cfg.seed is None else cfg.seed
+    threshold = meta["threshold"] if cfg.threshold is None else cfg.threshold
+    out = Path(cfg.out) if cfg.out else default_eval_dir(checkpoint, split, frames if frames != meta["eval_frames"]
+                                                         else None, sampling, seed)
+    dev = torch.device(cfg.device)
     amp = autocast_dtype(meta["train_config"].get("precision", "auto"), dev)
     dataset = TrackletTokens(store_path, frames, seed, keep_frames=model.cfg.needs_frames, sampling=sampling)
-    probs = predict_split(model, dataset, idx, default_workers(workers, dev), dev, amp)
+    probs = predict_split(model, dataset, idx, default_workers(cfg.workers, dev), dev, amp)
     labels = store.labels[idx]
     a = store.attrs
     metrics = evaluate_predictions(probs, labels, a["group_boundaries"], a["groups"], threshold)
@@ -67,7 +63,7 @@ def evaluate_checkpoint(store_path: str, checkpoint: str, out_dir: str | None = 
         _, last_meta = read_checkpoint_meta(last)
         metrics["last_epoch"] = {"epoch": last_meta["epoch"], "split": last_meta.get("eval_split", "test"),
                                  "protocol_mean": last_meta["metrics"]["protocol"]["mean"]}
-    if baseline:
+    if cfg.baseline:
         base = majority_baseline(store.labels[store.indices(meta["train_config"]["train_split"])], labels,
                                  a["group_boundaries"])
         metrics["baseline"] = {"kind": "majority value of each group on the training split",

@@ -25,9 +25,9 @@ from ..config import ExtractConfig, check_device
 from ..data.frames import FrameRows, collate_rows, decode_rows
 from ..data.manifest import Manifest
 from ..data.preprocess import Preprocess
+from ..data.sampling import sample_frames
 from ..data.texts import attribute_texts
 from ..distributed import DistContext
-from ..engine.tokens import sample_frames
 from ..errors import ParError
 from ..model.clip import ClipEncoder, weights_identity
 from ..outputs import atomic_write, exclusive, io_errors
@@ -86,14 +86,15 @@ def plan_store(manifest: Manifest, cfg: ExtractConfig, num_tokens: int, dim: int
             position.append(np.full(v, k))
             frame_index.append(np.full(v, k))
         offsets.append(offsets[-1] + len(idx) * v)
-    cat = lambda parts, dtype: np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)  # noqa: E731
+
+    def cat(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
     plan = StorePlan(
         tracklets=[r.tracklet for r in manifest.records], split=[r.split for r in manifest.records],
         person_ids=np.array([r.person_id for r in manifest.records], dtype=np.int64),
         labels=np.array([r.labels for r in manifest.records], dtype=np.uint8).reshape(len(manifest.records), -1),
         offsets=np.array(offsets, dtype=np.int64), views=np.array(views, dtype=np.uint8),
-        frame_index=cat(frame_index, np.int32), row_view=cat(view, np.uint8), row_tracklet=cat(tracklet, np.int32),
-        num_tokens=num_tokens, dim=dim)
+        frame_index=cat(frame_index, np.int32), num_tokens=num_tokens, dim=dim)
     return plan, RowPlan(paths, cat(view, np.int16), cat(tracklet, np.int64), cat(position, np.int64))
 
 
@@ -217,13 +218,12 @@ def _extract_into(manifest: Manifest, cfg: ExtractConfig, attrs: dict[str, Any],
 
     frames = FrameRows(rows.paths, enc.preprocess, rows.view, rows.tracklet, rows.position, cfg.view_seed, cfg.view_pad)
     sink = ShardSink(g, target, cfg.shard_frames, enc.num_tokens, enc.dim, codec, enc.device, report, describe_row)
-    stats: dict[str, float] = {}
     t_start = time.perf_counter()
-    encoded = encode_shards(enc, frames, mine, cfg.shard_frames, cfg.batch_size, cfg.workers, sink, cfg.on_bad_frame,
-                            stats)
+    encoded = encode_shards(enc, frames, shards=mine, shard_frames=cfg.shard_frames, batch_size=cfg.batch_size,
+                            workers=cfg.workers, sink=sink, on_bad_frame=cfg.on_bad_frame)
     dist.barrier()
-    result = ExtractResult(total, len(plan.tracklets), encoded, resumed_shards=resumed,
-                           encode_s=time.perf_counter() - t_start, loader_wait_s=stats.get("loader_wait_s", 0.0))
+    result = ExtractResult(total, len(plan.tracklets), encoded.rows, resumed_shards=resumed,
+                           encode_s=time.perf_counter() - t_start, loader_wait_s=encoded.loader_wait_s)
     if dist.is_main:
         result.skipped = _finalize(g, target, out, fmt, rows.paths)
     dist.barrier()
@@ -246,28 +246,34 @@ class ShardBatches(Sampler):
         return len(self.shards) * -(-self.shard_frames // self.batch_size)
 
 
+@dataclass
+class Encoded:
+    """What the extraction loop did: rows encoded, and the time spent waiting for decoded frames."""
+    rows: int
+    loader_wait_s: float
+
+
 @torch.inference_mode()
-def encode_shards(encoder: Any, frames: Dataset, shards: list[int], shard_frames: int, batch_size: int, workers: int,
-                  sink: ShardSink, on_bad_frame: str, stats: dict[str, float]) -> int:
+def encode_shards(encoder: Any, frames: Dataset, *, shards: list[int], shard_frames: int, batch_size: int,
+                  workers: int, sink: ShardSink, on_bad_frame: str) -> Encoded:
     """The extraction loop: decode `shards`' rows in loader workers, encode them with `encoder` (anything with
-    `device` and `encode_frames(uint8 images) -> [B, N, D]`) and hand each batch to the sink; returns the rows
-    encoded. `stats["loader_wait_s"]` gets the time spent waiting for decoded frames. `make bench` runs this same
-    loop with decoding and CLIP stubbed out to measure the loop's own host cost."""
+    `device` and `encode_frames(uint8 images) -> [B, N, D]`) and hand each batch to the sink. `make bench` runs this
+    same loop with decoding and CLIP stubbed out to measure the loop's own host cost."""
     if not shards:
         sink.close()
-        return 0
+        return Encoded(0, 0.0)
     num_rows = len(frames)
     device = encoder.device
     loader = DataLoader(frames, batch_sampler=ShardBatches(shards, shard_frames, batch_size, num_rows),
                         num_workers=workers, pin_memory=device.type == "cuda", collate_fn=collate_rows,
                         persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
-    shard, buf, ok, filled, encoded = -1, None, np.zeros(0, np.uint8), 0, 0
+    shard, buf, ok, filled, encoded, waited = -1, None, np.zeros(0, np.uint8), 0, 0, 0.0
     batches = iter(loader)
     try:
         while True:
             t0 = time.perf_counter()
             batch = next(batches, None)
-            stats["loader_wait_s"] = stats.get("loader_wait_s", 0.0) + time.perf_counter() - t0
+            waited += time.perf_counter() - t0
             if batch is None:
                 break
             sink.raise_failure()
@@ -297,7 +303,7 @@ def encode_shards(encoder: Any, frames: Dataset, shards: list[int], shard_frames
         sink.close(surface=False)  # the error at hand wins over a writer failure it may have caused
         raise
     sink.close()
-    return encoded
+    return Encoded(encoded, waited)
 
 
 def _finalize(g: Any, target: str, out: str, fmt: str, paths: list[str]) -> list[str]:

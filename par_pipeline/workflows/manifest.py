@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data.layouts import LAYOUTS, LayoutSummary
+from ..data.layouts import LayoutSummary, layout_named
 from ..data.manifest import Manifest, write_manifest
 from ..data.schema import load_schema
 from ..errors import ParError
@@ -11,9 +11,8 @@ from ..errors import ParError
 
 def make_manifest(layout: str, root: Path, out: Path, attributes: Path | None = None,
                   schema: str | None = None) -> tuple[Manifest, LayoutSummary]:
-    if layout not in LAYOUTS:
-        raise ParError(f"unknown layout '{layout}'; use one of {sorted(LAYOUTS)}")
-    manifest, summary = LAYOUTS[layout](Path(root), load_schema(schema or layout), attributes)
+    manifest, summary = layout_named(layout, "layout").build_manifest(Path(root), load_schema(schema or layout),
+                                                                       attributes)
     if not manifest.records:
         raise ParError(f"{root}: no labelled tracklets found; check the dataset root and the attribute CSV")
     write_manifest(manifest, out)

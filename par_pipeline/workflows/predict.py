@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..config import check_device
+from ..config import PredictConfig, check_device
 from ..data.frames import FrameRows, collate_rows, decode_rows, video_frames
 from ..data.layouts import mars_tracklet_frames
 from ..data.preprocess import Preprocess
+from ..data.sampling import sample_frames
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..engine.metrics import is_positive
-from ..engine.tokens import sample_frames
 from ..errors import ParError
 from ..model.clip import ClipEncoder, weights_identity
 from ..outputs import json_format_is, write_output_file
@@ -45,7 +45,9 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def collect_inputs(paths: Sequence[Path], mars_root: Path | None = None, tracklet_ids: Sequence[str] = ()) -> list[TrackletInput]:
+def collect_inputs(
+    paths: Sequence[Path], mars_root: Path | None = None, tracklet_ids: Sequence[str] = ()
+) -> list[TrackletInput]:
     """Frame folders (one tracklet each, or a folder of such folders), video files, MARS tracklet ids."""
     out: list[TrackletInput] = []
     for path in map(Path, paths):
@@ -114,17 +116,16 @@ def describe(probs: np.ndarray, schema: AttributeSchema, threshold: float) -> tu
     return answers, confidence
 
 
-def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None = None, device: str = "cpu",
-            frames: int | None = None, batch_size: int = 64, on_progress: Callable[[int, int], None] | None = None,
-            workers: int = 2) -> list[dict[str, Any]]:
-    check_device(device)
-    if frames is not None and frames < 1:
-        raise ParError(f"--frames must be at least 1, got {frames}")
-    model, meta = load_checkpoint(checkpoint, device)
-    enc = encoder_for_checkpoint(meta, pretrained, device)
+def predict(inputs: list[TrackletInput], cfg: PredictConfig,
+            on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """One record per input (README: `par predict --json`)."""
+    check_device(cfg.device)
+    device, batch_size = cfg.device, cfg.batch_size
+    model, meta = load_checkpoint(cfg.checkpoint, device)
+    enc = encoder_for_checkpoint(meta, cfg.pretrained, device)
     codec = TokenCodec(meta["store_identity"]["dtype"])
     keep = model.cfg.needs_frames
-    frames = frames or (meta["eval_frames"] if keep else None)
+    frames = cfg.frames or (meta["eval_frames"] if keep else None)
     # Which frames of each tracklet: all (default) or T evenly spaced (the rule `par eval` uses).
     jobs: list[tuple[int, Any]] = []
     counts = []
@@ -157,7 +158,7 @@ def predict(inputs: list[TrackletInput], checkpoint: str, pretrained: str | None
     files = [p for p, (_, item) in enumerate(jobs) if not isinstance(item, np.ndarray)]
     if files:  # decode JPEGs in loader workers while CLIP runs, as `par extract` does
         rows = FrameRows([str(jobs[p][1]) for p in files], enc.preprocess)
-        loader = DataLoader(rows, batch_size=batch_size, num_workers=workers, collate_fn=collate_rows,
+        loader = DataLoader(rows, batch_size=batch_size, num_workers=cfg.workers, collate_fn=collate_rows,
                             pin_memory=enc.device.type == "cuda")
         for r, payload, good, reasons in loader:
             images, good, reasons = decode_rows(rows, r, payload, good, reasons, enc.device)
@@ -189,16 +190,16 @@ def _is_predictions_csv(path: Path) -> bool:
         return False
 
 
-def write_predictions(records: list[dict[str, Any]], checkpoint: str, json_out: Path | None, csv_out: Path | None) -> None:
+def write_predictions(records: list[dict[str, Any]], cfg: PredictConfig) -> None:
     """`--json`: {format, version, checkpoint, records}; `--csv`: one row per tracklet (answers, then probabilities)."""
-    if json_out is not None:
-        text = json.dumps({"format": PREDICTIONS_FORMAT, "version": 1, "checkpoint": checkpoint, "records": records},
-                          indent=2) + "\n"
-        write_output_file(json_out, "predictions file", json_format_is(PREDICTIONS_FORMAT),
+    if cfg.json is not None:
+        text = json.dumps({"format": PREDICTIONS_FORMAT, "version": 1, "checkpoint": cfg.checkpoint,
+                           "records": records}, indent=2) + "\n"
+        write_output_file(Path(cfg.json), "predictions file", json_format_is(PREDICTIONS_FORMAT),
                           lambda tmp: tmp.write_text(text))
-    if csv_out is not None:
+    if cfg.csv is not None:
         groups, attrs = list(records[0]["description"]), list(records[0]["probabilities"])
         rows = [[r["tracklet"], r["frames"], *(r["description"][g] for g in groups),
                  *(f"{r['probabilities'][a]:.4f}" for a in attrs)] for r in records]
         text = csv_text(["tracklet", "frames", *groups, *(f"p({a})" for a in attrs)], rows)
-        write_output_file(csv_out, "predictions CSV", _is_predictions_csv, lambda tmp: tmp.write_text(text))
+        write_output_file(Path(cfg.csv), "predictions CSV", _is_predictions_csv, lambda tmp: tmp.write_text(text))

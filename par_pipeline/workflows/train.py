@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -26,7 +25,8 @@ from ..engine.metrics import evaluate_predictions
 from ..engine.step import TrainingStep, deterministic
 from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
 from ..errors import ParError
-from ..model.fusion import VTFPAR, load_fusion_init, load_model_config
+from ..model.block import load_model_config
+from ..model.fusion import VTFPAR, load_fusion_init
 from ..options import as_dict, results_view
 from ..outputs import claim_dir, exclusive, fault_point, remove_own
 from ..precision import autocast_dtype, input_dtype
@@ -38,9 +38,9 @@ RUN_CONFIG_FORMAT = "par-run-config"
 
 def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, Any]]:
     """The model and the record of how its fusion part was initialised."""
-    mcfg = load_model_config(cfg.model, fusion=cfg.fusion, text_tokens=cfg.text_tokens, depth=cfg.depth,
-                             drop_path=cfg.drop_path, temporal=cfg.temporal, input_dim=store.dim,
-                             num_attributes=len(store.attribute_names))
+    mcfg = load_model_config(cfg.model, fusion=cfg.fusion, text_tokens=cfg.text_tokens, drop_path=cfg.drop_path,
+                             temporal=cfg.temporal, input_dim=store.dim, num_attributes=len(store.attribute_names),
+                             depth=cfg.depth)
     model = VTFPAR(mcfg, torch.from_numpy(store.text_features(cfg.text_source)))
     if not cfg.fusion:
         return model, {"kind": "none (no fusion Transformer)"}
@@ -51,7 +51,9 @@ def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, 
     return model, load_fusion_init(model, cfg.fusion_init or "random")
 
 
-def split_validation(store: TokenStore, train_idx: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def split_validation(
+    store: TokenStore, train_idx: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) tracklets: a `fraction` of the training persons, drawn with `seed`, held out whole."""
     if fraction <= 0:
         return train_idx, np.zeros(0, dtype=np.int64)
@@ -147,10 +149,13 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
     model.to(device)
     ddp = model
     if dist.enabled:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     pos_rate = torch.from_numpy(store.labels[trainer.train_idx].mean(0).astype(np.float32)).to(device)
-    steps = TrainingStep(model, ddp, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.warmup_epochs, cfg.warmup_lr,
-                         cfg.min_lr, trainer.amp, pos_rate if cfg.loss == "weighted" else None)
+    steps = TrainingStep(model, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                         warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=trainer.amp,
+                         pos_rate=pos_rate if cfg.loss == "weighted" else None, ddp=ddp)
     train_set, eval_set = trainer.datasets(model)
     loader, sampler = trainer.training_loader(train_set)
 
@@ -182,11 +187,17 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
         loss = float(total_loss) / max(1, seen)  # waits for the epoch's last step: the rate below is of finished work
         elapsed = time.perf_counter() - t_first
         if not math.isfinite(loss):
-            raise ParError(f"{cfg.out}: the training loss became {loss} in epoch {epoch + 1}; nothing of this epoch was "
-                           f"saved (the last good epoch is in last.json) - lower --lr, or check the store with "
-                           f"`par verify {cfg.store}`")
-        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss, "lr": lr,
-                                  "samples_per_s": (seen - first) * dist.world_size / elapsed if seen > first and elapsed > 0 else None}
+            raise ParError(
+                f"{cfg.out}: the training loss became {loss} in epoch {epoch + 1}; nothing of this epoch was "
+                f"saved (the last good epoch is in last.json) - lower --lr, or check the store with "
+                f"`par verify {cfg.store}`"
+            )
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "loss": loss,
+            "lr": lr,
+            "samples_per_s": (seen - first) * dist.world_size / elapsed if seen > first and elapsed > 0 else None,
+        }
         if dist.is_main:
             metrics = trainer.evaluate(model, eval_set, trainer.eval_idx)
             record.update({k: metrics["protocol"]["mean"][k] for k in ("precision", "recall", "f1", "mA")})
@@ -217,7 +228,9 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
     return best or {}
 
 
-def _restore(trainer: Trainer, model: VTFPAR, steps: TrainingStep) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
+def _restore(
+    trainer: Trainer, model: VTFPAR, steps: TrainingStep
+) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
     """Load the last committed epoch; the run's options and store must be the ones it began with."""
     cfg, run = trainer.cfg, trainer.run
     saved = run.read_config()

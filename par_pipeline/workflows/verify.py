@@ -16,7 +16,7 @@ from ..errors import ParError
 from ..run import PENDING, read_checkpoint_meta, verify_file
 from ..store.codec import finite_rows
 from ..store.reader import TokenStore
-from ..store.shard_files import CorruptStore
+from ..store.shard_files import CorruptStore, Verify
 
 
 def verify(path: str, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
@@ -39,12 +39,7 @@ def verify_store(path: str, on_progress: Callable[[int, int], None] | None = Non
         if len(present):
             tokens = np.empty((len(present), store.num_tokens, store.dim), dtype=store.codec.numpy_dtype)
             scales = np.empty((len(present), store.num_tokens), dtype=np.float32) if store.codec.scaled else None
-            if store.direct is not None:
-                store.direct["tokens"].read_into(present, tokens, verify="always")
-                if scales is not None:
-                    store.direct["token_scales"].read_into(present, scales, verify="always")
-            else:
-                store.read_rows_into(present, tokens, scales)
+            store.read_rows_into(present, tokens, scales, Verify.ALWAYS)
             finite = finite_rows(torch.from_numpy(scales if scales is not None else tokens)).numpy()
             if not finite.all():
                 r = int(present[np.flatnonzero(~finite)[0]])
@@ -64,9 +59,8 @@ def verify_store(path: str, on_progress: Callable[[int, int], None] | None = Non
 
 
 def _where(store: TokenStore, row: int) -> str:
-    i = int(np.searchsorted(store.offsets, row, side="right") - 1)
-    j, v = divmod(row - int(store.offsets[i]), int(store.views[i]))
-    return f"tracklet {store.tracklets[i]}, frame {int(store.frame_index[row])}, view {v}"
+    i, _, view = store.locate(row)
+    return f"tracklet {store.tracklets[i]}, frame {int(store.frame_index[row])}, view {view}"
 
 
 def verify_run(path: Path) -> dict[str, Any]:

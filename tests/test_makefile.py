@@ -1,0 +1,102 @@
+"""Every Makefile target a user runs, as written, in a user's fresh working folder: `make demo` (the README's first
+command) and the README's prediction example after it, `make ablation` on the demo's store, `make bench` (whose
+bench.json is checked here: no timing is asserted, performance figures come from `make bench` itself), `make clean`.
+Small sizes come in as Makefile variables through the environment. `make test` is what CI runs to run this file."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import pytest
+
+from conftest import par_env
+from test_readme import EXAMPLE_TRACKLET, NOT_RUN_HERE, ROOT, readme_blocks, readme_predict_example, run_script, workdir
+
+SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2", "FRAMES": "1 2",
+         "BENCH_CLIP": "par-tiny-clip", "BENCH_TRACKLETS": "4", "BENCH_FRAMES": "4", "BENCH_EPOCHS": "2",
+         "BENCH_HOST_FRAMES": "256", "BENCH_SWEEP_FRAMES": "1 2"}
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A user's folder after `make demo`, the README's prediction example, `make ablation` and `make bench`."""
+    work = workdir(tmp_path_factory.mktemp("make"))
+    env = par_env(SIZES)
+    first = readme_blocks()[0]
+    assert [line.split("#")[0].strip() for line in first] == ["make demo", "make test"]
+    out = {
+        "demo": run_script([line for line in first if line.split("#")[0].strip() not in NOT_RUN_HERE], {}, work, env)
+    }
+    tracklet = sorted((work / "demo" / "mars" / "bbox_test").rglob("*.jpg"))[0].name[:11]
+    out["predict"] = run_script([readme_predict_example().replace(EXAMPLE_TRACKLET, tracklet)], {}, work, env)
+    out["tracklet"] = tracklet
+    out["ablation"] = run_script(["make ablation"], {}, work, env)
+    out["bench"] = run_script(["make bench"], {}, work, env)
+    return work, env, out
+
+
+def readme_example_rows() -> list[tuple[str, str]]:
+    """(group, answer) rows of the README's example prediction table."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("$ par predict"):]
+    block = block[:block.index("```")]
+    return re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \(\d\.\d\d\)\s+│", block)
+
+
+def test_make_demo_and_the_readme_prediction_example(made):
+    work, _, out = made
+    assert "majority-value baseline" in out["demo"] and (work / "demo" / "report" / "report.md").is_file()
+    assert (work / "demo" / "run" / "eval-test" / "metrics.json").is_file()
+    # the example as a fresh demo prints it: the same groups in the same order, each an answer and its probability
+    shown = re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \((\d\.\d\d)\)\s+│", out["predict"])
+    assert f"{out['tracklet']} (" in out["predict"]
+    assert [g for g, _, _ in shown] == [g for g, _ in readme_example_rows()] and len(shown) == 14
+
+
+def test_make_ablation(made):
+    work, _, _ = made
+    results = json.loads((work / "results" / "ablation.json").read_text())
+    assert len(results["rows"]) == 4 and results["seeds"] == 2  # 2 variants x FRAMES "1 2", 2 seeds each
+    assert {(r["variant"], r["frames"]) for r in results["rows"]} == {(v, t) for v in ("fusion", "no-fusion")
+                                                                      for t in (1, 2)}
+
+
+def test_make_bench_writes_every_documented_figure(made):
+    work, _, out = made
+    assert "pipeline / model-only" in out["bench"] and "sweep speedup" in out["bench"]
+    data = json.loads((work / "bench" / "bench.json").read_text())
+    e, t, p, s = data["extract"], data["train"], data["predict"], data["sweep"]
+    assert e["raw_floor_bytes"] == 2 * 197 * 512 and e["bytes_over_floor"] <= 1.02
+    assert e["int8_bytes_per_frame"] / e["raw_floor_bytes"] <= 0.51
+    assert e["chunks"] == [1, 197, 512] and e["pipeline_fps"] > 0 and e["model_only_fps"] > 0
+    assert e["dtype_vs_fp32"]["int8"]["min_token_cosine"] >= 0.999 and "bf16" in e["precision_vs_fp32"]
+    assert (
+        t["store_samples_per_s"] > 0 and t["loader_cold_samples_per_s"] > 0 and t["int8_loader_warm_samples_per_s"] > 0
+    )
+    assert (
+        t["disk_random_read"]["one_at_a_time_rows_per_s"] > 0
+        and t["checksum_verification"]["ms_per_row_verify_always"] > 0
+    )
+    assert p["tracklets"] == 4 and set(s["reference_s"]) == {"1", "2"} and s["projected_speedup"] > 0
+    for dtype in ("float16", "int8"):
+        host = e["host_loop"][dtype]
+        assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0
+
+
+def test_make_clean_and_the_demo_folder_rule(made):
+    """Runs last: `make demo` replaces only its own folder (its recipe's replacement step, with the pipeline's
+    commands stood in for by `true`), refuses a folder it did not make, and `make clean` removes only what the
+    Makefile made."""
+    work, env, _ = made
+    run_script(["make demo PAR=true"], {}, work, env)
+    assert sorted(p.name for p in (work / "demo").iterdir()) == [".par-demo"]  # the earlier demo was replaced
+    (work / "mine").mkdir()
+    out = run_script(["make clean DEMO=mine"], {}, work, env)
+    assert (work / "mine").is_dir() and "kept mine" in out and not (work / "results").exists()
+    run_script(["make clean"], {}, work, env)
+    assert not (work / "demo").exists() and not (work / "bench").exists()
+    (work / "other").mkdir()
+    (work / "other" / "x").write_text("x")
+    proc = subprocess.run(["make", "demo", "DEMO=other"], cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and (work / "other" / "x").read_text() == "x"
