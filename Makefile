@@ -36,6 +36,7 @@ BENCH_FRAMES ?= 4
 BENCH_EPOCHS ?= 6
 BENCH_HOST_FRAMES ?= 4096
 BENCH_SWEEP_FRAMES ?= 1 2 4 6
+BENCH_TRAIN_BATCH ?= 8
 # make test: every behaviour once, on 2 processes; make test-all adds the slow variants (kill -9 at ten random points).
 TEST_PROCESSES ?= 2
 
@@ -51,10 +52,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES)
+	$(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES) --dist loadfile
 
 test-all: $(STAMP)
-	$(PY) -m pytest tests -n $(TEST_PROCESSES)
+	$(PY) -m pytest tests -n $(TEST_PROCESSES) --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -83,7 +84,7 @@ ablation: $(STAMP) $(STORE)
 bench: $(STAMP)
 	$(PAR) bench --out $(BENCH) --clip-model $(BENCH_CLIP) --tracklets $(BENCH_TRACKLETS) \
 		--frames-per-tracklet $(BENCH_FRAMES) --batch-size 16 --workers 2 --fusion-model vtf-par-small \
-		--train-batch 8 --epochs $(BENCH_EPOCHS) --sweep-epochs 1 --sweep-frames "$(BENCH_SWEEP_FRAMES)" \
+		--train-batch $(BENCH_TRAIN_BATCH) --epochs $(BENCH_EPOCHS) --sweep-epochs 1 --sweep-frames "$(BENCH_SWEEP_FRAMES)" \
 		--host-frames $(BENCH_HOST_FRAMES)
 
 # Removes only what these targets made: the demo folder (its marker), the ablation results and bench folders

@@ -134,7 +134,8 @@ def test_readme_workflow_blocks(user_data, tmp_path):
     assert len(json.loads((work / "results" / "ablation.json").read_text())["rows"]) == 4  # 2 variants x 2 frames
     preds = json.loads((work / "predictions.json").read_text())
     assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
-    assert (work / "runs" / "ddp" / "best.json").is_file() and "all checks passed" in out
+    assert (work / "runs" / "ddp" / "best.json").is_file()
+    assert "all checks passed" in " ".join(out.split())  # par verify's table title, wrapped to the table's width
     assert len(blocks) >= 5
     # two ranks under torchrun write the store one process writes, byte for byte
     single, ranks = TokenStore(work / "mars.zarr"), TokenStore(work / "mars.zarr.ddp")

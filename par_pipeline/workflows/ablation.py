@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from ..config import TrainConfig, configure
+from ..config import EvalConfig, TrainConfig, configure
 from ..errors import ParError
 from ..options import results_view
 from ..outputs import atomic_write, claim_dir, exclusive, write_json, write_text
@@ -82,8 +82,9 @@ def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | No
     finished = run.exists() and read_checkpoint_meta(run.checkpoint_json("last"))[1]["epoch"] >= point.config.epochs
     if not finished:
         train(point.config, point.recipe, resume=run.config_path.exists(), on_epoch=on_epoch)
-    return evaluate_checkpoint(point.config.store, str(run.path), str(metrics_path.parent),
-                               workers=point.config.workers, device=point.config.device)
+    return evaluate_checkpoint(EvalConfig(store=point.config.store, checkpoint=str(run.path),
+                                          out=str(metrics_path.parent), workers=point.config.workers,
+                                          device=point.config.device))
 
 
 def point_metrics(point: SweepPoint) -> Path:

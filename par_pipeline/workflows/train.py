@@ -28,7 +28,7 @@ from ..errors import ParError
 from ..model.block import load_model_config
 from ..model.fusion import VTFPAR, load_fusion_init
 from ..options import as_dict, results_view
-from ..outputs import claim_dir, exclusive, fault_point, remove_own
+from ..outputs import claim_dir, exclusive, fault_point, read_marker, remove_own
 from ..precision import autocast_dtype, input_dtype
 from ..run import RUN_KIND, RunFolder, check_store_matches, checkpoint_files, load_checkpoint, load_state
 from ..store.reader import TokenStore
@@ -121,9 +121,12 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
         torch.manual_seed(cfg.seed)
         model, fusion_init = build_model(cfg, trainer.store)  # every option checked before anything is written
         created = False
-        if dist.is_main:
-            if resume and not run.config_path.exists():
+        if resume and not run.config_path.exists():
+            marker = read_marker(run.path) if run.path.is_dir() else None
+            if marker is None or marker.get("kind") != RUN_KIND:
                 raise ParError(f"{cfg.out}: no run to resume there; drop --resume to start one")
+            resume = False  # a run killed before it wrote its options: nothing to resume, so it starts
+        if dist.is_main:
             created = not run.path.exists()
             claim_dir(run.path, RUN_KIND)
         try:
