@@ -23,6 +23,11 @@ from par_pipeline.errors import ParError, one_line
 from par_pipeline.options import COMMAND_LINE
 
 from .options import command_with_config, parameter, read_config_file
+
+try:  # Typer >= 0.17 carries its own click, whose exceptions derive from this
+    from typer.exceptions import TyperException as UsageError
+except ImportError:  # older Typer raises click's
+    from click import ClickException as UsageError
 from .ui import console, err_console, kv_table, progress_bar
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -342,19 +347,17 @@ command_with_config(app, "bench", BenchConfig, [CONFIG], _bench,
 def run(argv: Optional[list[str]] = None) -> int:
     """Run `par` with these arguments (default: the process's) and return the exit code: 0, 2 for a ParError (one
     line on stderr) or a usage error, 130 when interrupted. Tests call this in-process."""
-    import click
-
     try:
         code = app(args=argv, prog_name="par", standalone_mode=False)
     except ParError as exc:
         err_console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
         return 2
-    except click.ClickException as exc:
+    except UsageError as exc:
         from typer import rich_utils
 
         rich_utils.rich_format_error(exc)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted", highlight=False)
         return 1
     if code == INTERRUPTED:

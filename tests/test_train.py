@@ -217,3 +217,40 @@ def test_ddp_training_matches_single(store_path, tmp_path):
     )
     assert np.abs(pa - pb).max() <= 0.05
     assert abs(a["protocol"]["mean"]["f1"] - b["protocol"]["mean"]["f1"]) <= 0.05
+
+
+# Golden numbers. CPU runs are bit-reproducible (deterministic kernels, seeded draws), so a change of numerics (the
+# model's initialisation, the loss, the schedule, the order of data, the tokens) shows here. The tolerance only
+# absorbs float rounding that differs between CPU instruction sets. A deliberate change updates the numbers from a
+# fresh run and says why in its commit.
+GOLDEN_STEP_LOSSES = [5.92785120010376, 4.957624435424805, 5.356688022613525, 4.424245357513428]
+GOLDEN_RUN = [{"epoch": 1, "loss": 39.67646026611328, "f1": 0.36242205215419493, "mA": 0.26523526077097503},
+              {"epoch": 2, "loss": 36.163108825683594, "f1": 0.3892928004535148, "mA": 0.27445436507936505}]
+
+
+def test_golden_training_steps():
+    """Four epochs of one step each (TrainingStep: Adam, the cosine schedule, the weighted loss, DropPath) on seeded
+    tensors: the losses are pinned."""
+    from conftest import model_config
+    from par_pipeline.engine.step import TrainingStep
+    from par_pipeline.model.fusion import VTFPAR
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = VTFPAR(model_config(), torch.randn(5, 32))
+        x, y = torch.randn(8, 11, 32), (torch.rand(8, 5) > 0.5).float()
+        steps = TrainingStep(model, lr=1e-3, weight_decay=0.0, epochs=4, warmup_epochs=1, warmup_lr=1e-5, min_lr=2e-6,
+                             amp=None, pos_rate=y.mean(0))
+        losses = []
+        for epoch in range(4):
+            steps.start_epoch(epoch)
+            losses.append(float(steps.step(x, y)))
+    assert losses == pytest.approx(GOLDEN_STEP_LOSSES, rel=1e-5)
+
+
+def test_golden_tiny_run(run_path):
+    """The session's tiny run (synthetic frames -> tiny CLIP tokens -> 2 epochs of the small model): each epoch's
+    loss and test-split F1 and mA are pinned."""
+    log = [json.loads(line) for line in (run_path / "log.jsonl").read_text().splitlines()]
+    got = [{k: r[k] for k in ("epoch", "loss", "f1", "mA")} for r in log]
+    assert got == [pytest.approx(g, rel=1e-5) for g in GOLDEN_RUN], got

@@ -1,0 +1,26 @@
+"""The installed `par` entry point as a real process: exit codes and what Ctrl-C leaves behind."""
+import os
+import signal
+import subprocess
+import time
+
+from conftest import ROOT, SMALL_TRAIN, flags, par_env
+
+
+def test_entry_point_usage_error_exits_2():
+    proc = subprocess.run([str(ROOT / ".venv" / "bin" / "par"), "eval"], capture_output=True, text=True, env=par_env())
+    assert proc.returncode == 2 and "Missing argument" in proc.stderr
+
+
+def test_ctrl_c_ends_with_130_and_says_how_to_resume(store_path, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", str(store_path), "--out", str(run), *flags({**SMALL_TRAIN, "epochs": 200})]
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "par"), *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=par_env())
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "last.json").exists():
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; re-run the same command to resume" in err, err
+    assert (run / "last.json").is_file() and not (run / ".pending").exists()  # the committed epochs stay
