@@ -18,18 +18,8 @@ from .codec import TokenCodec
 from .format import STORE_FORMAT, STORE_VERSION, TEXT_ARRAYS, TOKEN_KEYS, is_url, row_of, store_format_of
 from .shard_files import CorruptStore, ShardFileReader, Verify
 
-REQUIRED = (
-    "tokens",
-    "frame_ok",
-    "offsets",
-    "views",
-    "person_id",
-    "frame_index",
-    "labels",
-    "tracklets",
-    "split",
-    *TEXT_ARRAYS.values(),
-)
+REQUIRED = ("tokens", "frame_ok", "offsets", "views", "person_id", "frame_index", "labels", "tracklets", "split",
+            *TEXT_ARRAYS.values())
 
 
 def open_zarr_group(path: str, mode: str = "r") -> Any:

@@ -86,15 +86,8 @@ def create_token_arrays(g: Any, rows: int, num_tokens: int, dim: int, codec: Tok
     g.create_array("tokens", shape=(rows, num_tokens, dim), chunks=(1, num_tokens, dim),
                    shards=(shard_frames, num_tokens, dim), dtype=codec.name, compressors=[Crc32cCodec()], fill_value=0)
     if codec.scaled:
-        g.create_array(
-            "token_scales",
-            shape=(rows, num_tokens),
-            chunks=(1, num_tokens),
-            shards=(shard_frames, num_tokens),
-            dtype="float32",
-            compressors=[Crc32cCodec()],
-            fill_value=0,
-        )
+        g.create_array("token_scales", shape=(rows, num_tokens), chunks=(1, num_tokens),
+                       shards=(shard_frames, num_tokens), dtype="float32", compressors=[Crc32cCodec()], fill_value=0)
 
 
 def convert_store(src: "TokenStore", dst: Path, dtype: str) -> None:
@@ -153,13 +146,8 @@ class ShardSink:
     def __init__(self, g: Any, target: str, shard_frames: int, num_tokens: int, dim: int, codec: TokenCodec,
                  device: torch.device, report: Callable[[int], None], describe_row: Callable[[int], str],
                  depth: int = 3, direct_writes: bool = True):
-        self.g, self.shard_frames, self.codec, self.report, self.describe_row = (
-            g,
-            shard_frames,
-            codec,
-            report,
-            describe_row,
-        )
+        self.g, self.shard_frames, self.codec = g, shard_frames, codec
+        self.report, self.describe_row = report, describe_row
         local = direct_writes and not is_url(target)
         self.direct = {name: ShardFileWriter.for_array(Path(target) / name) for name in self.arrays} if local else None
         if self.direct is not None and None in self.direct.values():

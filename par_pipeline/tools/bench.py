@@ -435,34 +435,21 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
 
 
 def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(measure, value, target) rows of the bench table."""
     rows: list[tuple[str, str, str]] = []
     if "extract" in results:
         e = results["extract"]
-        rows += [
-            (
-                f"extract model-only ({e['clip_model']}, {e['precision']}, batch {e['batch_size']}"
-                f"{', compiled' if e['compile'] else ''})",
-                f"{e['model_only_fps']:,.1f} frames/s",
-                "",
-            ),
-            (
-                f"extract pipeline ({e['decode']} decoding, {e['workers']} workers)",
-                f"{e['pipeline_fps']:,.1f} frames/s",
-                "",
-            ),
-            ("pipeline / model-only", f"{e['pipeline_over_model']:.3f}", ">= 0.9"),
-            (
-                "float16 bytes per frame / raw floor 2*N*D",
-                f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}",
-                "<= 1.02",
-            ),
-            (
-                "int8 bytes per frame / float16 floor",
-                f"{e['int8_bytes_per_frame'] / e['raw_floor_bytes']:.3f}",
-                "<= 0.51",
-            ),
-            ("random read of T=6 frames", f"{e['random_read_ms_T6']:.2f} ms", ""),
-        ]
+        compiled = ", compiled" if e["compile"] else ""
+        rows += [(f"extract model-only ({e['clip_model']}, {e['precision']}, batch {e['batch_size']}{compiled})",
+                  f"{e['model_only_fps']:,.1f} frames/s", ""),
+                 (f"extract pipeline ({e['decode']} decoding, {e['workers']} workers)",
+                  f"{e['pipeline_fps']:,.1f} frames/s", ""),
+                 ("pipeline / model-only", f"{e['pipeline_over_model']:.3f}", ">= 0.9"),
+                 ("float16 bytes per frame / raw floor 2*N*D",
+                  f"{e['bytes_per_frame']:,.0f} / {e['raw_floor_bytes']:,} = {e['bytes_over_floor']:.4f}", "<= 1.02"),
+                 ("int8 bytes per frame / float16 floor", f"{e['int8_bytes_per_frame'] / e['raw_floor_bytes']:.3f}",
+                  "<= 0.51"),
+                 ("random read of T=6 frames", f"{e['random_read_ms_T6']:.2f} ms", "")]
         for p, a in e["precision_vs_fp32"].items():
             rows.append((f"tokens {p} vs fp32: min / mean cosine", f"{a['min_token_cosine']:.6f} / "
                          f"{a['mean_token_cosine']:.6f}", ""))
@@ -471,32 +458,23 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                          f"{a['mean_token_cosine']:.6f}", ">= 0.999" if d == "int8" else ""))
         for d, h in e["host_loop"].items():
             for name in ("direct", "zarr"):
-                rows.append(
-                    (
-                        f"extract host loop ({d}), CLIP+decode stubbed, {name} writes",
-                        f"{h[name]['frames_per_s']:,.0f} frames/s ({h[name]['user_ms_per_frame']:.3f} ms user CPU)",
-                        ">= 10,000" if name == "direct" else "",
-                    )
-                )
+                w = h[name]
+                rows.append((f"extract host loop ({d}), CLIP+decode stubbed, {name} writes",
+                             f"{w['frames_per_s']:,.0f} frames/s ({w['user_ms_per_frame']:.3f} ms user CPU)",
+                             ">= 10,000" if name == "direct" else ""))
     if "train" in results:
         r = results["train"]
-        rows += [
-            (
-                f"train model-only ({r['model']}, batch {r['batch_size']})",
-                f"{r['model_only_samples_per_s']:,.1f} samples/s",
-                "",
-            ),
-            ("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", ""),
-            ("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9"),
-            (f"loader alone, warm ({r['workers']} workers)", f"{r['loader_warm_samples_per_s']:,.1f} samples/s", ""),
-            ("loader alone, warm, no readahead", f"{r['loader_warm_no_readahead_samples_per_s']:,.1f} samples/s", ""),
-            ("loader alone, int8 store, warm", f"{r['int8_loader_warm_samples_per_s']:,.1f} samples/s", ""),
-            (
-                "loader alone, cold page cache (float16 / int8)",
-                f"{r['loader_cold_samples_per_s']:,.1f} / {r['int8_loader_cold_samples_per_s']:,.1f} samples/s",
-                "",
-            ),
-        ]
+        rows += [(f"train model-only ({r['model']}, batch {r['batch_size']})",
+                  f"{r['model_only_samples_per_s']:,.1f} samples/s", ""),
+                 ("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", ""),
+                 ("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9"),
+                 (f"loader alone, warm ({r['workers']} workers)",
+                  f"{r['loader_warm_samples_per_s']:,.1f} samples/s", ""),
+                 ("loader alone, warm, no readahead",
+                  f"{r['loader_warm_no_readahead_samples_per_s']:,.1f} samples/s", ""),
+                 ("loader alone, int8 store, warm", f"{r['int8_loader_warm_samples_per_s']:,.1f} samples/s", ""),
+                 ("loader alone, cold page cache (float16 / int8)",
+                  f"{r['loader_cold_samples_per_s']:,.1f} / {r['int8_loader_cold_samples_per_s']:,.1f} samples/s", "")]
         if r["disk_random_read"]:
             d = r["disk_random_read"]
             rows += [("disk random rows/s, cold (one at a time / batches announced)",
@@ -509,23 +487,13 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                          f"{v['ms_per_row_verify_always']:.4f} ms", ""))
     if "predict" in results:
         p = results["predict"]
-        rows.append(
-            (
-                f"predict ({p['tracklets']} tracklets, all {p['frames']} frames)",
-                f"{p['tracklets_per_s']:,.2f} tracklets/s",
-                "",
-            )
-        )
+        rows.append((f"predict ({p['tracklets']} tracklets, all {p['frames']} frames)",
+                     f"{p['tracklets_per_s']:,.2f} tracklets/s", ""))
     if "sweep" in results:
         w = results["sweep"]
-        rows += [
-            (
-                f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)",
-                f"{w['ours_total_s']:.1f} s",
-                "",
-            ),
-            ("sweep the reference way (CLIP every step)", f"{w['reference_total_s']:.1f} s", ""),
-            (f"sweep speedup, measured ({w['epochs']} epoch(s))", f"{w['speedup']:.2f}x", ""),
-            (f"sweep speedup, projected to {w['projected_epochs']} epochs", f"{w['projected_speedup']:.1f}x", ""),
-        ]
+        rows += [(f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)",
+                  f"{w['ours_total_s']:.1f} s", ""),
+                 ("sweep the reference way (CLIP every step)", f"{w['reference_total_s']:.1f} s", ""),
+                 (f"sweep speedup, measured ({w['epochs']} epoch(s))", f"{w['speedup']:.2f}x", ""),
+                 (f"sweep speedup, projected to {w['projected_epochs']} epochs", f"{w['projected_speedup']:.1f}x", "")]
     return rows
