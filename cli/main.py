@@ -12,6 +12,7 @@ from par_pipeline.config import (
     BenchConfig,
     EvalConfig,
     ExtractConfig,
+    ImportConfig,
     PredictConfig,
     SynthConfig,
     TrainConfig,
@@ -34,6 +35,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Video pedestrian attribute recognition (VTF-PAR) on precomputed CLIP tokens.")
 manifest_app = typer.Typer(no_args_is_help=True, help="Build a manifest from a dataset layout.")
 app.add_typer(manifest_app, name="manifest")
+import_app = typer.Typer(no_args_is_help=True, help="Bring a checkpoint trained elsewhere into a par run folder.")
+app.add_typer(import_app, name="import")
 
 
 def _manifest(layout: str, root: Path, out: Path, attributes: Optional[Path], schema: Optional[str]) -> None:
@@ -201,6 +204,30 @@ CHECKPOINT = parameter("checkpoint", typer.Option(..., help="run folder, best.js
 command_with_config(app, "eval", EvalConfig, [
     parameter("store", typer.Argument(..., help="token store"), str), CHECKPOINT, CONFIG,
 ], _eval, "Evaluate a checkpoint with the paper's protocol; writes metrics.json, groups.md/csv, predictions.npz.")
+
+
+def _import(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from par_pipeline.workflows.imports import import_reference
+
+    cfg = _command_config("import", own, given, {"checkpoint": str(own["checkpoint"]), "store": own["store"],
+                                                 "out": str(own["out"])})
+    meta = import_reference(cfg)
+    imported = meta["imported"]
+    console.print(kv_table(f"imported {cfg.checkpoint} -> {cfg.out}", [
+        ("attributes", f"{len(meta['attributes'])} ({meta['schema']})"), ("sha256", imported["sha256"]),
+        ("unused vit.* tensors", imported["unused_vit_tensors"]),
+        ("store's CLIP checked", "yes" if imported["clip_checked"] else "no (--allow-other-clip)"),
+        ("next", f"par eval {cfg.store} --checkpoint {cfg.out}")]))
+
+
+command_with_config(import_app, "vtf-par", ImportConfig, [
+    parameter("checkpoint", typer.Argument(..., help="the authors' checkpoint (VTF-Pretrain.pth, or any saved "
+                                           "TransformerClassifier state dict)"), Path),
+    parameter("store", typer.Option(..., help="token store (OpenAI CLIP ViT-B/16) of the dataset it was trained on"),
+              str),
+    parameter("out", typer.Option(..., "--out", "-o", help="run folder to write"), Path),
+    CONFIG,
+], _import, "A reference VTF-PAR checkpoint (Event-AHU/VTF_PAR) -> a par run folder for eval, predict and report.")
 
 
 def render_group_table(metrics: dict, title: str) -> None:

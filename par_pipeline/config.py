@@ -196,8 +196,20 @@ class BenchConfig:
         return self.precision or ("fp16" if self.device.startswith("cuda") else "fp32")
 
 
+@dataclass
+class ImportConfig:
+    checkpoint: str = option("", "the reference checkpoint file (.pth)", cli=False)
+    store: str = option("", "token store the checkpoint will be evaluated on", cli=False)
+    out: str = option("", "run folder to write", cli=False)
+    recipe: str = option(DEFAULT_RECIPE, "the recipe the checkpoint was trained with: the run records it, and its "
+                         "threshold and evaluation frames apply")
+    allow_other_clip: bool = option(False, "import onto a store whose CLIP is not OpenAI's ViT-B/16 (tests: the "
+                                    "numbers then mean nothing)")
+
+
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}
-COMMANDS = {**STAGES, "eval": EvalConfig, "predict": PredictConfig, "synth": SynthConfig, "bench": BenchConfig}
+COMMANDS = {**STAGES, "import": ImportConfig, "eval": EvalConfig, "predict": PredictConfig, "synth": SynthConfig,
+            "bench": BenchConfig}
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:

@@ -201,6 +201,8 @@ def check_store_matches(meta: dict[str, Any], store_identity: dict[str, Any], st
 
 def selection_label(meta: dict[str, Any]) -> str:
     """How a checkpoint was chosen, for every report: test-set selection is the reference's, and is said so."""
+    if meta.get("imported"):
+        return f"imported from {meta['imported']['file']} (the authors' checkpoint, selected by them)"
     which = Path(meta.get("weights", "")).stem
     if which == "last":
         return f"last epoch ({meta['epoch']})"
@@ -223,11 +225,14 @@ def reported_results(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]
     _, meta = read_checkpoint_meta(best)
     evaluated = RunFolder(path).eval_dir(meta.get("eval_split", "test")) / "metrics.json"
     from_eval = evaluated.is_file() and Path(_read_json(evaluated).get("checkpoint", "")).resolve() == best.resolve()
+    if not from_eval and meta["metrics"] is None:  # an imported checkpoint: nothing measured yet
+        raise ParError(f"{path}: no results yet; run `par eval STORE --checkpoint {path}` first")
     rows = [(f"{path.name}: {selection_label(meta)}, {'par eval' if from_eval else 'from training'}",
              _read_json(evaluated) if from_eval else meta["metrics"])]
-    _, last = read_checkpoint_meta(path / "last.json")
-    if from_eval or last["epoch"] != meta["epoch"]:  # the last epoch beside it, unless it is the very same row
-        rows.append((f"{path.name}: {selection_label(last)}", last["metrics"]))
+    if (path / "last.json").is_file():  # a trained run (an imported one has its one checkpoint)
+        _, last = read_checkpoint_meta(path / "last.json")
+        if from_eval or last["epoch"] != meta["epoch"]:  # the last epoch beside it, unless it is the very same row
+            rows.append((f"{path.name}: {selection_label(last)}", last["metrics"]))
     return rows
 
 

@@ -66,7 +66,8 @@ def _where(store: TokenStore, row: int) -> str:
 def verify_run(path: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
-    jsons = [path] if path.suffix == ".json" else [path / "best.json", path / "last.json"]
+    jsons = [path] if path.suffix == ".json" else [p for p in (path / "best.json", path / "last.json")
+                                                   if p.name == "best.json" or p.is_file()]
     checked = []
     for j in jsons:
         meta_path, meta = read_checkpoint_meta(j)
