@@ -108,7 +108,14 @@ def user_data(tmp_path_factory):
     for f in frames[:4]:
         (person / f.name).write_bytes(f.read_bytes())
     _write_video(base / "walk.mp4", frames[:5])
+    import torch
+
+    from test_import import reference_model
+
+    authors = base / "models" / "VTF-Pretrain.pth"
+    torch.save({"model_state_dict": reference_model(43).state_dict(), "epoch": 20}, authors)
     return {"MARS": str(base / "MARS"), "CLIP": str(clip), "VIT": str(tiny_vit(base / "models" / "jx_vit.pth")),
+            "REFERENCE": str(authors), "IMPORT_OPTIONS": "--allow-other-clip",
             "RECIPE": str(small_recipe(base / "tiny-recipe.json")), "DEVICE": "cpu", "GPUS": "2", "EPOCHS": "1",
             "SEEDS": "1", "MODEL": "vtf-par-small", "DUKE": str(base / "Duke"), "PERSON": str(person),
             "VIDEO": str(base / "walk.mp4"), "TRACKLET": tracklet}
@@ -132,6 +139,9 @@ def test_readme_workflow_blocks(user_data, tmp_path):
     duke = json.loads((work / "runs" / "duke" / "eval-test" / "metrics.json").read_text())
     assert len(duke["attributes"]) == 36 and len(duke["protocol"]["groups"]) == 12
     assert len(json.loads((work / "results" / "ablation.json").read_text())["rows"]) == 4  # 2 variants x 2 frames
+    authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())
+    assert authors["selection"].startswith("imported from VTF-Pretrain.pth") and authors["frames"] == 6
+    assert "imported from VTF-Pretrain.pth" in (work / "runs" / "authors" / "report" / "report.md").read_text()
     preds = json.loads((work / "predictions.json").read_text())
     assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
     assert (work / "runs" / "ddp" / "best.json").is_file()
