@@ -3,6 +3,7 @@ the reference model would. The reference side is written out here independently:
 (models/base_block.py TransformerClassifier, whose ViT backbone it keeps whole as `vit`), and its forward by hand."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from conftest import one_error_line, run_par
+from par_pipeline.data.manifest import read_manifest
 from par_pipeline.data.sampling import sample_frames
 from par_pipeline.store.reader import TokenStore
 
@@ -120,7 +122,7 @@ def eval_tokens(store_path, frames: int = 6) -> tuple[list[str], torch.Tensor]:
     return names, torch.stack(means)
 
 
-def test_imported_checkpoint_evaluates_as_the_reference_model(reference, store_path, tmp_path):
+def test_imported_checkpoint_evaluates_as_the_reference_model(reference, store_path, manifest_path, tmp_path):
     model, path = reference
     run = tmp_path / "run"
     out = run_par("import", "vtf-par", path, "--store", store_path, "--out", run, "--allow-other-clip")
@@ -138,6 +140,15 @@ def test_imported_checkpoint_evaluates_as_the_reference_model(reference, store_p
     assert np.abs(pred["probs"] - expected).max() <= 1e-5
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
     assert metrics["selection"] == "imported from VTF-Pretrain.pth (the authors' checkpoint, selected by them)"
+    # `par predict` rebuilds the store's CLIP and gives a tracklet the probabilities `par eval` gave it
+    m = read_manifest(manifest_path)
+    rec = m.split("test")[0]
+    (tmp_path / rec.tracklet).mkdir()
+    for f in rec.frames:
+        (tmp_path / rec.tracklet / Path(f).name).write_bytes(m.resolve(f).read_bytes())
+    run_par("predict", tmp_path / rec.tracklet, "--checkpoint", run, "--frames", "6", "--json", tmp_path / "p.json")
+    [predicted] = [r for r in json.loads((tmp_path / "p.json").read_text())["records"]]
+    assert np.allclose(list(predicted["probabilities"].values()), pred["probs"][names.index(rec.tracklet)], atol=1e-3)
     report = run_par("report", run, "--out", tmp_path / "rep").stdout
     assert "imported from VTF-Pretrain.pth" in report
     assert "all checks passed" in " ".join(run_par("verify", run).stdout.split())
