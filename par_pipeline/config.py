@@ -81,11 +81,9 @@ class TrainConfig:
                            choices=_temporal_choices())
     depth: int | None = option(None, "fusion blocks (default: the model config's; the paper: 1)", minimum=1)
     drop_path: float = option(0.1, "DropPath rate of the fusion block", minimum=0.0, maximum=0.9)
-    fusion_init: str | None = option(
-        None,
-        "weights of the fusion block and final norm: an ImageNet ViT-B/16 file "
-        "(jx_vit_base_p16_224-80ecf9dd.pth, .safetensors), timm:<name> (online), or random",
-    )
+    fusion_init: str | None = option(None, "weights of the fusion block and final norm: an ImageNet ViT-B/16 file "
+                                     "(jx_vit_base_p16_224-80ecf9dd.pth, .safetensors), timm:<name> (online), or "
+                                     "random")
     require_fusion_init: bool = option(True, "refuse to start without --fusion-init", cli=False)
     frames: int = option(6, "T frames per tracklet", minimum=1)
     eval_frames: int | None = option(None, "T for evaluation (default: --frames)", minimum=1)

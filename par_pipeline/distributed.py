@@ -27,9 +27,8 @@ class DistContext:
         if not tdist.is_initialized():
             backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
             tdist.init_process_group(backend=backend)
-        return cls(
-            rank=tdist.get_rank(), world_size=tdist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0"))
-        )
+        return cls(rank=tdist.get_rank(), world_size=tdist.get_world_size(),
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
     @property
     def is_main(self) -> bool:

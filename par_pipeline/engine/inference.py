@@ -13,9 +13,8 @@ def predict_split(model: torch.nn.Module, dataset: TrackletTokens, indices: np.n
                   device: torch.device, amp: torch.dtype | None, batch_size: int = 64) -> np.ndarray:
     """Sigmoid probabilities [n, A] of the tracklets `indices`, in that order."""
     model.eval()
-    loader = tracklet_batches(
-        dataset, EpochBatches(indices, batch_size, 0, shuffle=False), workers, device.type == "cuda"
-    )
+    batches = EpochBatches(indices, batch_size, 0, shuffle=False)
+    loader = tracklet_batches(dataset, batches, workers, device.type == "cuda")
     out = []
     for x, _, _ in loader:
         with autocast(device, amp):

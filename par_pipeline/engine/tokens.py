@@ -151,9 +151,8 @@ class EpochBatches(Sampler):
     """Batches of (tracklet, epoch) keys. Training: a permutation keyed by (seed, epoch), a final batch too small for
     BatchNorm dropped; this rank keeps every world-th item of each global batch. Evaluation: in order, epoch EVAL."""
 
-    def __init__(
-        self, indices: Sequence[int], batch_size: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1
-    ):
+    def __init__(self, indices: Sequence[int], batch_size: int, seed: int, shuffle: bool, rank: int = 0,
+                 world: int = 1):
         self.indices = np.asarray(indices, dtype=np.int64)
         self.batch_size, self.seed, self.shuffle, self.rank, self.world = batch_size, seed, shuffle, rank, world
         self.epoch = 0
@@ -162,11 +161,8 @@ class EpochBatches(Sampler):
         self.epoch = epoch
 
     def global_batches(self) -> list[np.ndarray]:
-        order = (
-            np.random.default_rng([self.seed, self.epoch, 7]).permutation(self.indices)
-            if self.shuffle
-            else self.indices
-        )
+        rng = np.random.default_rng([self.seed, self.epoch, 7])
+        order = rng.permutation(self.indices) if self.shuffle else self.indices
         batches = [order[b:b + self.batch_size] for b in range(0, len(order), self.batch_size)]
         if self.shuffle and batches and len(batches[-1]) < max(2, self.world):
             batches.pop()

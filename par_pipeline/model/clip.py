@@ -214,11 +214,8 @@ class ClipEncoder:
         self.preprocess = preprocess
         grid = size // self.visual.patch_size[0]
         self.num_tokens = grid * grid + 1
-        self.dim = (
-            int(self.visual.proj.shape[1])
-            if self.visual.proj is not None
-            else int(self.visual.ln_post.normalized_shape[0])
-        )
+        proj = self.visual.proj
+        self.dim = int(proj.shape[1]) if proj is not None else int(self.visual.ln_post.normalized_shape[0])
         self.tokenizer = open_clip.get_tokenizer(clip_model)
         self._tokens = self._frame_tokens
         if compile:

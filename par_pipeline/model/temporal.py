@@ -50,9 +50,8 @@ class TemporalTransformer(TemporalModel):
         self.grid, self.max_frames = int(conf["grid"]), int(conf["max_frames"])
         self.time = nn.Parameter(torch.zeros(self.max_frames, cfg.hidden))
         nn.init.trunc_normal_(self.time, std=0.02)
-        self.blocks = nn.ModuleList(
-            fusion_block(cfg, cfg.hidden, int(conf["heads"])) for _ in range(int(conf["depth"]))
-        )
+        heads, depth = int(conf["heads"]), int(conf["depth"])
+        self.blocks = nn.ModuleList(fusion_block(cfg, cfg.hidden, heads) for _ in range(depth))
 
     def forward(self, frames: torch.Tensor, embed: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         B, T, N, D = frames.shape
