@@ -29,7 +29,9 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path, synth_root):
     env = {k: v for k, v in par_env().items() if k != "PYTHONPATH"}
     work = tmp_path / "elsewhere"
     work.mkdir()
-    run = lambda *args: subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)  # noqa: E731
+
+    def run(*args):
+        return subprocess.run(args, cwd=work, env=env, capture_output=True, text=True)
     proc = run(str(venv / "bin" / "par"), "manifest", "mars", str(synth_root), "--out", "m.jsonl")
     assert proc.returncode == 0, proc.stderr
     assert json.loads((work / "m.jsonl").read_text().splitlines()[0])["schema"] == "mars"
