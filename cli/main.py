@@ -15,6 +15,7 @@ from par_pipeline.config import (
     ImportConfig,
     PredictConfig,
     SynthConfig,
+    TrackConfig,
     TrainConfig,
     build_config,
     configure,
@@ -29,7 +30,7 @@ try:  # Typer >= 0.17 carries its own click, whose exceptions derive from this
     from typer.exceptions import TyperException as UsageError
 except ImportError:  # older Typer raises click's
     from click import ClickException as UsageError
-from .ui import console, err_console, kv_table, progress_bar
+from .ui import RateColumn, console, err_console, kv_table, progress_bar
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Video pedestrian attribute recognition (VTF-PAR) on precomputed CLIP tokens.")
@@ -99,6 +100,10 @@ def _synth(own: dict[str, Any], given: dict[str, Any]) -> None:
     cfg = _command_config("synth", own, given, {"out": str(own["out"])})
     with progress_bar("synth", None, "frames") as update:
         layout, plan = synthesize(cfg, update)
+    if layout == "video":
+        console.print(f"wrote {cfg.out}/video.mp4 ({len(plan)} people, {cfg.seconds:g} s at {cfg.fps} fps), "
+                      f"gt/gt.txt and labels.csv")
+        return
     total = sum(t.num_frames for t in plan)
     console.print(f"wrote {len(plan):,} tracklets, {total:,} frames to {cfg.out} ({layout} layout)")
 
@@ -350,6 +355,44 @@ def verify(path: str = typer.Argument(..., help="token store, run folder or chec
         summary = run_verify(path, update)
     console.print(kv_table(f"{summary['kind']} {path}: all checks passed",
                            [(k, v) for k, v in summary.items() if k not in ("kind", "path")]))
+
+
+def _track(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from par_pipeline.workflows.track import track_sources
+
+    cfg = _command_config("track", own, given, {"checkpoint": own["checkpoint"], "out": str(own["out"])})
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("track", total=None, unit="frames")
+
+        def update(stage: str, done: int, total: int | None) -> None:
+            progress.update(task, description=stage, completed=done, total=total)
+        docs = track_sources(own["sources"] or [], cfg, update)
+    for doc in docs:
+        t = Table(title=f"{doc['source']}: {len(doc['tracks'])} people in {doc['frames_read']:,} frames",
+                  title_justify="left")
+        for col in ("track", "frames", "first", "last", "attributes"):
+            t.add_column(col, justify="left" if col == "attributes" else "right")
+        for r in doc["tracks"][:40]:
+            t.add_row(str(r["id"]), str(r["frames"]), str(r["first_frame"]), str(r["last_frame"]),
+                      r["line"].partition(" ")[2])
+        console.print(t)
+        if doc["stopped"]:
+            console.print(f"[yellow]the video stopped early: {doc['stopped']['reason']}; the tracks above cover the "
+                          f"{doc['frames_read']:,} frames before it[/]")
+    console.print(f"wrote {cfg.out}: tracks.json, tracks.csv, tracks.txt" +
+                  (f"; {cfg.annotate}" if cfg.annotate else "") + (f"; {cfg.save_crops}/" if cfg.save_crops else ""))
+
+
+command_with_config(app, "track", TrackConfig, [
+    parameter("sources", typer.Argument(None, help="video files (mp4/avi/mkv/mov/webm) or folders of numbered frames "
+                                        "(MOTChallenge img1/)"), Optional[list[Path]]),
+    CHECKPOINT,
+    parameter("out", typer.Option(..., "--out", "-o", help="output folder"), Path),
+    CONFIG,
+], _track, "People in footage: detect, track, and name each person's attributes over their whole track.")
 
 
 def _bench(own: dict[str, Any], given: dict[str, Any]) -> None:

@@ -157,13 +157,18 @@ class SynthConfig:
     layout: str = option("mars", "dataset layout", choices=tuple(LAYOUTS))
     tracklets: int | None = option(None, "tracklets per split (default 40; with --like-*: all)", minimum=1)
     frames_per_tracklet: str = option("8", "frames per tracklet: N or MIN-MAX (not with --like-mars)")
-    height: int = option(256, "frame height in pixels", minimum=16)
-    width: int = option(128, "frame width in pixels", minimum=8)
+    height: int | None = option(None, "frame height in pixels (default 256; --video: 360)", minimum=16)
+    width: int | None = option(None, "frame width in pixels (default 128; --video: 640)", minimum=8)
     seed: int = option(0, "same seed, same bytes")
     like_mars: str | None = option(None, "folder with mars_attributes.csv and info/: real identities, labels and "
                                    "frame counts")
     like_duke: str | None = option(None, "folder with duke_attributes.csv: real identities and labels")
     workers: int = option(2, "render processes", minimum=1)
+    video: bool = option(False, "render camera footage of people walking through instead (video.mp4, gt/gt.txt, "
+                         "labels.csv)")
+    people: int = option(5, "--video: people who walk through", minimum=1, maximum=500)
+    seconds: float = option(20.0, "--video: length", above=0.0)
+    fps: int = option(10, "--video: frames per second", minimum=1)
 
 
 @dataclass
@@ -205,9 +210,42 @@ class ImportConfig:
                                     "numbers then mean nothing)")
 
 
+@dataclass
+class TrackConfig:
+    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors", cli=False)
+    out: str = option("", "output folder: tracks.json, tracks.csv, tracks.txt", cli=False)
+    pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
+    detector: str = option("motion", "motion (background subtraction, fixed cameras, no weights) or "
+                           "torchvision:NAME (fasterrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, "
+                           "fcos_resnet50_fpn, ssdlite320_mobilenet_v3_large, ... with --detector-weights)")
+    detections: str | None = option(None, "use these detections instead of a detector: MOTChallenge rows "
+                                    "frame,id,x,y,w,h,conf (det.txt, gt.txt)")
+    detector_weights: str | None = option(None, "torchvision's COCO checkpoint of the --detector model (local file)")
+    allow_random_detector: bool = option(False, "a torchvision detector with random weights: tests only")
+    detector_threshold: float = option(0.5, "torchvision detector: minimum person score", minimum=0.0, maximum=1.0)
+    motion_threshold: float = option(30.0, "motion detector: grey-level change that counts as moving", above=0.0)
+    min_height: int = option(24, "smallest person box, in pixels of height", minimum=1)
+    detector_batch: int = option(4, "frames per detector batch (torchvision)", minimum=1)
+    activation: float = option(0.5, "ByteTrack: detection score that may start a track", minimum=0.0, maximum=1.0)
+    high_confidence: float = option(0.6, "ByteTrack: score of the first association stage", minimum=0.0,
+                                    maximum=1.0)
+    match_iou: float = option(0.2, "ByteTrack: minimum IoU of a detection with a track's predicted box",
+                              minimum=0.0, maximum=1.0)
+    confirm_frames: int = option(2, "ByteTrack: consecutive matches before a track gets an id", minimum=1)
+    lost_frames: int = option(30, "frames a lost track is kept for re-association before it is closed", minimum=0)
+    min_track_frames: int = option(5, "tracks shorter than this are dropped (flickers, passers-by at the edge)",
+                                   minimum=1)
+    frames: int | None = option(None, "T evenly spaced frames of each track (default: the checkpoint's)", minimum=1)
+    annotate: str | None = option(None, "write the video with boxes, ids and attribute lines to this .mp4/.mkv")
+    save_crops: str | None = option(None, "write every tracked box in the MARS layout + the predicted labels as a "
+                                    "mars_attributes.csv to this folder (for `par manifest mars`)")
+    device: str = option("cpu", "cpu, cuda or cuda:N")
+    batch_size: int = option(32, "crops per CLIP batch", minimum=1)
+
+
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}
 COMMANDS = {**STAGES, "import": ImportConfig, "eval": EvalConfig, "predict": PredictConfig, "synth": SynthConfig,
-            "bench": BenchConfig}
+            "bench": BenchConfig, "track": TrackConfig}
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:

@@ -188,9 +188,9 @@ def claim_dir(path: str | os.PathLike, kind: str) -> Path:
     return path
 
 
-def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], None]) -> None:
-    """Build a whole folder beside `final`, then put it in place. An existing `final` is replaced only when it is a
-    par output of this kind holding nothing but the files par wrote there."""
+def check_dir_target(final: str | os.PathLike, kind: str) -> None:
+    """A folder output may replace only an earlier par output of this kind holding nothing but what par wrote:
+    checked before long work starts, and again when the folder is put in place."""
     final = Path(final)
     if final.exists():
         marker = read_marker(final) if final.is_dir() else None
@@ -201,6 +201,13 @@ def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], Non
         if extra:
             raise ParError(f"{final}: holds files par did not write ({', '.join(extra[:3])}); move them away or "
                            f"choose another --out")
+
+
+def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], None]) -> None:
+    """Build a whole folder beside `final`, then put it in place. An existing `final` is replaced only when it is a
+    par output of this kind holding nothing but the files par wrote there."""
+    final = Path(final)
+    check_dir_target(final, kind)
     tmp = temp_sibling(final)
     old = temp_sibling(final, "old")
     with io_errors(final):

@@ -15,6 +15,20 @@ def is_positive(probs: np.ndarray | float, threshold: float) -> np.ndarray | boo
     return probs > threshold
 
 
+def group_answers(probs: np.ndarray, groups: Sequence[Any], threshold: float) -> list[tuple[int, float]]:
+    """Per attribute group (schema order) the answer as a value index and the probability behind it: a binary group
+    is 1 when its attribute is present by the threshold rule; a multi-class group takes its most probable value."""
+    answers = []
+    for g in groups:
+        if g.is_binary:
+            p = float(probs[g.start])
+            answers.append((int(bool(is_positive(p, threshold))), p))
+        else:
+            k = int(np.argmax(probs[g.start:g.end]))
+            answers.append((k, float(probs[g.start + k])))
+    return answers
+
+
 def _label_counts(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, ...]:
     tp = (pred & gt).sum(0).astype(np.float64)
     fp = (pred & ~gt).sum(0).astype(np.float64)

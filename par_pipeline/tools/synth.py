@@ -372,9 +372,15 @@ def parse_span(text: str) -> tuple[int, int]:
         raise ParError(f"--frames-per-tracklet must be N or MIN-MAX, not '{text}'") from None
 
 
-def synthesize(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | None = None
-               ) -> tuple[str, list[SynthTracklet]]:
-    """`par synth`: plan (random, or like the real MARS / Duke annotation) and render; returns the layout and plan."""
+def synthesize(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | None = None) -> tuple[str, list[Any]]:
+    """`par synth`: plan (random, or like the real MARS / Duke annotation; or a video scene) and render; returns the
+    layout ("video" for a scene) and the plan."""
+    if cfg.video:
+        from .scenes import write_scene
+
+        plan = write_scene(Path(cfg.out), cfg.people, cfg.seconds, cfg.fps, cfg.width or 640, cfg.height or 360,
+                           cfg.seed, on_progress)
+        return "video", plan
     frames = parse_span(cfg.frames_per_tracklet)
     if cfg.like_mars is not None:
         layout, plan = "mars", plan_like_mars(Path(cfg.like_mars), cfg.tracklets, cfg.seed)
@@ -390,5 +396,5 @@ def synthesize(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | Non
         done += n
         if on_progress:
             on_progress(done, total)
-    write_synth(Path(cfg.out), plan, layout, cfg.height, cfg.width, cfg.workers, step)
+    write_synth(Path(cfg.out), plan, layout, cfg.height or 256, cfg.width or 128, cfg.workers, step)
     return layout, plan

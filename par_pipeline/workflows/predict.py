@@ -21,7 +21,8 @@ from ..data.layouts import mars_tracklet_frames
 from ..data.preprocess import Preprocess
 from ..data.sampling import sample_frames
 from ..data.schema import AttributeSchema, schema_from_dict
-from ..engine.metrics import is_positive
+from ..data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..engine.metrics import group_answers
 from ..errors import ParError
 from ..model.clip import ClipEncoder, weights_identity
 from ..outputs import json_format_is, write_output_file
@@ -29,8 +30,6 @@ from ..reports import csv_text
 from ..run import load_checkpoint
 from ..store.codec import TokenCodec
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 PREDICTIONS_FORMAT = "par-predictions"
 
 
@@ -103,17 +102,10 @@ def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device:
 
 
 def describe(probs: np.ndarray, schema: AttributeSchema, threshold: float) -> tuple[dict[str, str], dict[str, float]]:
-    """Per group the answer and the probability behind it: binary groups yes/no by the threshold rule, multi-class
-    groups their most likely value."""
-    answers, confidence = {}, {}
-    for g in schema.groups:
-        if g.is_binary:
-            p = float(probs[g.start])
-            answers[g.name], confidence[g.name] = g.value_names[int(is_positive(p, threshold))], p
-        else:
-            k = int(np.argmax(probs[g.start:g.end]))
-            answers[g.name], confidence[g.name] = g.value_names[k], float(probs[g.start + k])
-    return answers, confidence
+    """Per group the answer's name and the probability behind it (`engine.metrics.group_answers`)."""
+    answers = group_answers(probs, schema.groups, threshold)
+    return ({g.name: g.value_names[k] for g, (k, _) in zip(schema.groups, answers)},
+            {g.name: p for g, (_, p) in zip(schema.groups, answers)})
 
 
 def predict(inputs: list[TrackletInput], cfg: PredictConfig,

@@ -1,0 +1,1 @@
+"""People in camera footage: detection and tracking."""

@@ -1,0 +1,84 @@
+"""Tracks of people over a video: ByteTrack as the `trackers` package (Roboflow, Apache-2.0) implements it, and the
+boxes each track was seen with. A track that has not been matched for `lost_frames` frames is closed: the tracker
+forgets it and only its boxes remain (a few numbers per frame), so memory does not grow with the video's length
+beyond them."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .detect import Detections
+
+
+@dataclass
+class Track:
+    id: int  # from 1, as MOTChallenge numbers them
+    frames: list[int] = field(default_factory=list)  # 0-based frame indices, increasing
+    boxes: list[tuple[float, float, float, float]] = field(default_factory=list)  # x0, y0, x1, y1
+    scores: list[float] = field(default_factory=list)
+
+    @property
+    def first(self) -> int:
+        return self.frames[0]
+
+    @property
+    def last(self) -> int:
+        return self.frames[-1]
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    activation: float = 0.5  # a detection this confident may start a track
+    high_confidence: float = 0.6  # ByteTrack's first-stage threshold (the rest are matched second)
+    match_iou: float = 0.2  # minimum IoU of a detection with a track's predicted box
+    confirm_frames: int = 2  # consecutive matches before a track gets an id
+    lost_frames: int = 30  # frames a lost track is kept for re-association, then closed
+
+    def record(self) -> dict[str, Any]:
+        return {"library": "trackers (ByteTrack)", **self.__dict__}
+
+
+class PersonTracker:
+    def __init__(self, options: TrackerOptions):
+        from trackers import ByteTrackTracker
+
+        self.options = options
+        # frame_rate 30 makes `lost_track_buffer` a number of frames, whatever the video's rate
+        self.tracker = ByteTrackTracker(lost_track_buffer=options.lost_frames, frame_rate=30.0,
+                                        track_activation_threshold=options.activation,
+                                        minimum_consecutive_frames=options.confirm_frames,
+                                        minimum_iou_threshold=options.match_iou,
+                                        high_conf_det_threshold=options.high_confidence)
+        self.open: dict[int, Track] = {}
+        self.closed: list[Track] = []
+
+    def update(self, index: int, found: Detections) -> list[tuple[int, tuple[float, float, float, float]]]:
+        """Associate frame `index`'s detections; returns (track id, box) of the tracks seen in it."""
+        import supervision as sv
+
+        det = sv.Detections(xyxy=found.boxes.astype(np.float64).reshape(-1, 4),
+                            confidence=found.scores.astype(np.float64))
+        out = self.tracker.update(det)
+        seen = []
+        for box, tid, score in zip(out.xyxy, out.tracker_id, _scores(out)):
+            if int(tid) < 0:  # not confirmed yet
+                continue
+            track = self.open.setdefault(int(tid) + 1, Track(int(tid) + 1))
+            b = tuple(float(v) for v in box)
+            track.frames.append(index)
+            track.boxes.append(b)  # type: ignore[arg-type]
+            track.scores.append(float(score))
+            seen.append((track.id, b))
+        for tid in [t for t, track in self.open.items() if index - track.last > self.options.lost_frames]:
+            self.closed.append(self.open.pop(tid))
+        return seen
+
+    def finish(self) -> list[Track]:
+        """Every track, closed or still open, by id."""
+        return sorted([*self.closed, *self.open.values()], key=lambda t: t.id)
+
+
+def _scores(det: Any) -> np.ndarray:
+    return det.confidence if det.confidence is not None else np.ones(len(det.xyxy))

@@ -1,0 +1,335 @@
+"""`par track`: who in camera footage wore what. Detect people, track them, and name each person's attributes over
+their whole track with a checkpoint, as `par eval` names a tracklet's.
+
+Three streamed passes over the footage, so memory does not grow with its length:
+1. detect and track: every frame's detections go to ByteTrack; a track keeps only its boxes.
+2. attributes: each track's T evenly spaced frames (the rule `par eval` uses) are cropped, prepared exactly as the
+   checkpoint's store was (zero-pad to a square, resize), encoded by the store's CLIP and rounded to the store's
+   dtype; a track's tokens are averaged and its probabilities computed as soon as its last chosen frame has passed.
+   With `--save-crops`, every tracked box is written in the MARS layout as well.
+3. with `--annotate`, the video again with boxes, ids and each person's attribute line.
+Outputs (OUT, written whole): tracks.json (`par-tracks`), tracks.csv, tracks.txt (MOTChallenge). A damaged video
+is answered up to the damage and the outputs say where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..config import TrackConfig, check_device
+from ..data.preprocess import prepare_image
+from ..data.sampling import sample_frames
+from ..data.schema import AttributeSchema, schema_from_dict
+from ..data.video import FrameSource
+from ..engine.metrics import group_answers
+from ..errors import ParError
+from ..footage.detect import FileDetections, MotionDetector, TorchvisionDetector, detections_of
+from ..footage.tracking import PersonTracker, Track, TrackerOptions
+from ..outputs import atomic_write, check_dir_target, check_file_target, fault_point, replace_dir
+from ..reports import csv_text
+from ..run import load_checkpoint
+from ..store.codec import TokenCodec
+from .predict import describe, encoder_for_checkpoint
+
+TRACKS_FORMAT = "par-tracks"
+TRACKS_VERSION = 1
+TRACKS_KIND = "tracks"
+CROPS_KIND = "tracked crops"
+Progress = Callable[[str, int, int | None], None]
+
+
+def make_detector(cfg: TrackConfig) -> Any:
+    if cfg.detections is not None:
+        return FileDetections.read(cfg.detections)
+    if cfg.detector == "motion":
+        return MotionDetector(cfg.motion_threshold, cfg.min_height)
+    kind, _, name = cfg.detector.partition(":")
+    if kind != "torchvision" or not name:
+        raise ParError(f"--detector {cfg.detector}: give motion or torchvision:NAME (or --detections FILE)")
+    return TorchvisionDetector(name, cfg.detector_weights, cfg.allow_random_detector, cfg.detector_threshold,
+                               cfg.device, cfg.min_height)
+
+
+def track_sources(sources: list[Path], cfg: TrackConfig, on_progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Each source into OUT (one source) or OUT/<name>/ (several); returns each one's tracks.json record."""
+    if not sources:
+        raise ParError("nothing to track: give a video file or a folder of frames")
+    if len(sources) > 1 and (cfg.annotate or cfg.save_crops):
+        raise ParError("--annotate and --save-crops take one video at a time")
+    names = [Path(s).stem for s in sources]
+    if len(set(names)) != len(names):
+        raise ParError(f"two sources share a name ({names}); each gets OUT/<name>/ - rename one")
+    outs = [Path(cfg.out)] if len(sources) == 1 else [Path(cfg.out) / n for n in names]
+    return [track_video(Path(s), o, cfg, on_progress) for s, o in zip(sources, outs)]
+
+
+@dataclass
+class Pending:
+    """A track whose chosen frames are being encoded: their tokens so far."""
+    track: Track
+    chosen: list[int]  # positions in the track's frames
+    tokens: list[torch.Tensor] = field(default_factory=list)
+
+
+def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Progress | None = None) -> dict[str, Any]:
+    check_device(cfg.device)
+    check_dir_target(out, TRACKS_KIND)  # every output is checked before the footage is read
+    if cfg.save_crops:
+        check_dir_target(cfg.save_crops, CROPS_KIND)
+    if cfg.annotate:
+        _check_annotate_target(Path(cfg.annotate))
+    source = FrameSource(source_path)
+    model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
+    enc = encoder_for_checkpoint(meta, cfg.pretrained, cfg.device)
+    detector = make_detector(cfg)
+    schema = schema_from_dict(meta["schema_definition"])
+    options = TrackerOptions(cfg.activation, cfg.high_confidence, cfg.match_iou, cfg.confirm_frames, cfg.lost_frames)
+
+    # pass 1: detect and track
+    tracker, read = PersonTracker(options), 0
+    for index, _, found in detections_of(detector, iter(source), cfg.detector_batch):
+        tracker.update(index, found)
+        read = index + 1
+        if on_progress:
+            on_progress("detect + track", read, None)
+    stopped = source.stopped
+    if read == 0:
+        raise ParError(f"{source_path}: no frame could be read ({stopped.reason if stopped else 'empty'}); give an "
+                       f"intact video")
+    tracks = [t for t in tracker.finish() if len(t.frames) >= cfg.min_track_frames]
+    if not tracks:
+        raise ParError(f"{source_path}: no people found in {read} frames (no track of at least "
+                       f"{cfg.min_track_frames} frames; detector {detector.record()['kind']}); check the detector and "
+                       f"its threshold, or lower --min-track-frames")
+    fault_point("track-pass-1")
+
+    # pass 2: crops of each track's chosen frames -> CLIP -> the fusion model
+    T = cfg.frames or meta["eval_frames"]
+    results = _attributes(source, read, tracks, T, model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg,
+                          on_progress)
+    fault_point("track-pass-2")
+    records = [_record(t, *results[t.id], schema, meta["threshold"]) for t in tracks]
+    doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": str(source_path), "fps": source.fps,
+           "frames_read": read, "stopped": None if stopped is None else stopped.__dict__,
+           "checkpoint": meta["_path"], "detector": detector.record(), "tracker": options.record(),
+           "min_track_frames": cfg.min_track_frames, "frames_per_track": T, "attributes": meta["attributes"],
+           "groups": [g.name for g in schema.groups], "tracks": records}
+    if cfg.save_crops:
+        _save_crops(source, read, tracks, records, schema, meta["threshold"], Path(cfg.save_crops), on_progress)
+    if cfg.annotate:
+        _annotate(source, read, tracks, records, Path(cfg.annotate), on_progress)
+
+    def build(folder: Path) -> None:
+        (folder / "tracks.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (folder / "tracks.csv").write_text(_tracks_csv(records, schema, meta["attributes"]))
+        (folder / "tracks.txt").write_text(_mot_rows(tracks))
+
+    replace_dir(out, TRACKS_KIND, build)
+    return doc
+
+
+def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, model: torch.nn.Module, enc: Any,
+                codec: TokenCodec, cfg: TrackConfig, on_progress: Progress | None
+                ) -> dict[int, tuple[np.ndarray, list[int]]]:
+    """Track id -> (A probabilities, the frames used). A track's tokens are held only between its first and last
+    chosen frame."""
+    wanted: dict[int, list[tuple[Pending, tuple[float, ...]]]] = {}
+    pending = {t.id: Pending(t, sample_frames(len(t.frames), T, None).tolist()) for t in tracks}
+    for p in pending.values():
+        for pos in p.chosen:
+            wanted.setdefault(p.track.frames[pos], []).append((p, p.track.boxes[pos]))
+    results: dict[int, tuple[np.ndarray, list[int]]] = {}
+    batch: list[tuple[Pending, np.ndarray]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        images = torch.from_numpy(np.stack([img for _, img in batch]))
+        feats = codec.round_trip(enc.encode_frames(images)).cpu()  # what a store would hold
+        for (p, _), f in zip(batch, feats):
+            p.tokens.append(f)
+            if len(p.tokens) == len(p.chosen):
+                used = [p.track.frames[k] for k in p.chosen]
+                results[p.track.id] = (_probabilities(model, torch.stack(p.tokens), cfg.device), used)
+                p.tokens = []
+        batch.clear()
+
+    last_needed = max(wanted)
+    for index, rgb in source:
+        for p, box in wanted.get(index, []):
+            batch.append((p, prepare_image(_crop(rgb, box), enc.preprocess)))
+        if len(batch) >= cfg.batch_size:
+            flush()
+        if on_progress:
+            on_progress("attributes", index + 1, read)
+        if index >= last_needed or index + 1 >= read:
+            break
+    flush()
+    missing = [t.id for t in tracks if t.id not in results]
+    if missing:  # the second pass read less than the first: the file changed under us
+        raise ParError(f"{source.path}: frames of track(s) {missing[:5]} could not be read again; is the file being "
+                       f"written? run the same command on a finished file")
+    return results
+
+
+@torch.no_grad()
+def _probabilities(model: torch.nn.Module, frames: torch.Tensor, device: str) -> np.ndarray:
+    """A track's chosen frames' tokens [T, N, D] -> its A probabilities, as `par predict` computes them."""
+    visual = frames if model.cfg.needs_frames else frames.mean(0)
+    return torch.sigmoid(model(visual.unsqueeze(0).to(device)).float())[0].cpu().numpy()
+
+
+def _crop(rgb: np.ndarray, box: tuple[float, ...]) -> Image.Image:
+    H, W = rgb.shape[:2]
+    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    x1, y1 = min(W, max(x0 + 1, int(np.ceil(box[2])))), min(H, max(y0 + 1, int(np.ceil(box[3]))))
+    return Image.fromarray(rgb[y0:y1, x0:x1])
+
+
+def _record(t: Track, probs: np.ndarray, used: list[int], schema: AttributeSchema, threshold: float
+            ) -> dict[str, Any]:
+    description, confidence = describe(probs, schema, threshold)
+    record = {"id": t.id, "first_frame": t.first + 1, "last_frame": t.last + 1, "frames": len(t.frames),
+              "frames_used": [f + 1 for f in used],
+              "boxes": [[f + 1, round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2),
+                         round(s, 4)] for f, b, s in zip(t.frames, t.boxes, t.scores)],
+              "description": description, "confidence": confidence,
+              "probabilities": {a: float(p) for a, p in zip(schema.attributes, probs)}}
+    record["line"] = short_line(record, schema)
+    return record
+
+
+def _tracks_csv(records: list[dict[str, Any]], schema: AttributeSchema, attributes: list[str]) -> str:
+    groups = [g.name for g in schema.groups]
+    rows = [[r["id"], r["first_frame"], r["last_frame"], r["frames"], *(r["description"][g] for g in groups),
+             *(f"{r['probabilities'][a]:.4f}" for a in attributes)] for r in records]
+    return csv_text(["track", "first_frame", "last_frame", "frames", *groups, *(f"p({a})" for a in attributes)], rows)
+
+
+def _mot_rows(tracks: list[Track]) -> str:
+    """MOTChallenge result rows: frame,id,x,y,w,h,conf,-1,-1,-1 (frames and ids from 1), by frame."""
+    rows = sorted((f + 1, t.id, b, s) for t in tracks for f, b, s in zip(t.frames, t.boxes, t.scores))
+    return "".join(f"{f},{i},{b[0]:.2f},{b[1]:.2f},{b[2] - b[0]:.2f},{b[3] - b[1]:.2f},{s:.4f},-1,-1,-1\n"
+                   for f, i, b, s in rows)
+
+
+def short_line(record: dict[str, Any], schema: AttributeSchema) -> str:
+    """`#3 female, red top, black bottom, backpack`: the colours and the binary attributes that are present."""
+    parts = []
+    for g in schema.groups:
+        answer = record["description"][g.name]
+        if g.is_binary and answer == g.value_names[1]:
+            parts.append(g.name)
+        elif g.name in ("top color", "bottom color"):
+            parts.append(f"{answer} {g.name.split()[0]}")
+    return f"#{record['id']} " + ", ".join(parts)
+
+
+def _save_crops(source: FrameSource, read: int, tracks: list[Track], records: list[dict[str, Any]],
+                schema: AttributeSchema, threshold: float, folder: Path, on_progress: Progress | None) -> None:
+    """Every tracked box as a MARS tracklet (`bbox_test/<id>/<id>C1T<id>F<frame>.jpg`, person = track) and the
+    predicted labels as a mars_attributes.csv to correct by hand: `par manifest mars FOLDER` reads them back."""
+    if schema.name != "mars":
+        raise ParError(f"--save-crops writes the MARS layout; the checkpoint's schema is {schema.name}")
+    if max(t.id for t in tracks) > 9999:
+        raise ParError("--save-crops: more than 9,999 tracks do not fit MARS's 4-digit person ids")
+    boxes: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
+    for t in tracks:
+        for f, b in zip(t.frames, t.boxes):
+            boxes.setdefault(f, []).append((t.id, b))
+
+    def build(tmp: Path) -> None:
+        (tmp / "bbox_train").mkdir()
+        for t in tracks:
+            (tmp / "bbox_test" / f"{t.id:04d}").mkdir(parents=True)
+        for index, rgb in source:
+            for tid, b in boxes.get(index, []):
+                _crop(rgb, b).save(tmp / "bbox_test" / f"{tid:04d}" / f"{tid:04d}C1T{tid:04d}F{index + 1:03d}.jpg",
+                                   quality=95)
+            if on_progress:
+                on_progress("save crops", index + 1, read)
+            if index + 1 >= read:
+                break
+        with open(tmp / "mars_attributes.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(schema.csv_columns)
+            for r in records:
+                probs = np.array([r["probabilities"][a] for a in schema.attributes])
+                row = {"person_id": r["id"], "camera_id": 1, "tracklets_id": r["id"]}
+                answers = group_answers(probs, schema.groups, threshold)
+                row.update({g.column: k for g, (k, _) in zip(schema.groups, answers)})
+                w.writerow([row.get(c, 0) for c in schema.csv_columns])
+
+    replace_dir(folder, CROPS_KIND, build)
+
+
+def _annotate(source: FrameSource, read: int, tracks: list[Track], records: list[dict[str, Any]], path: Path,
+              on_progress: Progress | None) -> None:
+    import av
+
+    lines = {r["id"]: r["line"] for r in records}
+    boxes: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
+    for t in tracks:
+        for f, b in zip(t.frames, t.boxes):
+            boxes.setdefault(f, []).append((t.id, b))
+    palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+               (70, 240, 240), (240, 50, 230)]
+
+    def write(tmp: Path) -> None:
+        with av.open(str(tmp), "w", format=FORMATS[path.suffix.lower()]) as container:
+            container.metadata["comment"] = ANNOTATED
+            stream = None
+            for index, rgb in source:
+                if stream is None:
+                    stream = container.add_stream("mpeg4", rate=max(1, int(round(source.fps))))
+                    stream.width, stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
+                    stream.pix_fmt, stream.bit_rate = "yuv420p", 4_000_000
+                img = Image.fromarray(rgb[:stream.height, :stream.width])
+                d = ImageDraw.Draw(img)
+                for tid, b in boxes.get(index, []):
+                    colour = palette[tid % len(palette)]
+                    d.rectangle([b[0], b[1], b[2], b[3]], outline=colour, width=2)
+                    text = lines[tid] if len(lines[tid]) <= LINE_CHARS else lines[tid][:LINE_CHARS - 1] + "…"
+                    x, y = b[0], max(0.0, b[1] - 12)
+                    d.rectangle(d.textbbox((x, y), text), fill=(0, 0, 0))
+                    d.text((x, y), text, fill=colour)
+                for packet in stream.encode(av.VideoFrame.from_image(img)):
+                    container.mux(packet)
+                if on_progress:
+                    on_progress("annotate", index + 1, read)
+                if index + 1 >= read:
+                    break
+            if stream is not None:
+                for packet in stream.encode():
+                    container.mux(packet)
+
+    _check_annotate_target(path)
+    atomic_write(path, write)
+
+
+def _check_annotate_target(path: Path) -> None:
+    if path.suffix.lower() not in FORMATS:
+        raise ParError(f"--annotate {path}: give a file name ending in {', '.join(FORMATS)}")
+    check_file_target(path, "annotated video", _is_annotated)
+
+
+LINE_CHARS = 48  # of a person's attribute line on the video (tracks.json holds it whole)
+FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov"}
+ANNOTATED = "par track --annotate"  # the container's comment: how a later run knows the file is its own
+
+
+def _is_annotated(path: Path) -> bool:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return container.metadata.get("comment") == ANNOTATED
+    except (av.error.FFmpegError, OSError):
+        return False
