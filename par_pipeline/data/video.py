@@ -81,15 +81,22 @@ class FrameSource:
     def _video(self) -> Iterator[tuple[int, np.ndarray]]:
         import av
 
-        index = 0
+        index, announced = 0, 0
         try:
             with av.open(str(self.path)) as container:
-                for frame in container.decode(video=0):
+                stream = container.streams.video[0]
+                announced = stream.frames or (int(round(container.duration / 1e6 * self.fps)) if container.duration
+                                              else 0)
+                for frame in container.decode(stream):
                     yield index, frame.to_ndarray(format="rgb24")
                     index += 1
         except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
             self.stopped = Stopped(index, f"decoding failed after frame {index} ({type(exc).__name__}: "
                                           f"{_first_line(exc)})")
+            return
+        if announced and index < announced - 1:  # a cut-off file decodes silently up to the cut
+            self.stopped = Stopped(index, f"the video ends after frame {index} of the {announced} its header "
+                                          f"announces (truncated or damaged)")
 
 
 def _frame_number(path: Path) -> tuple[int, str]:
