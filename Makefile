@@ -37,10 +37,15 @@ BENCH_EPOCHS ?= 6
 BENCH_HOST_FRAMES ?= 4096
 BENCH_SWEEP_FRAMES ?= 1 2 4 6
 BENCH_TRAIN_BATCH ?= 8
+# make track-bench: par track on synthetic footage (tracking, attributes, throughput, memory) with the demo's model.
+TRACK_CHECKPOINT ?= $(DEMO)/run
+TRACK_SEEDS ?= 3
+TRACK_SECONDS ?= 20
+TRACK_MINUTES ?= 1 10
 # make test: every behaviour once, on 2 processes; make test-all adds the slow variants (kill -9 at ten random points).
 TEST_PROCESSES ?= 2
 
-.PHONY: setup test test-all lint demo bench ablation clean
+.PHONY: setup test test-all lint demo bench track-bench ablation clean
 
 setup: $(STAMP)
 
@@ -86,6 +91,13 @@ bench: $(STAMP)
 		--frames-per-tracklet $(BENCH_FRAMES) --batch-size 16 --workers 2 --fusion-model vtf-par-small \
 		--train-batch $(BENCH_TRAIN_BATCH) --epochs $(BENCH_EPOCHS) --sweep-epochs 1 --sweep-frames "$(BENCH_SWEEP_FRAMES)" \
 		--host-frames $(BENCH_HOST_FRAMES)
+
+$(DEMO)/run/best.json:
+	$(MAKE) demo
+
+track-bench: $(STAMP) $(TRACK_CHECKPOINT)/best.json
+	$(PAR) bench --out $(BENCH) --part track --track-checkpoint $(TRACK_CHECKPOINT) --track-seeds $(TRACK_SEEDS) \
+		--track-seconds $(TRACK_SECONDS) --track-minutes "$(TRACK_MINUTES)"
 
 # Removes only what these targets made: the demo folder (its marker), the ablation results and bench folders
 # (par's output markers).

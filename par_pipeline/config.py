@@ -174,7 +174,7 @@ class SynthConfig:
 @dataclass
 class BenchConfig:
     out: str = option("bench", "folder for bench.json and the work files")
-    part: str = option("all", "all, or a comma-separated subset of extract,train,predict,sweep")
+    part: str = option("all", "all (extract,train,predict,sweep), or a comma-separated list of those and track")
     clip_model: str = option("ViT-B-16-quickgelu", "CLIP model of the extract part (random weights: speed does not "
                              "depend on them)")
     fusion_model: str = option("vtf-par", "fusion model config of the train part")
@@ -193,6 +193,13 @@ class BenchConfig:
     sweep_epochs: int = option(2, "epochs of each sweep point", minimum=1)
     sweep_frames: list[int] = option([1, 2, 4, 6], "frame counts T of the sweep")
     host_frames: int = option(4096, "rows of the extraction host-loop measurement", minimum=1)
+    track_checkpoint: str | None = option(None, "track part: the run whose model names the attributes (default: the "
+                                          "train part's)")
+    track_seeds: int = option(3, "track part: synthetic scenes (seeds 0..N-1)", minimum=1)
+    track_people: int = option(5, "track part: people per scene (and per minute of the memory videos)", minimum=1)
+    track_seconds: float = option(20.0, "track part: length of each scene", above=0.0)
+    track_minutes: list[float] = option([1.0, 10.0], "track part: the short and the long video of the memory "
+                                        "measurement, in minutes")
 
     @property
     def clip_precision(self) -> str:

@@ -2,7 +2,7 @@
 # GPU checks in one run (under 8 minutes on one H100 at the default sizes): real ViT-B/16 extraction in fp16 and
 # bf16 (model-only vs pipeline, agreement with fp32, PIL vs GPU JPEG decoding, torch.compile), store bytes and int8
 # agreement, the extraction host loop, paper-size training from the store (warm and cold page cache, disk
-# random-read rate, int8), predict; then a one-screen summary. Sizes are variables, so the same script runs on a
+# random-read rate, int8), predict, par track (throughput, stage shares, memory); then a one-screen summary. Sizes are variables, so the same script runs on a
 # CPU with tiny sizes (the test suite does). Packages missing on a lent machine travel as wheels in .whl/.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
@@ -16,6 +16,8 @@ TRAIN_BATCH=${TRAIN_BATCH:-64}
 EPOCHS=${EPOCHS:-5}
 HOST_FRAMES=${HOST_FRAMES:-16384}
 PRECISIONS=${PRECISIONS:-fp16 bf16}
+TRACK_SECONDS=${TRACK_SECONDS:-20}  # par track: one synthetic scene, and the memory videos below
+TRACK_MINUTES=${TRACK_MINUTES:-1 3}
 WORK=${WORK:-/tmp/par-gpu-check}
 mkdir -p "$OUT" "$WORK"
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -41,6 +43,9 @@ FIRST=$(echo $PRECISIONS | cut -d' ' -f1)
 $PY -m cli.main bench --part train,predict --device "$DEVICE" --fusion-model "$FUSION" --train-batch "$TRAIN_BATCH" \
   --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-pil" 2>&1 | tee "$OUT/train.txt"
 cp "$WORK/b-$FIRST-pil/bench.json" "$OUT/train.json"
+$PY -m cli.main bench --part track --device "$DEVICE" --track-seeds 1 --track-seconds "$TRACK_SECONDS" \
+  --track-minutes "$TRACK_MINUTES" --out "$WORK/b-$FIRST-pil" 2>&1 | tee "$OUT/track.txt"
+cp "$WORK/b-$FIRST-pil/bench.json" "$OUT/track.json"
 $PY - "$OUT" <<'EOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
@@ -59,4 +64,6 @@ print(f"train {r['model']}: store {r['store_samples_per_s']:,.0f} vs model-only 
 print(f"loader warm {r['loader_warm_samples_per_s']:,.0f}, cold {r['loader_cold_samples_per_s']:,.0f} samples/s; int8 warm "
       f"{r['int8_loader_warm_samples_per_s']:,.0f}, cold {r['int8_loader_cold_samples_per_s']:,.0f}; disk {r['disk_random_read']}")
 print(f"predict {p['tracklets_per_s']:,.1f} tracklets/s ({p['frames_per_s']:,.0f} frames/s)")
+k = json.loads((out / "track.json").read_text())["track"]
+print(f"track {k['frames_per_s']:,.1f} video frames/s; shares {k['stage_share']}; peak memory {k['peak_memory_mb']}")
 EOF

@@ -8,25 +8,14 @@ from conftest import ROOT, par_env
 
 def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
     """scripts/gpu_check.sh, with its sizes shrunk through its variables and the device set to the CPU."""
-    env = par_env(
-        {
-            "OUT": str(tmp_path / "out"),
-            "WORK": str(tmp_path / "work"),
-            "DEVICE": "cpu",
-            "CLIP": "par-tiny-clip",
-            "FUSION": "vtf-par-small",
-            "TRACKLETS": "3",
-            "FRAMES": "3",
-            "BATCH": "8",
-            "TRAIN_BATCH": "2",
-            "EPOCHS": "2",
-            "HOST_FRAMES": "128",
-            "PRECISIONS": "fp32",
-            "PY": str(ROOT / ".venv" / "bin" / "python"),
-            "PATH": os.environ["PATH"],
-        }
-    )
+    env = par_env({"OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
+                   "CLIP": "par-tiny-clip", "FUSION": "vtf-par-small", "TRACKLETS": "3", "FRAMES": "3", "BATCH": "8",
+                   "TRAIN_BATCH": "2", "EPOCHS": "2", "HOST_FRAMES": "128", "PRECISIONS": "fp32",
+                   "TRACK_SECONDS": "4", "TRACK_MINUTES": "0.1 0.2", "PY": str(ROOT / ".venv" / "bin" / "python"),
+                   "PATH": os.environ["PATH"]})
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "extract_fp32_torchvision" in proc.stdout and "loader warm" in proc.stdout and "predict" in proc.stdout
+    assert "video frames/s" in proc.stdout
+    assert "video frames/s" in proc.stdout

@@ -15,7 +15,8 @@ from test_readme import EXAMPLE_TRACKLET, NOT_RUN_HERE, ROOT, readme_blocks, rea
 
 SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2", "FRAMES": "1 2",
          "BENCH_CLIP": "par-tiny-clip", "BENCH_TRACKLETS": "4", "BENCH_FRAMES": "4", "BENCH_EPOCHS": "2",
-         "BENCH_HOST_FRAMES": "256", "BENCH_SWEEP_FRAMES": "1 2", "BENCH_TRAIN_BATCH": "2"}
+         "BENCH_HOST_FRAMES": "256", "BENCH_SWEEP_FRAMES": "1 2", "BENCH_TRAIN_BATCH": "2", "TRACK_SEEDS": "1",
+         "TRACK_SECONDS": "4", "TRACK_MINUTES": "0.1 0.2"}
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def made(tmp_path_factory):
     out["tracklet"] = tracklet
     out["ablation"] = run_script(["make ablation"], {}, work, env)
     out["bench"] = run_script(["make bench"], {}, work, env)
+    out["track-bench"] = run_script(["make track-bench"], {}, work, env)
     return work, env, out
 
 
@@ -82,6 +84,19 @@ def test_make_bench_writes_every_documented_figure(made):
     for dtype in ("float16", "int8"):
         host = e["host_loop"][dtype]
         assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0
+
+
+def test_make_track_bench(made):
+    """`make track-bench` with the demo's model: every documented figure, added to bench.json beside the rest."""
+    work, _, out = made
+    data = json.loads((work / "bench" / "bench.json").read_text())
+    k = data["track"]
+    assert "extract" in data and k["seeds"] == 1 and k["checkpoint"] == "demo/run"
+    assert 0 <= k["ground_truth_idf1"]["mean"] <= 1 and k["ground_truth_mota"]["mean"] > 0.5
+    assert 0 <= k["tracklet_f1"]["mean"] <= 1 and 0 <= k["per_frame_vote_f1"]["mean"] <= 1
+    assert set(k["stage_share"]) >= {"decode", "detect", "track", "crop", "clip", "fusion"}
+    assert abs(sum(k["stage_share"].values()) - 1) < 1e-6 and k["frames_per_s"] > 0
+    assert set(k["peak_memory_mb"]) == {"0.1 min", "0.2 min"} and "track peak memory" in out["track-bench"]
 
 
 def test_make_clean_and_the_demo_folder_rule(made):

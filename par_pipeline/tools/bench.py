@@ -11,6 +11,7 @@ sweep:   a frame-count sweep from one store (extraction included) vs the referen
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -40,7 +41,8 @@ from ..tools.synth import plan_random, write_synth
 from ..workflows.extract import encode_shards, extract, preprocess_of
 from ..workflows.train import build_model, train
 
-PARTS = ("extract", "train", "predict", "sweep")
+PARTS = ("extract", "train", "predict", "sweep")  # `all`
+OTHER_PARTS = ("track",)  # asked for by name (`make track-bench`)
 Log = Callable[[str], None]
 
 
@@ -408,9 +410,12 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
     """Run the parts asked for (`all` or a comma list of extract,train,predict,sweep); bench.json and table rows."""
     out, part = Path(sizes.out), sizes.part
     parts = set(PARTS) if part == "all" else set(part.split(","))
-    if not parts <= set(PARTS):
-        raise ParError(f"--part must be all or a comma-separated subset of {','.join(PARTS)}, not '{part}'")
+    if not parts <= {*PARTS, *OTHER_PARTS}:
+        raise ParError(f"--part must be all or a comma-separated subset of {','.join((*PARTS, *OTHER_PARTS))}, not "
+                       f"'{part}'")
     needs = {"train": ("extract", out / "store.zarr"), "predict": ("train", out / "bench-run" / "best.json")}
+    if sizes.track_checkpoint is None:
+        needs["track"] = ("train", out / "bench-run" / "best.json")
     for p, (before, path) in needs.items():
         if p in parts and before not in parts and not path.exists():
             raise ParError(f"{path}: the {p} part needs the {before} part's output; run `par bench --part {before}` "
@@ -419,9 +424,10 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
         raise ParError("the sweep part reuses the extract part's store and timing: run --part all or extract,sweep")
     out.mkdir(parents=True, exist_ok=True)
     gpu = torch.cuda.get_device_name(0) if sizes.device.startswith("cuda") and torch.cuda.is_available() else None
-    results: dict[str, Any] = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                           "torch": torch.__version__, "gpu": gpu,
-                                           "where": gpu or f"{os.cpu_count()} CPU cores"}}
+    earlier = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {}
+    results: dict[str, Any] = {**earlier, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                                      "torch": torch.__version__, "gpu": gpu,
+                                                      "where": gpu or f"{os.cpu_count()} CPU cores"}}
     if "extract" in parts:
         results["extract"] = bench_extract(out, sizes, log)
     if "train" in parts:
@@ -430,6 +436,10 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
         results["predict"] = bench_predict(out, sizes, log)
     if "sweep" in parts:
         results["sweep"] = bench_sweep(out, results["extract"]["extract_s"], sizes, log)
+    if "track" in parts:
+        from .track_bench import bench_track
+
+        results["track"] = bench_track(out, sizes, log)
     write_json(out / "bench.json", results)
     return results, table_rows(results)
 
@@ -496,4 +506,21 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                  ("sweep the reference way (CLIP every step)", f"{w['reference_total_s']:.1f} s", ""),
                  (f"sweep speedup, measured ({w['epochs']} epoch(s))", f"{w['speedup']:.2f}x", ""),
                  (f"sweep speedup, projected to {w['projected_epochs']} epochs", f"{w['projected_speedup']:.1f}x", "")]
+    if "track" in results:
+        k = results["track"]
+
+        def ms(d: dict[str, float], scale: float = 1.0) -> str:
+            return f"{scale * d['mean']:.2f} ± {scale * d['std']:.2f}"
+        rows += [(f"track, motion detector: MOTA / IDF1 / ID switches ({k['seeds']} scenes)",
+                  f"{ms(k['motion_mota'], 100)} / {ms(k['motion_idf1'], 100)} / {ms(k['motion_id_switches'])}", ""),
+                 ("track, ground-truth boxes: MOTA / IDF1 / ID switches",
+                  f"{ms(k['ground_truth_mota'], 100)} / {ms(k['ground_truth_idf1'], 100)} / "
+                  f"{ms(k['ground_truth_id_switches'])}", ""),
+                 ("attributes F1: tracklet (par) / per-frame vote", f"{ms(k['tracklet_f1'], 100)} / "
+                  f"{ms(k['per_frame_vote_f1'], 100)}", "tracklet ahead"),
+                 ("track end to end (motion detector)", f"{k['frames_per_s']:,.1f} video frames/s", ""),
+                 ("track stage shares", ", ".join(f"{s} {100 * v:.0f}%" for s, v in sorted(
+                     k["stage_share"].items(), key=lambda kv: -kv[1])), ""),
+                 ("track peak memory", " / ".join(f"{m}: {v:,.0f} MB" for m, v in k["peak_memory_mb"].items()),
+                  "flat")]
     return rows

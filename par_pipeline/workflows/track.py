@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -38,6 +39,31 @@ from ..run import load_checkpoint
 from ..store.codec import TokenCodec
 from .predict import describe, encoder_for_checkpoint
 
+
+class StageClock:
+    """Seconds spent per stage (decode, detect, track, crop, CLIP, fusion, write): what `make bench` reports as each
+    stage's share of the time."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - since
+        return now
+
+    def frames(self, source: Any) -> Iterator[tuple[int, np.ndarray]]:
+        """The source's frames, the time spent decoding them counted."""
+        it = iter(source)
+        while True:
+            t = time.perf_counter()
+            item = next(it, None)
+            self.add("decode", t)
+            if item is None:
+                return
+            yield item
+
+
 TRACKS_FORMAT = "par-tracks"
 TRACKS_VERSION = 1
 TRACKS_KIND = "tracks"
@@ -57,7 +83,8 @@ def make_detector(cfg: TrackConfig) -> Any:
                                cfg.device, cfg.min_height)
 
 
-def track_sources(sources: list[Path], cfg: TrackConfig, on_progress: Progress | None = None) -> list[dict[str, Any]]:
+def track_sources(sources: list[Path], cfg: TrackConfig, on_progress: Progress | None = None
+                  ) -> list[dict[str, Any]]:
     """Each source into OUT (one source) or OUT/<name>/ (several); returns each one's tracks.json record."""
     if not sources:
         raise ParError("nothing to track: give a video file or a folder of frames")
@@ -67,7 +94,7 @@ def track_sources(sources: list[Path], cfg: TrackConfig, on_progress: Progress |
     if len(set(names)) != len(names):
         raise ParError(f"two sources share a name ({names}); each gets OUT/<name>/ - rename one")
     outs = [Path(cfg.out)] if len(sources) == 1 else [Path(cfg.out) / n for n in names]
-    return [track_video(Path(s), o, cfg, on_progress) for s, o in zip(sources, outs)]
+    return [track_video(Path(s), o, cfg, on_progress)[0] for s, o in zip(sources, outs)]
 
 
 @dataclass
@@ -78,7 +105,9 @@ class Pending:
     tokens: list[torch.Tensor] = field(default_factory=list)
 
 
-def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Progress | None = None) -> dict[str, Any]:
+def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Progress | None = None
+                ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Track one source into `out`; returns its tracks.json record and the seconds spent per stage."""
     check_device(cfg.device)
     check_dir_target(out, TRACKS_KIND)  # every output is checked before the footage is read
     if cfg.save_crops:
@@ -93,9 +122,14 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     options = TrackerOptions(cfg.activation, cfg.high_confidence, cfg.match_iou, cfg.confirm_frames, cfg.lost_frames)
 
     # pass 1: detect and track
-    tracker, read = PersonTracker(options), 0
-    for index, _, found in detections_of(detector, iter(source), cfg.detector_batch):
+    tracker, read, clock = PersonTracker(options), 0, StageClock()
+    since, decoded = time.perf_counter(), 0.0
+    for index, _, found in detections_of(detector, clock.frames(source), cfg.detector_batch):
+        now = time.perf_counter()  # since the last update: decoding (counted by the clock) and detection
+        clock.seconds["detect"] = clock.seconds.get("detect", 0.0) + now - since - (clock.seconds["decode"] - decoded)
+        decoded = clock.seconds["decode"]
         tracker.update(index, found)
+        since = clock.add("track", now)
         read = index + 1
         if on_progress:
             on_progress("detect + track", read, None)
@@ -113,7 +147,7 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     # pass 2: crops of each track's chosen frames -> CLIP -> the fusion model
     T = cfg.frames or meta["eval_frames"]
     results = _attributes(source, read, tracks, T, model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg,
-                          on_progress)
+                          clock, on_progress)
     fault_point("track-pass-2")
     records = [_record(t, *results[t.id], schema, meta["threshold"]) for t in tracks]
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": str(source_path), "fps": source.fps,
@@ -131,12 +165,14 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
         (folder / "tracks.csv").write_text(_tracks_csv(records, schema, meta["attributes"]))
         (folder / "tracks.txt").write_text(_mot_rows(tracks))
 
+    t = time.perf_counter()
     replace_dir(out, TRACKS_KIND, build)
-    return doc
+    clock.add("write", t)
+    return doc, clock.seconds
 
 
 def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, model: torch.nn.Module, enc: Any,
-                codec: TokenCodec, cfg: TrackConfig, on_progress: Progress | None
+                codec: TokenCodec, cfg: TrackConfig, clock: StageClock, on_progress: Progress | None
                 ) -> dict[int, tuple[np.ndarray, list[int]]]:
     """Track id -> (A probabilities, the frames used). A track's tokens are held only between its first and last
     chosen frame."""
@@ -151,20 +187,25 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
     def flush() -> None:
         if not batch:
             return
+        t = time.perf_counter()
         images = torch.from_numpy(np.stack([img for _, img in batch]))
         feats = codec.round_trip(enc.encode_frames(images)).cpu()  # what a store would hold
+        t = clock.add("clip", t)
         for (p, _), f in zip(batch, feats):
             p.tokens.append(f)
             if len(p.tokens) == len(p.chosen):
                 used = [p.track.frames[k] for k in p.chosen]
                 results[p.track.id] = (_probabilities(model, torch.stack(p.tokens), cfg.device), used)
                 p.tokens = []
+        clock.add("fusion", t)
         batch.clear()
 
     last_needed = max(wanted)
-    for index, rgb in source:
+    for index, rgb in clock.frames(source):
+        t = time.perf_counter()
         for p, box in wanted.get(index, []):
             batch.append((p, prepare_image(_crop(rgb, box), enc.preprocess)))
+        clock.add("crop", t)
         if len(batch) >= cfg.batch_size:
             flush()
         if on_progress:

@@ -1,0 +1,191 @@
+"""`make track-bench` (`par bench --part track`): `par track` on synthetic footage with ground truth.
+
+- tracking: MOTA, IDF1 and ID switches (the `trackers` package's TrackEval-parity evaluation) with the motion
+  detector and with the ground-truth boxes as detections, per scene seed;
+- attributes: F1 over the tracked people (the paper's protocol, each track scored against the person it follows
+  most) the tracklet way (`par track`: the mean of T frames' tokens through the fusion model) against the same
+  model on each of those T frames alone with the answers voted per group (the per-frame way of frame-level
+  tools), mean and std over seeds;
+- throughput: video frames/s end to end and each stage's share of the time;
+- memory: the peak resident memory of a `par track` process on a short and a 10x longer video.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import BenchConfig, build_config
+from ..data.schema import schema_from_dict
+from ..engine.metrics import evaluate_predictions, group_answers
+from ..run import load_checkpoint
+from ..store.codec import TokenCodec
+from ..workflows.predict import encoder_for_checkpoint
+from ..workflows.track import track_video
+from .scenes import write_scene
+
+Log = Callable[[str], None]
+
+
+def _mot(gt: Path, result: Path) -> dict[str, float]:
+    from trackers.eval import evaluate_mot_sequence
+
+    r = evaluate_mot_sequence(str(gt), str(result), metrics=["CLEAR", "Identity"])
+    return {"mota": float(r.CLEAR.MOTA), "idf1": float(r.Identity.IDF1), "id_switches": int(r.CLEAR.IDSW)}
+
+
+def _labels(scene: Path, schema: Any) -> dict[int, np.ndarray]:
+    import csv
+
+    with open(scene / "labels.csv", newline="") as f:
+        return {int(r["person_id"]): schema.encode_row(r, "labels.csv") for r in csv.DictReader(f)}
+
+
+def _gt_boxes(scene: Path) -> dict[tuple[int, int], tuple[float, float, float, float]]:
+    out = {}
+    for line in (scene / "gt" / "gt.txt").read_text().splitlines():
+        f, i, x, y, w, h = (float(v) for v in line.split(",")[:6])
+        out[(int(f), int(i))] = (x, y, x + w, y + h)
+    return out
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _person_of(track: dict[str, Any], gt: dict[tuple[int, int], tuple[float, ...]], people: int) -> int | None:
+    """The ground-truth person a track follows in most of its frames (IoU >= 0.5), if any."""
+    votes: dict[int, int] = {}
+    for f, x, y, w, h, _ in track["boxes"]:
+        box = (x, y, x + w, y + h)
+        best = max(((pid, _iou(box, gt[(int(f), pid)])) for pid in range(1, people + 1) if (int(f), pid) in gt),
+                   key=lambda v: v[1], default=(None, 0.0))
+        if best[0] is not None and best[1] >= 0.5:
+            votes[best[0]] = votes.get(best[0], 0) + 1
+    return max(votes, key=votes.get) if votes else None
+
+
+def _per_frame_votes(doc: dict[str, Any], scene: Path, run: str, schema: Any, threshold: float,
+                     device: str) -> np.ndarray:
+    """The per-frame way: each track's chosen frames through the model one at a time, answers voted per group;
+    returned as 0/1 'probabilities' in attribute order (a vote is the answer, so the threshold rule keeps it)."""
+    from PIL import Image
+
+    from ..data.preprocess import prepare_image
+    from ..data.video import FrameSource
+
+    model, meta = load_checkpoint(run, device)
+    enc = encoder_for_checkpoint(meta, None, device)
+    codec = TokenCodec(meta["store_identity"]["dtype"])
+    wanted: dict[int, list[tuple[int, list[float]]]] = {}
+    for k, t in enumerate(doc["tracks"]):
+        boxes = {int(b[0]): b for b in t["boxes"]}
+        for f in t["frames_used"]:
+            wanted.setdefault(f - 1, []).append((k, boxes[f]))
+    answers: dict[int, list[list[int]]] = {k: [] for k in range(len(doc["tracks"]))}
+    for index, rgb in FrameSource(scene / "video.mp4"):
+        for k, (_, x, y, w, h, _) in wanted.get(index, []):
+            crop = Image.fromarray(rgb[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))])
+            image = torch.from_numpy(prepare_image(crop, enc.preprocess))[None]
+            with torch.no_grad():
+                tokens = codec.round_trip(enc.encode_frames(image))
+                visual = tokens[:, None] if model.cfg.needs_frames else tokens
+                probs = torch.sigmoid(model(visual.to(device)).float())[0].cpu().numpy()
+            answers[k].append([a for a, _ in group_answers(probs, schema.groups, threshold)])
+    voted = np.zeros((len(doc["tracks"]), schema.num_attributes), dtype=np.float32)
+    for k, rows in answers.items():
+        for g, column in zip(schema.groups, np.array(rows).T):
+            winner = int(np.bincount(column, minlength=g.num_values).argmax())
+            voted[k, g.start + (0 if g.is_binary else winner)] = float(winner) if g.is_binary else 1.0
+    return voted
+
+
+def bench_track(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
+    run = sizes.track_checkpoint or str(work / "bench-run")
+    _, meta = load_checkpoint(run)
+    schema = schema_from_dict(meta["schema_definition"])
+    threshold = meta["threshold"]
+    per_seed, stage_seconds, frames_total, wall_total = [], {}, 0, 0.0
+    for seed in range(sizes.track_seeds):
+        scene = work / f"scene-s{seed}"
+        if not scene.exists():
+            write_scene(scene, sizes.track_people, sizes.track_seconds, 10, 640, 360, seed)
+        row: dict[str, Any] = {"seed": seed}
+        for name, extra in (("motion", {}), ("ground_truth", {"detections": str(scene / "gt" / "gt.txt")})):
+            cfg = build_config("track", [("bench", {"checkpoint": run, "out": str(work / f"tracks-{name}-s{seed}"),
+                                                    "device": sizes.device, **extra})])
+            out = Path(cfg.out)
+            shutil.rmtree(out, ignore_errors=True)  # the bench's own folder, from an earlier run
+            t = time.perf_counter()
+            doc, seconds = track_video(scene / "video.mp4", out, cfg)
+            wall = time.perf_counter() - t
+            row[name] = _mot(scene / "gt" / "gt.txt", out / "tracks.txt")
+            if name == "motion":
+                frames_total += doc["frames_read"]
+                wall_total += wall
+                for k, v in seconds.items():
+                    stage_seconds[k] = stage_seconds.get(k, 0.0) + v
+            else:  # attributes on the ground-truth tracks, so tracking errors do not enter the comparison
+                labels, gt = _labels(scene, schema), _gt_boxes(scene)
+                people = [_person_of(t, gt, sizes.track_people) for t in doc["tracks"]]
+                keep = [k for k, p in enumerate(people) if p is not None]
+                y = np.stack([labels[people[k]] for k in keep])
+                tracklet = np.array([[doc["tracks"][k]["probabilities"][a] for a in schema.attributes] for k in keep])
+                voted = _per_frame_votes(doc, scene, run, schema, threshold, sizes.device)[keep]
+
+                def f1(probs: np.ndarray) -> float:
+                    m = evaluate_predictions(probs, y, meta["group_boundaries"], meta["groups"], threshold)
+                    return m["protocol"]["mean"]["f1"]
+                row["attributes"] = {"people": len(keep), "tracklet_f1": f1(tracklet), "per_frame_vote_f1": f1(voted)}
+        log(f"track seed {seed}: {row}")
+        per_seed.append(row)
+
+    def spread(values: list[float]) -> dict[str, float]:
+        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+    summary = {
+        "checkpoint": run, "people": sizes.track_people, "seconds": sizes.track_seconds, "seeds": sizes.track_seeds,
+        "per_seed": per_seed,
+        **{f"{d}_{m}": spread([r[d][m] for r in per_seed]) for d in ("motion", "ground_truth")
+           for m in ("mota", "idf1", "id_switches")},
+        "tracklet_f1": spread([r["attributes"]["tracklet_f1"] for r in per_seed]),
+        "per_frame_vote_f1": spread([r["attributes"]["per_frame_vote_f1"] for r in per_seed]),
+        "frames_per_s": frames_total / wall_total if wall_total else None,
+        "stage_share": {k: v / sum(stage_seconds.values()) for k, v in stage_seconds.items()},
+        "peak_memory_mb": _peak_memory(work, run, sizes, log),
+    }
+    return summary
+
+
+def _peak_memory(work: Path, run: str, sizes: BenchConfig, log: Log) -> dict[str, float]:
+    """Peak RSS (MB) of `par track` (motion detector) on a video of `track_minutes[0]` and of `track_minutes[1]`
+    minutes (320 x 180 at 5 fps)."""
+    peaks = {}
+    for minutes in sizes.track_minutes:
+        scene = work / f"memory-{minutes:g}min"
+        if not scene.exists():
+            write_scene(scene, max(2, int(sizes.track_people * minutes)), minutes * 60, 5, 320, 180, 11)
+        out = work / f"tracks-memory-{minutes:g}min"
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "track", str(scene / "video.mp4"), "--checkpoint",
+                                 run, "--out", str(out), "--device", sizes.device], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            raise RuntimeError(f"par track on {scene} failed: {proc.stderr.read().decode()[-500:]}")
+        peaks[f"{minutes:g} min"] = usage.ru_maxrss / 1024  # Linux reports KiB
+        log(f"track memory, {minutes:g} min of video: {peaks[f'{minutes:g} min']:.0f} MB peak")
+    return peaks
