@@ -112,10 +112,13 @@ def user_data(tmp_path_factory):
 
     from test_import import reference_model
 
+    run_par_process("synth", base / "street", "--video", "--people", "3", "--seconds", "4", "--width", "320",
+                    "--height", "180")
     authors = base / "models" / "VTF-Pretrain.pth"
     torch.save({"model_state_dict": reference_model(43).state_dict(), "epoch": 20}, authors)
     return {"MARS": str(base / "MARS"), "CLIP": str(clip), "VIT": str(tiny_vit(base / "models" / "jx_vit.pth")),
             "REFERENCE": str(authors), "IMPORT_OPTIONS": "--allow-other-clip",
+            "FOOTAGE": str(base / "street" / "video.mp4"),
             "RECIPE": str(small_recipe(base / "tiny-recipe.json")), "DEVICE": "cpu", "GPUS": "2", "EPOCHS": "1",
             "SEEDS": "1", "MODEL": "vtf-par-small", "DUKE": str(base / "Duke"), "PERSON": str(person),
             "VIDEO": str(base / "walk.mp4"), "TRACKLET": tracklet}
@@ -139,6 +142,11 @@ def test_readme_workflow_blocks(user_data, tmp_path):
     duke = json.loads((work / "runs" / "duke" / "eval-test" / "metrics.json").read_text())
     assert len(duke["attributes"]) == 36 and len(duke["protocol"]["groups"]) == 12
     assert len(json.loads((work / "results" / "ablation.json").read_text())["rows"]) == 4  # 2 variants x 2 frames
+    people = json.loads((work / "people" / "tracks.json").read_text())
+    assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
+    assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
+    scene = json.loads((work / "scene-people" / "tracks.json").read_text())
+    assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
     authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())
     assert authors["selection"].startswith("imported from VTF-Pretrain.pth") and authors["frames"] == 6
     assert "imported from VTF-Pretrain.pth" in (work / "runs" / "authors" / "report" / "report.md").read_text()
