@@ -232,3 +232,14 @@ def test_kill_9_then_the_same_command_finishes(scene, tracked, run_path, tmp_pat
         done = json.loads((tmp_path / f"o{k}" / "tracks.json").read_text())
         reference = json.loads((tracked / "out" / "tracks.json").read_text())
         assert done["tracks"] == reference["tracks"]
+
+
+def test_a_torchvision_detector_through_par_track(scene, run_path, tmp_path):
+    """The torchvision backend end to end through `par track`: with (seeded) random weights every frame is detected
+    and tracked, and nothing lasts as a person, which is said in one line naming the detector."""
+    result = run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", tmp_path / "tv", "--detector",
+                     "torchvision:ssdlite320_mobilenet_v3_large", "--allow-random-detector", "--detector-threshold",
+                     "0.0", "--min-height", "1", "--detector-batch", "8", check=False)
+    line = one_error_line(result)
+    assert "no people found in 80 frames" in line and "torchvision:ssdlite320_mobilenet_v3_large" in line
+    assert not (tmp_path / "tv").exists()

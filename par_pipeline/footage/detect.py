@@ -138,7 +138,10 @@ class TorchvisionDetector:
             raise ParError(f"--detector torchvision:{name}: unknown; one of {sorted(spec['models'])}")
         self.name, self.threshold, self.min_height = name, threshold, min_height
         self.person = int(spec["person_label"])
-        model = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=int(spec["num_classes"]))
+        with torch.random.fork_rng():  # random weights (tests) are the same every run; the caller's RNG is untouched
+            torch.manual_seed(0)
+            model = getattr(detection, name)(weights=None, weights_backbone=None,
+                                             num_classes=int(spec["num_classes"]))
         if weights is None:
             if not allow_random:
                 raise ParError(f"--detector torchvision:{name} needs --detector-weights FILE (torchvision's COCO "
