@@ -271,3 +271,15 @@ def run_faults(store_path, tmp_path_factory) -> tuple[Path, list[str]]:
 @pytest.fixture(scope="session")
 def run_path(run_faults) -> Path:
     return run_faults[0]
+
+
+# The files that run longest first (the README and Makefile commands as written), so that two processes start
+# them together instead of ending with them one after the other (pytest-xdist hands out whole files).
+LONGEST_FIRST = ("test_readme.py", "test_makefile.py", "test_bench.py", "test_track.py", "test_kill.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)
