@@ -1,13 +1,13 @@
 """`par track`: who in camera footage wore what. Detect people, track them, and name each person's attributes over
 their whole track with a checkpoint, as `par eval` names a tracklet's.
 
-Three streamed passes over the footage, so memory does not grow with its length:
+Streamed passes over the footage, so memory does not grow with its length:
 1. detect and track: every frame's detections go to ByteTrack; a track keeps only its boxes.
 2. attributes: each track's T evenly spaced frames (the rule `par eval` uses) are cropped, prepared exactly as the
    checkpoint's store was (zero-pad to a square, resize), encoded by the store's CLIP and rounded to the store's
    dtype; a track's tokens are averaged and its probabilities computed as soon as its last chosen frame has passed.
-   With `--save-crops`, every tracked box is written in the MARS layout as well.
-3. with `--annotate`, the video again with boxes, ids and each person's attribute line.
+3. with `--save-crops`, every tracked box in the MARS layout, with the predicted labels.
+4. with `--annotate`, the video again with boxes, ids and each person's attribute line.
 Outputs (OUT, written whole): tracks.json (`par-tracks`), tracks.csv, tracks.txt (MOTChallenge). A damaged video
 is answered up to the damage and the outputs say where it stopped.
 """
@@ -273,6 +273,15 @@ def short_line(record: dict[str, Any], schema: AttributeSchema) -> str:
     return f"#{record['id']} " + ", ".join(parts)
 
 
+def _boxes_by_frame(tracks: list[Track]) -> dict[int, list[tuple[int, tuple[float, ...]]]]:
+    """Frame index -> (track id, box) of every track seen in it."""
+    boxes: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
+    for t in tracks:
+        for f, b in zip(t.frames, t.boxes):
+            boxes.setdefault(f, []).append((t.id, b))
+    return boxes
+
+
 def _save_crops(source: FrameSource, read: int, tracks: list[Track], records: list[dict[str, Any]],
                 schema: AttributeSchema, threshold: float, folder: Path, on_progress: Progress | None) -> None:
     """Every tracked box as a MARS tracklet (`bbox_test/<id>/<id>C1T<id>F<frame>.jpg`, person = track) and the
@@ -281,10 +290,7 @@ def _save_crops(source: FrameSource, read: int, tracks: list[Track], records: li
         raise ParError(f"--save-crops writes the MARS layout; the checkpoint's schema is {schema.name}")
     if max(t.id for t in tracks) > 9999:
         raise ParError("--save-crops: more than 9,999 tracks do not fit MARS's 4-digit person ids")
-    boxes: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
-    for t in tracks:
-        for f, b in zip(t.frames, t.boxes):
-            boxes.setdefault(f, []).append((t.id, b))
+    boxes = _boxes_by_frame(tracks)
 
     def build(tmp: Path) -> None:
         (tmp / "bbox_train").mkdir()
@@ -316,10 +322,7 @@ def _annotate(source: FrameSource, read: int, tracks: list[Track], records: list
     import av
 
     lines = {r["id"]: r["line"] for r in records}
-    boxes: dict[int, list[tuple[int, tuple[float, ...]]]] = {}
-    for t in tracks:
-        for f, b in zip(t.frames, t.boxes):
-            boxes.setdefault(f, []).append((t.id, b))
+    boxes = _boxes_by_frame(tracks)
     palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                (70, 240, 240), (240, 50, 230)]
 
