@@ -57,10 +57,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES) --dist loadfile
+	$(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 test-all: $(STAMP)
-	$(PY) -m pytest tests -n $(TEST_PROCESSES) --dist loadfile
+	$(PY) -m pytest tests -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

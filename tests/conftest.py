@@ -274,7 +274,8 @@ def run_path(run_faults) -> Path:
 
 
 # The files that run longest first (the README and Makefile commands as written), so that two processes start
-# them together instead of ending with them one after the other (pytest-xdist hands out whole files).
+# them together instead of ending with them one after the other (pytest-xdist hands out whole files in collection
+# order with --no-loadscope-reorder, which the Makefile passes).
 LONGEST_FIRST = ("test_readme.py", "test_makefile.py", "test_bench.py", "test_track.py", "test_kill.py")
 
 
@@ -283,3 +284,4 @@ def pytest_collection_modifyitems(items):
         name = item.path.name
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)
+
