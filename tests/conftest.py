@@ -258,6 +258,18 @@ def duke(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "manifest": manifest, "store": store}
 
 
+SCENE_PEOPLE, SCENE_SECONDS = 4, 8
+
+
+@pytest.fixture(scope="session")
+def scene(tmp_path_factory) -> Path:
+    """A small synthetic camera scene (`par synth --video`): 4 people, 8 s at 10 fps, 320 x 180."""
+    out = tmp_path_factory.mktemp("scene") / "street"
+    run_par("synth", out, "--video", "--people", SCENE_PEOPLE, "--seconds", SCENE_SECONDS, "--width", 320,
+            "--height", 180, "--seed", 3)
+    return out
+
+
 @pytest.fixture(scope="session")
 def run_faults(store_path, tmp_path_factory) -> tuple[Path, list[str]]:
     """A trained run (`SMALL_TRAIN`: 2 epochs) shared by tests that only read it, and the fault points it passed."""

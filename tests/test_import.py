@@ -224,3 +224,13 @@ def test_reference_clip_is_recognised():
     assert not is_reference_clip({"clip_model": "ViT-B-16", "weights": openai_file})
     assert not is_reference_clip({"clip_model": "ViT-B-16-quickgelu", "weights": {**openai_file, "sha256": "0" * 64}})
     assert not is_reference_clip({"clip_model": "ViT-B-16-quickgelu", "weights": {"kind": "random-init", "seed": 0}})
+
+
+def test_an_imported_run_tracks_people(reference, store_path, scene, tmp_path):
+    """`par track` takes an imported run as it takes a trained one."""
+    _, path = reference
+    run_par("import", "vtf-par", path, "--store", store_path, "--out", tmp_path / "run", "--allow-other-clip")
+    run_par("track", scene / "video.mp4", "--checkpoint", tmp_path / "run", "--out", tmp_path / "people",
+            "--detections", scene / "gt" / "gt.txt")
+    doc = json.loads((tmp_path / "people" / "tracks.json").read_text())
+    assert doc["tracks"] and doc["frames_per_track"] == 6 and len(doc["tracks"][0]["probabilities"]) == 43

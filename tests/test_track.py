@@ -9,21 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY, one_error_line, run_par, run_par_process
+from conftest import SCENE_PEOPLE, SCENE_SECONDS, TINY, one_error_line, run_par, run_par_process
 from par_pipeline.data.manifest import read_manifest
 from par_pipeline.data.schema import load_schema
 from par_pipeline.engine.metrics import group_answers
 
-PEOPLE, SECONDS = 4, 8
-
-
-@pytest.fixture(scope="session")
-def scene(tmp_path_factory):
-    """A small synthetic camera scene: 4 people, 8 s at 10 fps, 320 x 180."""
-    out = tmp_path_factory.mktemp("scene") / "street"
-    run_par("synth", out, "--video", "--people", PEOPLE, "--seconds", SECONDS, "--width", 320, "--height", 180,
-            "--seed", 3)
-    return out
+PEOPLE, SECONDS = SCENE_PEOPLE, SCENE_SECONDS
 
 
 def mot_scores(gt, result) -> tuple[float, float, int]:
