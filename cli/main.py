@@ -347,6 +347,30 @@ command_with_config(app, "predict", PredictConfig, [
 
 
 @app.command()
+def search(out: Path = typer.Argument(..., help="a par track output folder, or a folder of them"),
+           conditions: list[str] = typer.Argument(..., help="GROUP, GROUP = VALUE, either with >= PROBABILITY; all "
+                                                  "must hold (backpack, 'top color = red', 'gender female >= 0.7')"),
+           json_out: bool = typer.Option(False, "--json", help="print the results as JSON (par-search) instead"),
+           ) -> None:
+    """The tracked people matching attribute conditions, best first."""
+    import json
+
+    from par_pipeline.workflows.search import search as run_search
+
+    found = run_search(out, conditions)
+    if json_out:
+        print(json.dumps(found, indent=1))
+        return
+    t = Table(title=f"{len(found['results'])} people match {' AND '.join(conditions)}", title_justify="left")
+    for col in ("score", "video", "track", "frames", *conditions, "attributes"):
+        t.add_column(col, justify="left" if col in ("video", "attributes") else "right")
+    for r in found["results"][:50]:
+        t.add_row(f"{r['score']:.3f}", Path(r["source"]).name, str(r["track"]), f"{r['first_frame']}-{r['last_frame']}",
+                  *(f"{r['scores'][c.strip()]:.2f}" for c in conditions), r["line"].partition(" ")[2])
+    console.print(t)
+
+
+@app.command()
 def verify(path: str = typer.Argument(..., help="token store, run folder or checkpoint .json")) -> None:
     """Check every checksum and every stored number; names the first bad shard, row or file (exit 2)."""
     from par_pipeline.workflows.verify import verify as run_verify

@@ -145,6 +145,7 @@ def test_readme_workflow_blocks(user_data, tmp_path):
     people = json.loads((work / "people" / "tracks.json").read_text())
     assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
     assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
+    assert json.loads((work / "found.json").read_text())["format"] == "par-search"
     scene = json.loads((work / "scene-people" / "tracks.json").read_text())
     assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
     authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())

@@ -243,3 +243,29 @@ def test_a_torchvision_detector_through_par_track(scene, run_path, tmp_path):
     line = one_error_line(result)
     assert "no people found in 16 frames" in line and "torchvision:ssdlite320_mobilenet_v3_large" in line
     assert not (tmp_path / "tv").exists()
+
+
+def test_search_the_tracked_people(tracked, tmp_path):
+    """`par search`: conditions on groups, values and probabilities, AND-ed, ranked by the product of probabilities;
+    recomputed here from tracks.json."""
+    doc = json.loads((tracked / "out" / "tracks.json").read_text())
+    result = run_par("search", tracked / "out", "top length short", "top color = black", "age = young >= 0.2",
+                     "--json")
+    found = json.loads(result.stdout)
+    expected = []
+    for t in doc["tracks"]:
+        p = t["probabilities"]
+        if t["description"]["top length short"] == "yes" and t["description"]["top color"] == "black" \
+                and p["age young"] >= 0.2:
+            expected.append((t["id"], p["top length short"] * p["top color black"] * p["age young"]))
+    expected.sort(key=lambda e: -e[1])
+    assert [(r["track"], pytest.approx(r["score"])) for r in found["results"]] == expected
+    assert found["format"] == "par-search" and len(found["conditions"]) == 3
+    negated = json.loads(run_par("search", tracked / "out", "backpack = no", "--json").stdout)["results"]
+    assert all(r["scores"]["backpack = no"] == pytest.approx(1 - next(
+        t for t in doc["tracks"] if t["id"] == r["track"])["probabilities"]["backpack"]) for r in negated)
+    assert "people match" in run_par("search", tracked / "out", "hat >= 0").stdout  # a table by default
+    for bad, message in (("top colour = red", "no attribute group 'top colour'"),
+                         ("top color = mauve", "'top color' takes one of"), ("hat >= 1.5", "between 0 and 1")):
+        assert message in one_error_line(run_par("search", tracked / "out", bad, check=False))
+    assert "no tracks.json" in one_error_line(run_par("search", tmp_path, "hat", check=False))

@@ -1,0 +1,95 @@
+"""`par search OUT CONDITION...`: the people of `par track` outputs that match attribute conditions, best first.
+
+A condition names an attribute group as `tracks.json` does, and optionally a value and a probability:
+- `backpack`: a binary group is present (its answer is yes, by the checkpoint's threshold rule);
+- `top color = red`: a group's answer is this value (`backpack = no` works too);
+- `gender female >= 0.7`, `top color = red >= 0.5`: the probability of that answer is at least this.
+All conditions must hold; people are ranked by the product of the conditions' probabilities. OUT is a `par track`
+output folder or a folder of them (several videos: OUT/<name>/ each), searched whole.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ParError
+
+SEARCH_FORMAT = "par-search"
+CONDITION = re.compile(r"^\s*(?P<name>[^=<>]+?)\s*(?:=\s*(?P<value>[^=<>]+?))?\s*(?:>=\s*(?P<p>[0-9.]+))?\s*$")
+
+
+@dataclass(frozen=True)
+class Condition:
+    text: str
+    group: str
+    value: str  # the answer asked for ("yes" for a bare binary group)
+    attribute: str  # whose probability scores it
+    negated: bool  # a binary group asked to be "no": scored by 1 - P
+    at_least: float | None
+
+    def score(self, track: dict[str, Any]) -> float | None:
+        """The condition's probability for this person, or None when it does not hold."""
+        p = float(track["probabilities"][self.attribute])
+        p = 1.0 - p if self.negated else p
+        holds = p >= self.at_least if self.at_least is not None else track["description"][self.group] == self.value
+        return p if holds else None
+
+
+def parse_condition(text: str, groups: list[str], attributes: list[str]) -> Condition:
+    """One condition against the groups and attributes of a tracks.json."""
+    m = CONDITION.match(text)
+    if not m:
+        raise ParError(f"condition {text!r}: write GROUP, GROUP = VALUE, or either followed by >= PROBABILITY")
+    name, value, p = m.group("name").strip().lower(), (m.group("value") or "").strip().lower(), m.group("p")
+    if name not in groups:
+        raise ParError(f"condition {text!r}: no attribute group '{name}'; the groups are {groups}")
+    at_least = None
+    if p is not None:
+        at_least = float(p)
+        if not 0 <= at_least <= 1:
+            raise ParError(f"condition {text!r}: a probability is between 0 and 1")
+    if name in attributes:  # a binary group: its one attribute is the group itself
+        if value not in ("", "yes", "no"):
+            raise ParError(f"condition {text!r}: '{name}' is yes or no")
+        return Condition(text.strip(), name, value or "yes", name, value == "no", at_least)
+    values = [a[len(name) + 1:] for a in attributes if a.startswith(name + " ")]
+    if value not in values:
+        raise ParError(f"condition {text!r}: '{name}' takes one of {values}")
+    return Condition(text.strip(), name, value, f"{name} {value}", False, at_least)
+
+
+def track_files(out: Path) -> list[Path]:
+    files = [out / "tracks.json"] if (out / "tracks.json").is_file() else sorted(out.glob("*/tracks.json"))
+    if not files:
+        raise ParError(f"{out}: no tracks.json here or in its sub-folders; give a `par track` output folder")
+    return files
+
+
+def search(out: Path, conditions: list[str]) -> dict[str, Any]:
+    """Every matching person of every tracks.json under `out`, best first (README: `par search --json`)."""
+    if not conditions:
+        raise ParError("give at least one condition, e.g. backpack or \"top color = red\"")
+    results = []
+    for path in track_files(Path(out)):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise ParError(f"{path}: not readable JSON; run `par track` again") from None
+        if doc.get("format") != "par-tracks":
+            raise ParError(f"{path}: not a par track output")
+        parsed = [parse_condition(c, doc["groups"], doc["attributes"]) for c in conditions]
+        for t in doc["tracks"]:
+            scores = [c.score(t) for c in parsed]
+            if all(s is not None for s in scores):
+                total = 1.0
+                for s in scores:
+                    total *= s
+                results.append({"source": doc["source"], "folder": str(path.parent), "track": t["id"],
+                                "first_frame": t["first_frame"], "last_frame": t["last_frame"], "frames": t["frames"],
+                                "score": total, "scores": {c.text: s for c, s in zip(parsed, scores)},
+                                "line": t["line"]})
+    results.sort(key=lambda r: (-r["score"], r["folder"], r["track"]))
+    return {"format": SEARCH_FORMAT, "version": 1, "conditions": conditions, "results": results}
