@@ -14,9 +14,11 @@ def test_entry_point_usage_error_exits_2():
 
 def test_ctrl_c_ends_with_130_and_says_how_to_resume(store_path, tmp_path):
     run = tmp_path / "run"
-    args = ["train", str(store_path), "--out", str(run), *flags({**SMALL_TRAIN, "epochs": 200})]
+    args = ["train", str(store_path), "--out", str(run), *flags({**SMALL_TRAIN, "epochs": 2000})]
+    # as from a shell: SIGINT at its default (a test runner's worker may ignore it, and children inherit that)
     proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "par"), *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=par_env())
+                            stderr=subprocess.PIPE, text=True, env=par_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "last.json").exists():
         time.sleep(0.05)
