@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from ..config import BenchConfig, build_config
+from ..data.layouts import read_attribute_csv
 from ..data.schema import schema_from_dict
 from ..engine.metrics import evaluate_predictions, group_answers
 from ..run import load_checkpoint
 from ..store.codec import TokenCodec
 from ..workflows.predict import encoder_for_checkpoint
-from ..workflows.track import track_video
+from ..workflows.track import crop_box, track_probabilities, track_video
 from .scenes import write_scene
 
 Log = Callable[[str], None]
@@ -42,10 +43,8 @@ def _mot(gt: Path, result: Path) -> dict[str, float]:
 
 
 def _labels(scene: Path, schema: Any) -> dict[int, np.ndarray]:
-    import csv
-
-    with open(scene / "labels.csv", newline="") as f:
-        return {int(r["person_id"]): schema.encode_row(r, "labels.csv") for r in csv.DictReader(f)}
+    """Person id -> labels, from the scene's labels.csv (camera and tracklet are 1 for everyone)."""
+    return {pid: labels for (pid, _, _), (labels, _) in read_attribute_csv(scene / "labels.csv", schema).items()}
 
 
 def _gt_boxes(scene: Path) -> dict[tuple[int, int], tuple[float, float, float, float]]:
@@ -56,23 +55,19 @@ def _gt_boxes(scene: Path) -> dict[tuple[int, int], tuple[float, float, float, f
     return out
 
 
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def _person_of(track: dict[str, Any], gt: dict[tuple[int, int], tuple[float, ...]], people: int) -> int | None:
     """The ground-truth person a track follows in most of its frames (IoU >= 0.5), if any."""
+    from trackers.eval import box_iou
+
     votes: dict[int, int] = {}
     for f, x, y, w, h, _ in track["boxes"]:
-        box = (x, y, x + w, y + h)
-        best = max(((pid, _iou(box, gt[(int(f), pid)])) for pid in range(1, people + 1) if (int(f), pid) in gt),
-                   key=lambda v: v[1], default=(None, 0.0))
-        if best[0] is not None and best[1] >= 0.5:
-            votes[best[0]] = votes.get(best[0], 0) + 1
+        here = [pid for pid in range(1, people + 1) if (int(f), pid) in gt]
+        if not here:
+            continue
+        ious = box_iou(np.array([[x, y, x + w, y + h]]), np.array([gt[(int(f), pid)] for pid in here]))[0]
+        if ious.max() >= 0.5:
+            best = here[int(ious.argmax())]
+            votes[best] = votes.get(best, 0) + 1
     return max(votes, key=votes.get) if votes else None
 
 
@@ -80,8 +75,6 @@ def _per_frame_votes(doc: dict[str, Any], scene: Path, run: str, schema: Any, th
                      device: str) -> np.ndarray:
     """The per-frame way: each track's chosen frames through the model one at a time, answers voted per group;
     returned as 0/1 'probabilities' in attribute order (a vote is the answer, so the threshold rule keeps it)."""
-    from PIL import Image
-
     from ..data.preprocess import prepare_image
     from ..data.video import FrameSource
 
@@ -96,12 +89,10 @@ def _per_frame_votes(doc: dict[str, Any], scene: Path, run: str, schema: Any, th
     answers: dict[int, list[list[int]]] = {k: [] for k in range(len(doc["tracks"]))}
     for index, rgb in FrameSource(scene / "video.mp4"):
         for k, (_, x, y, w, h, _) in wanted.get(index, []):
-            crop = Image.fromarray(rgb[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))])
-            image = torch.from_numpy(prepare_image(crop, enc.preprocess))[None]
+            image = torch.from_numpy(prepare_image(crop_box(rgb, (x, y, x + w, y + h)), enc.preprocess))[None]
             with torch.no_grad():
-                tokens = codec.round_trip(enc.encode_frames(image))
-                visual = tokens[:, None] if model.cfg.needs_frames else tokens
-                probs = torch.sigmoid(model(visual.to(device)).float())[0].cpu().numpy()
+                tokens = codec.round_trip(enc.encode_frames(image)).cpu()
+            probs = track_probabilities(model, tokens, device)  # one frame: a track of one
             answers[k].append([a for a, _ in group_answers(probs, schema.groups, threshold)])
     voted = np.zeros((len(doc["tracks"]), schema.num_attributes), dtype=np.float32)
     for k, rows in answers.items():

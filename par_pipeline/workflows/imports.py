@@ -20,11 +20,11 @@ from ..errors import ParError
 from ..model.block import load_model_config
 from ..model.fusion import VTFPAR
 from ..model.reference import check_shapes, read_reference_state, reference_to_par
-from ..options import as_dict
 from ..outputs import file_sha256, replace_dir
 from ..resources import load_json
 from ..run import checkpoint_files
 from ..store.reader import TokenStore
+from .train import checkpoint_meta
 
 IMPORTED_KIND = "imported run"
 REFERENCE_CLIP = "ViT-B-16-quickgelu"  # what the reference ran: clip.load("ViT-B/16"), OpenAI's weights, QuickGELU
@@ -69,13 +69,7 @@ def import_reference(cfg: ImportConfig) -> dict[str, Any]:
     model = VTFPAR(mcfg, text)
     check_shapes(mapped, model, str(source))
     model.load_state_dict({**mapped, "text_features": text}, strict=True)
-    meta = {"recipe": recipe, "train_config": as_dict(train_cfg), "schema": a["schema"],
-            "schema_definition": a["schema_definition"], "attributes": store.attribute_names,
-            "group_boundaries": a["group_boundaries"], "groups": a["groups"], "store_identity": store.identity,
-            "store_path": cfg.store, "frames": train_cfg.frames,
-            "eval_frames": train_cfg.eval_frames or train_cfg.frames,
-            "eval_sampling": train_cfg.eval_sampling, "seed": train_cfg.seed, "threshold": train_cfg.threshold,
-            "fusion_init": {"kind": "imported"}, "selected_on": "test", "eval_split": train_cfg.eval_split,
+    meta = {**checkpoint_meta(train_cfg, recipe, store, {"kind": "imported"}),
             "epoch": info.get("epoch"), "metrics": None, "val_metrics": None,
             "imported": {"format": "VTF_PAR TransformerClassifier", "file": source.name,
                          "sha256": file_sha256(source), "clip_checked": not cfg.allow_other_clip,

@@ -195,7 +195,7 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
             p.tokens.append(f)
             if len(p.tokens) == len(p.chosen):
                 used = [p.track.frames[k] for k in p.chosen]
-                results[p.track.id] = (_probabilities(model, torch.stack(p.tokens), cfg.device), used)
+                results[p.track.id] = (track_probabilities(model, torch.stack(p.tokens), cfg.device), used)
                 p.tokens = []
         clock.add("fusion", t)
         batch.clear()
@@ -204,7 +204,7 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
     for index, rgb in clock.frames(source):
         t = time.perf_counter()
         for p, box in wanted.get(index, []):
-            batch.append((p, prepare_image(_crop(rgb, box), enc.preprocess)))
+            batch.append((p, prepare_image(crop_box(rgb, box), enc.preprocess)))
         clock.add("crop", t)
         if len(batch) >= cfg.batch_size:
             flush()
@@ -221,13 +221,13 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
 
 
 @torch.no_grad()
-def _probabilities(model: torch.nn.Module, frames: torch.Tensor, device: str) -> np.ndarray:
+def track_probabilities(model: torch.nn.Module, frames: torch.Tensor, device: str) -> np.ndarray:
     """A track's chosen frames' tokens [T, N, D] -> its A probabilities, as `par predict` computes them."""
     visual = frames if model.cfg.needs_frames else frames.mean(0)
     return torch.sigmoid(model(visual.unsqueeze(0).to(device)).float())[0].cpu().numpy()
 
 
-def _crop(rgb: np.ndarray, box: tuple[float, ...]) -> Image.Image:
+def crop_box(rgb: np.ndarray, box: tuple[float, ...]) -> Image.Image:
     H, W = rgb.shape[:2]
     x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
     x1, y1 = min(W, max(x0 + 1, int(np.ceil(box[2])))), min(H, max(y0 + 1, int(np.ceil(box[3]))))
@@ -298,7 +298,7 @@ def _save_crops(source: FrameSource, read: int, tracks: list[Track], records: li
             (tmp / "bbox_test" / f"{t.id:04d}").mkdir(parents=True)
         for index, rgb in source:
             for tid, b in boxes.get(index, []):
-                _crop(rgb, b).save(tmp / "bbox_test" / f"{tid:04d}" / f"{tid:04d}C1T{tid:04d}F{index + 1:03d}.jpg",
+                crop_box(rgb, b).save(tmp / "bbox_test" / f"{tid:04d}" / f"{tid:04d}C1T{tid:04d}F{index + 1:03d}.jpg",
                                    quality=95)
             if on_progress:
                 on_progress("save crops", index + 1, read)

@@ -51,6 +51,18 @@ def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, 
     return model, load_fusion_init(model, cfg.fusion_init or "random")
 
 
+def checkpoint_meta(cfg: TrainConfig, recipe: dict[str, Any], store: TokenStore, fusion_init: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """What every checkpoint JSON of a run records besides its epoch and figures (README: run folder)."""
+    a = store.attrs
+    return {"recipe": recipe, "train_config": as_dict(cfg), "schema": a["schema"],
+            "schema_definition": a["schema_definition"], "attributes": store.attribute_names,
+            "group_boundaries": a["group_boundaries"], "groups": a["groups"], "store_identity": store.identity,
+            "store_path": cfg.store, "frames": cfg.frames, "eval_frames": cfg.eval_frames or cfg.frames,
+            "eval_sampling": cfg.eval_sampling, "seed": cfg.seed, "threshold": cfg.threshold,
+            "fusion_init": fusion_init, "selected_on": cfg.selection, "eval_split": cfg.eval_split}
+
+
 def split_validation(
     store: TokenStore, train_idx: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -168,13 +180,7 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
             run.recover()
         dist.barrier()
         start_epoch, best, history = _restore(trainer, model, steps)
-    meta_base = {"recipe": trainer.recipe, "train_config": as_dict(cfg), "schema": store.attrs["schema"],
-                 "schema_definition": store.attrs["schema_definition"], "attributes": store.attribute_names,
-                 "group_boundaries": store.attrs["group_boundaries"], "groups": store.attrs["groups"],
-                 "store_identity": store.identity, "store_path": cfg.store, "frames": cfg.frames,
-                 "eval_frames": cfg.eval_frames or cfg.frames, "eval_sampling": cfg.eval_sampling,
-                 "seed": cfg.seed, "threshold": cfg.threshold, "fusion_init": fusion_init,
-                 "selected_on": cfg.selection, "eval_split": cfg.eval_split}
+    meta_base = checkpoint_meta(cfg, trainer.recipe, store, fusion_init)
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         lr = steps.start_epoch(epoch)
