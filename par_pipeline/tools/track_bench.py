@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -169,14 +170,17 @@ def _peak_memory(work: Path, run: str, sizes: BenchConfig, log: Log) -> dict[str
             write_scene(scene, max(2, int(sizes.track_people * minutes)), minutes * 60, 5, 320, 180, 11)
         out = work / f"tracks-memory-{minutes:g}min"
         shutil.rmtree(out, ignore_errors=True)
-        proc = subprocess.Popen([sys.executable, "-m", "cli.main", "track", str(scene / "video.mp4"), "--checkpoint",
-                                 run, "--out", str(out), "--device", sizes.device], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE,
-                                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
-            raise RuntimeError(f"par track on {scene} failed: {proc.stderr.read().decode()[-500:]}")
+        # the package's root goes first, the caller's PYTHONPATH stays (a lent GPU machine's wheels live there);
+        # stderr goes to a file, since a pipe read only after the wait could fill and stall the child
+        path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen([sys.executable, "-m", "cli.main", "track", str(scene / "video.mp4"),
+                                     "--checkpoint", run, "--out", str(out), "--device", sizes.device],
+                                    stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": path})
+            _, status, usage = os.wait4(proc.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                err.seek(0)
+                raise RuntimeError(f"par track on {scene} failed: {err.read().decode()[-500:]}")
         peaks[f"{minutes:g} min"] = usage.ru_maxrss / 1024  # Linux reports KiB
         log(f"track memory, {minutes:g} min of video: {peaks[f'{minutes:g} min']:.0f} MB peak")
     return peaks

@@ -300,6 +300,9 @@ def encode_shards(encoder: Any, frames: Dataset, *, shards: list[int], shard_fra
                 sink.submit(shard, buf, ok)
                 shard, buf = -1, None
     except BaseException:
+        # drop the loader's iterator now, so its workers and pin-memory thread stop before the error is printed
+        # (left to interpreter exit they die first and the thread prints a ConnectionResetError traceback)
+        del batches
         sink.close(surface=False)  # the error at hand wins over a writer failure it may have caused
         raise
     sink.close()
