@@ -307,13 +307,17 @@ command_with_config(app, "ablation", TrainConfig, [
 
 
 @app.command()
-def report(runs: list[Path] = typer.Argument(..., help="run folders (from par train) or eval folders (from par eval)"),
-           out: Path = typer.Option(Path("report"), "--out", "-o")) -> None:
-    """Several runs side by side: report.md (means and the per-group F1 table of the paper's Table 2) and report.png."""
+def report(runs: list[Path] = typer.Argument(..., help="run folders (par train), eval folders (par eval) or ablation "
+                                             "folders (par ablation)"),
+           out: Path = typer.Option(Path("report"), "--out", "-o"),
+           manifest: Optional[str] = typer.Option(None, help="the stores' manifest, where it is now (default: the "
+                                                  "path the store recorded), for the tracklets' thumbnails")) -> None:
+    """Runs side by side: report.md and report.png (the per-group F1 of the paper's Table 2) and report.html (per
+    attribute curves, confusion matrices, the worst tracklets with their frames, ablation views)."""
     from par_pipeline.workflows.report import compare_runs
 
-    console.print(compare_runs(runs, out))
-    console.print(f"wrote {out}/report.md, report.png")
+    console.print(compare_runs(runs, out, manifest))
+    console.print(f"wrote {out}/report.md, report.png, report.html")
 
 
 def _predict(own: dict[str, Any], given: dict[str, Any]) -> None:
@@ -406,7 +410,7 @@ def _track(own: dict[str, Any], given: dict[str, Any]) -> None:
         if doc["stopped"]:
             console.print(f"[yellow]the video stopped early: {doc['stopped']['reason']}; the tracks above cover the "
                           f"{doc['frames_read']:,} frames before it[/]")
-    console.print(f"wrote {cfg.out}: tracks.json, tracks.csv, tracks.txt" +
+    console.print(f"wrote {cfg.out}: tracks.json, tracks.csv, tracks.txt, tracks.html" +
                   (f"; {cfg.annotate}" if cfg.annotate else "") + (f"; {cfg.save_crops}/" if cfg.save_crops else ""))
 
 

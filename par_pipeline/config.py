@@ -131,7 +131,8 @@ class EvalConfig:
     sampling: str | None = option(None, "fixed (evenly spaced, default) or random (the reference's test loader, keyed "
                                   "by --seed)", choices=("fixed", "random"))
     seed: int | None = option(None, "seed of random evaluation frames (default: the run's)")
-    split: str = option("test", "split to evaluate")
+    split: str = option("test", "split to evaluate; val: the training persons a run held out with --val-fraction "
+                        "(par report tunes thresholds on it)")
     device: str = option("cpu", "cpu, cuda or cuda:N")
     workers: int | None = option(None, "loader processes (default as `par train`)", minimum=0)
     threshold: float | None = option(None, "an attribute is present above this (default: the checkpoint's, 0.45)",
@@ -220,7 +221,7 @@ class ImportConfig:
 @dataclass
 class TrackConfig:
     checkpoint: str = option("", "run folder, best.json/last.json or .safetensors", cli=False)
-    out: str = option("", "output folder: tracks.json, tracks.csv, tracks.txt", cli=False)
+    out: str = option("", "output folder: tracks.json, tracks.csv, tracks.txt, tracks.html", cli=False)
     pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
     detector: str = option("motion", "motion (background subtraction, fixed cameras, no weights) or "
                            "torchvision:NAME (fasterrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, "

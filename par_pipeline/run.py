@@ -19,7 +19,7 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 
@@ -211,14 +211,22 @@ def selection_label(meta: dict[str, Any]) -> str:
     return f"best on the {split} split (epoch {meta['epoch']}{label})"
 
 
-def reported_results(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+class Reported(NamedTuple):
+    """One row of `par report`: its label, the metrics, and the evaluation folder they were read from (None: the
+    figures training recorded in the checkpoint, with no predictions beside them)."""
+    label: str
+    metrics: dict[str, Any]
+    eval_dir: Path | None
+
+
+def reported_results(path: str | os.PathLike) -> list[Reported]:
     """What `par report` shows for a path, labelled: an evaluation folder's metrics.json; or, for a run folder, the
     selected checkpoint as `par eval` measured it by default (else as training measured it) and the last epoch."""
     path = Path(path)
     metrics_file = path / "metrics.json"
     if metrics_file.is_file():
         m = _read_json(metrics_file)
-        return [(f"{path.name} ({m.get('selection', 'checkpoint')})", m)]
+        return [Reported(f"{path.name} ({m.get('selection', 'checkpoint')})", m, path)]
     best = path / "best.json"
     if not best.is_file():
         raise ParError(f"{path}: neither a run folder from `par train` nor an evaluation folder from `par eval`")
@@ -227,12 +235,12 @@ def reported_results(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]
     from_eval = evaluated.is_file() and Path(_read_json(evaluated).get("checkpoint", "")).resolve() == best.resolve()
     if not from_eval and meta["metrics"] is None:  # an imported checkpoint: nothing measured yet
         raise ParError(f"{path}: no results yet; run `par eval STORE --checkpoint {path}` first")
-    rows = [(f"{path.name}: {selection_label(meta)}, {'par eval' if from_eval else 'from training'}",
-             _read_json(evaluated) if from_eval else meta["metrics"])]
+    rows = [Reported(f"{path.name}: {selection_label(meta)}, {'par eval' if from_eval else 'from training'}",
+                     _read_json(evaluated) if from_eval else meta["metrics"], evaluated.parent if from_eval else None)]
     if (path / "last.json").is_file():  # a trained run (an imported one has its one checkpoint)
         _, last = read_checkpoint_meta(path / "last.json")
         if from_eval or last["epoch"] != meta["epoch"]:  # the last epoch beside it, unless it is the very same row
-            rows.append((f"{path.name}: {selection_label(last)}", last["metrics"]))
+            rows.append(Reported(f"{path.name}: {selection_label(last)}", last["metrics"], None))
     return rows
 
 

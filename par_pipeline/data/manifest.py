@@ -37,6 +37,7 @@ class Manifest:
     records: list[TrackletRecord]
     layout: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the file it was read from (not written into it): stores record it for par report's thumbnails
 
     def header(self) -> dict[str, Any]:
         return {
@@ -117,4 +118,4 @@ def read_manifest(path: str | Path) -> Manifest:
     known = {"format", "version", "schema", "layout", "root", "attributes", "group_boundaries", "groups",
              "schema_definition"}
     return Manifest(schema=schema, root=header["root"], records=records, layout=header.get("layout", ""),
-                    extra={k: v for k, v in header.items() if k not in known})
+                    extra={k: v for k, v in header.items() if k not in known}, source=str(path.resolve()))

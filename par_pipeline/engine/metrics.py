@@ -117,3 +117,42 @@ def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray, boundar
         else:
             probs[:, s + int(np.argmax(freq))] = 1.0
     return probs
+
+
+def threshold_curves(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> dict[str, np.ndarray]:
+    """One attribute column at each threshold, by the threshold rule: precision, recall and F1 (precision is 1 where
+    nothing is predicted, the convention of PR curves)."""
+    pred = is_positive(probs[None, :], thresholds[:, None])
+    gt = labels.astype(bool)[None, :]
+    tp = (pred & gt).sum(1).astype(np.float64)
+    predicted, actual = pred.sum(1).astype(np.float64), float(gt.sum())
+    precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 1.0)
+    recall = tp / actual if actual else np.zeros_like(tp)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall + EPS), 0.0)
+    return {"threshold": thresholds, "precision": precision, "recall": recall, "f1": f1}
+
+
+def best_threshold(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """The threshold of the highest F1 for one column (the lowest such threshold on a tie) and that F1."""
+    f1 = threshold_curves(probs, labels, thresholds)["f1"]
+    k = int(np.argmax(f1))
+    return float(thresholds[k]), float(f1[k])
+
+
+def tracklet_f1(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
+    """Each tracklet's instance F1 over all attribute columns (the standard metric's per-sample term)."""
+    pred, gt = is_positive(probs, threshold), labels.astype(bool)
+    inter = (pred & gt).sum(1).astype(np.float64)
+    p, r = inter / (pred.sum(1) + EPS), inter / (gt.sum(1) + EPS)
+    return 2 * p * r / (p + r + EPS)
+
+
+def confusion_matrix(probs: np.ndarray, labels: np.ndarray, start: int, end: int) -> np.ndarray:
+    """A multi-class group's counts [true value, answered value]: the answer is the most probable value (as
+    group_answers), the truth the labelled one; tracklets without a labelled value are left out."""
+    truth = labels[:, start:end]
+    has = truth.sum(1) > 0
+    k = end - start
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (truth[has].argmax(1), probs[has, start:end].argmax(1)), 1)
+    return counts

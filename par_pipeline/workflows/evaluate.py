@@ -13,11 +13,13 @@ from ..config import EvalConfig, check_device
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions, majority_baseline
 from ..engine.tokens import TrackletTokens, default_workers
+from ..errors import ParError
 from ..outputs import replace_dir
 from ..precision import autocast_dtype
 from ..reports import GROUP_HEADER, csv_text, group_rows, group_table_markdown
 from ..run import RunFolder, check_store_matches, load_checkpoint, read_checkpoint_meta, selection_label
 from ..store.reader import TokenStore
+from .train import training_and_validation
 
 METRICS_FORMAT = "par-metrics"
 METRICS_VERSION = 2
@@ -30,6 +32,21 @@ def default_eval_dir(checkpoint: str, split: str, frames: int | None, sampling: 
                                                 meta.get("seed", 0) if seed is None else seed)
 
 
+HELD_OUT_SPLIT = "val"
+
+
+def split_indices(store: TokenStore, split: str, meta: dict[str, Any], store_path: str) -> np.ndarray:
+    """A store split's tracklets; `val` (when the store has no split of that name) is the training persons the run
+    held out with --val-fraction, drawn again exactly as training drew them."""
+    if split != HELD_OUT_SPLIT or split in store.splits:
+        return store.indices(split)
+    tc = meta["train_config"]
+    if not tc.get("val_fraction"):
+        raise ParError(f"{meta['_path']}: this run held out no validation persons (trained without --val-fraction), "
+                       f"and {store_path} has no '{split}' split; evaluate another split, or train with --val-fraction")
+    return training_and_validation(store, tc["train_split"], tc["val_fraction"], tc["seed"])[1]
+
+
 def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate `cfg.checkpoint` on `cfg.split` of `cfg.store`; writes the eval folder and returns its metrics (with
     `out`, the folder)."""
@@ -40,7 +57,7 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
     check_store_matches(meta, store.identity, store_path)
     store.check_shards()
     split = cfg.split
-    idx = store.indices(split)
+    idx = split_indices(store, split, meta, store_path)
     frames = cfg.frames or meta["eval_frames"]
     sampling = cfg.sampling or meta.get("eval_sampling", "fixed")
     seed = meta.get("seed", 0) if cfg.seed is None else cfg.seed

@@ -8,7 +8,8 @@ Streamed passes over the footage, so memory does not grow with its length:
    dtype; a track's tokens are averaged and its probabilities computed as soon as its last chosen frame has passed.
 3. with `--save-crops`, every tracked box in the MARS layout, with the predicted labels.
 4. with `--annotate`, the video again with boxes, ids and each person's attribute line.
-Outputs (OUT, written whole): tracks.json (`par-tracks`), tracks.csv, tracks.txt (MOTChallenge). A damaged video
+Outputs (OUT, written whole): tracks.json (`par-tracks`), tracks.csv, tracks.txt (MOTChallenge), tracks.html (crops,
+attributes and a search box; par_pipeline/pages). A damaged video
 is answered up to the damage and the outputs say where it stopped.
 """
 from __future__ import annotations
@@ -34,6 +35,8 @@ from ..errors import ParError
 from ..footage.detect import FileDetections, MotionDetector, TorchvisionDetector, detections_of
 from ..footage.tracking import PersonTracker, Track, TrackerOptions
 from ..outputs import atomic_write, check_dir_target, check_file_target, fault_point, replace_dir
+from ..pages.render import thumbnail_uri
+from ..pages.tracks_page import tracks_html
 from ..reports import csv_text
 from ..run import load_checkpoint
 from ..store.codec import TokenCodec
@@ -146,8 +149,9 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
 
     # pass 2: crops of each track's chosen frames -> CLIP -> the fusion model
     T = cfg.frames or meta["eval_frames"]
+    thumbnails: dict[int, list[str]] = {}
     results = _attributes(source, read, tracks, T, model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg,
-                          clock, on_progress)
+                          clock, on_progress, thumbnails)
     fault_point("track-pass-2")
     records = [_record(t, *results[t.id], schema, meta["threshold"]) for t in tracks]
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": str(source_path), "fps": source.fps,
@@ -160,8 +164,11 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     if cfg.annotate:
         _annotate(source, read, tracks, records, Path(cfg.annotate), on_progress)
 
+    page = tracks_html(doc, thumbnails)
+
     def build(folder: Path) -> None:
         (folder / "tracks.json").write_text(json.dumps(doc, indent=1) + "\n")
+        (folder / "tracks.html").write_text(page)
         (folder / "tracks.csv").write_text(_tracks_csv(records, schema, meta["attributes"]))
         (folder / "tracks.txt").write_text(_mot_rows(tracks))
 
@@ -172,10 +179,10 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
 
 
 def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, model: torch.nn.Module, enc: Any,
-                codec: TokenCodec, cfg: TrackConfig, clock: StageClock, on_progress: Progress | None
-                ) -> dict[int, tuple[np.ndarray, list[int]]]:
-    """Track id -> (A probabilities, the frames used). A track's tokens are held only between its first and last
-    chosen frame."""
+                codec: TokenCodec, cfg: TrackConfig, clock: StageClock, on_progress: Progress | None,
+                thumbnails: dict[int, list[str]]) -> dict[int, tuple[np.ndarray, list[int]]]:
+    """Track id -> (A probabilities, the frames used); each used crop's thumbnail goes into `thumbnails` (for
+    tracks.html). A track's tokens are held only between its first and last chosen frame."""
     wanted: dict[int, list[tuple[Pending, tuple[float, ...]]]] = {}
     pending = {t.id: Pending(t, sample_frames(len(t.frames), T, None).tolist()) for t in tracks}
     for p in pending.values():
@@ -204,7 +211,9 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
     for index, rgb in clock.frames(source):
         t = time.perf_counter()
         for p, box in wanted.get(index, []):
-            batch.append((p, prepare_image(crop_box(rgb, box), enc.preprocess)))
+            crop = crop_box(rgb, box)
+            batch.append((p, prepare_image(crop, enc.preprocess)))
+            thumbnails.setdefault(p.track.id, []).append(thumbnail_uri(crop))
         clock.add("crop", t)
         if len(batch) >= cfg.batch_size:
             flush()

@@ -77,6 +77,15 @@ def split_validation(
     return train_idx[~is_val], train_idx[is_val]
 
 
+def training_and_validation(store: TokenStore, train_split: str, fraction: float, seed: int
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """The tracklets a run trains on and the ones it holds out for validation (`--val-fraction`): training tracklets
+    with readable frames, split by person. `par eval --split val` scores the same held-out tracklets."""
+    train_idx = store.indices(train_split)
+    train_idx = np.array([i for i in train_idx if len(store.valid_frames(i))], dtype=np.int64)
+    return split_validation(store, train_idx, fraction, seed)
+
+
 class Trainer:
     """One training run: its store, splits, model, loaders and run folder."""
 
@@ -86,14 +95,12 @@ class Trainer:
         self.device = torch.device(cfg.device)
         self.store = store = TokenStore(cfg.store)
         store.check_shards()
-        train_idx = store.indices(cfg.train_split)
         self.eval_idx = store.indices(cfg.eval_split)
         empty = [store.tracklets[i] for i in self.eval_idx if not len(store.valid_frames(i))]
         if empty:
             raise ParError(f"{cfg.store}: {len(empty)} '{cfg.eval_split}' tracklet(s) have no readable frames (e.g. "
                            f"{empty[0]}; all skipped at extraction); fix their frames and extract again")
-        train_idx = np.array([i for i in train_idx if len(store.valid_frames(i))], dtype=np.int64)
-        self.train_idx, self.val_idx = split_validation(store, train_idx, cfg.val_fraction, cfg.seed)
+        self.train_idx, self.val_idx = training_and_validation(store, cfg.train_split, cfg.val_fraction, cfg.seed)
         if len(self.train_idx) < max(2, dist.world_size):
             raise ParError(f"{cfg.store}: fewer than 2 '{cfg.train_split}' tracklets with frames; nothing to train on")
         self.amp = autocast_dtype(cfg.precision, self.device)
