@@ -42,10 +42,12 @@ TRACK_CHECKPOINT ?= $(DEMO)/run
 TRACK_SEEDS ?= 3
 TRACK_SECONDS ?= 20
 TRACK_MINUTES ?= 1 10
+# The page tests open report.html and tracks.html in Debian's chromium (Playwright drives it; no browser download).
+CHROMIUM ?= /usr/bin/chromium
 # make test: every behaviour once, on 2 processes; make test-all adds the slow variants (kill -9 at ten random points).
 TEST_PROCESSES ?= 2
 
-.PHONY: setup test test-all lint demo bench track-bench ablation clean
+.PHONY: setup browser test test-all lint demo bench track-bench ablation clean
 
 setup: $(STAMP)
 
@@ -56,11 +58,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+browser:
+	@test -x "$(CHROMIUM)" || { command -v apt-get >/dev/null || { echo "error: $(CHROMIUM) is missing and there is \
+		no apt-get here: install Chromium and pass CHROMIUM=/path/to/chromium" >&2; exit 2; }; \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
 
-test-all: $(STAMP)
-	$(PY) -m pytest tests -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+test: $(STAMP) browser
+	PAR_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+
+test-all: $(STAMP) browser
+	PAR_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -85,6 +93,7 @@ ablation: $(STAMP) $(STORE)
 	$(PAR) ablation $(STORE) --out $(RESULTS) --recipe $(RECIPE) --epochs $(EPOCHS) --warmup-epochs $(WARMUP) \
 		--sweep-frames "$(FRAMES)" --variants "$(VARIANTS)" --seeds $(SEEDS) --model $(ABLATION_MODEL) \
 		--fusion-init $(FUSION_INIT) --device $(DEVICE) $(if $(LR),--lr $(LR))
+	$(PAR) report $(RESULTS) --out $(RESULTS)/report
 
 bench: $(STAMP)
 	$(PAR) bench --out $(BENCH) --clip-model $(BENCH_CLIP) --tracklets $(BENCH_TRACKLETS) \

@@ -285,6 +285,60 @@ def run_path(run_faults) -> Path:
     return run_faults[0]
 
 
+CHROMIUM = os.environ.get("PAR_CHROMIUM", "/usr/bin/chromium")  # Debian's, installed by `make browser`
+# Chromium's own background traffic off: this machine's network is closed, and a page's requests are what is checked
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class OpenedPage:
+    """A page opened from disk in the real browser, with what it printed and every request it made."""
+    page: object
+    console: list[str]
+    requests: list[str]
+
+    def check_clean(self, path: Path) -> None:
+        """Loaded without console errors or uncaught exceptions, and asked nothing but the file itself."""
+        assert self.console == [], self.console
+        assert self.requests == [path.resolve().as_uri()], self.requests
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium driven by Playwright (no browser download: `make browser` installs the system one)."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: run `make browser` (Debian's chromium)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def open_page(browser):
+    """open_page(path) -> OpenedPage; the pages are closed after the test."""
+    contexts = []
+
+    def opener(path: Path, width: int = 1300, height: int = 900) -> OpenedPage:
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        contexts.append(ctx)
+        page = ctx.new_page()
+        page.set_default_timeout(5000)  # a page from disk answers at once; a missing element fails fast
+        console: list[str] = []
+        requests: list[str] = []
+        page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(Path(path).resolve().as_uri(), wait_until="load")
+        return OpenedPage(page, console, requests)
+
+    yield opener
+    for ctx in contexts:
+        ctx.close()
+
+
 # The files that run longest first (the README and Makefile commands as written), so that two processes start
 # them together instead of ending with them one after the other (pytest-xdist hands out whole files in collection
 # order with --no-loadscope-reorder, which the Makefile passes).

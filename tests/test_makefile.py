@@ -64,6 +64,40 @@ def test_make_ablation(made):
                                                                       for t in (1, 2)}
 
 
+def test_make_demo_ends_with_a_report_page(made, open_page):
+    """`make demo`'s last step writes demo/report/report.html: it opens in the browser, whole."""
+    work, _, _ = made
+    path = work / "demo" / "report" / "report.html"
+    opened = open_page(path)
+    opened.check_clean(path)
+    metrics = json.loads((work / "demo" / "run" / "eval-test" / "metrics.json").read_text())
+    page = opened.page
+    assert page.locator(".curve").count() == len(metrics["attributes"])
+    assert page.locator('.gallery[data-kind="worst"] .tracklet').count() == min(12, metrics["num_tracklets"])
+    assert page.locator(".gallery img").count() > 0 and page.locator(".gallery-note").count() == 0
+
+
+def test_make_ablation_report_page(made, open_page):
+    """`make ablation` ends with results/report/report.html: the paper's Table 1 and Table 3 views and F1 against
+    frames with the seed spread, as ablation.json holds them."""
+    work, _, _ = made
+    results = json.loads((work / "results" / "ablation.json").read_text())
+    path = work / "results" / "report" / "report.html"
+    opened = open_page(path)
+    opened.check_clean(path)
+    page = opened.page
+    table3 = page.eval_on_selector_all("#ablation-table3-0 tbody tr",
+                                       "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))")
+    by = {(r["variant"], r["frames"]): r for r in results["rows"]}
+    from par_pipeline.workflows.ablation import load_variants
+
+    labels = {v: d["label"] for v, d in load_variants().items()}
+    assert table3 == [[labels[v], *(f"{100 * by[v, t]['f1']:.2f} ± {100 * by[v, t]['f1_std']:.2f}" for t in (1, 2))]
+                      for v in ("fusion", "no-fusion")]
+    assert page.locator("#ablation-0 ~ svg.chart polyline").count() == 2  # one line per variant
+    assert page.locator("#ablation-table1-0 tbody tr").count() == 2
+
+
 def test_make_bench_writes_every_documented_figure(made):
     work, _, out = made
     assert "pipeline / model-only" in out["bench"] and "sweep speedup" in out["bench"]

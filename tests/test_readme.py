@@ -124,7 +124,7 @@ def user_data(tmp_path_factory):
             "VIDEO": str(base / "walk.mp4"), "TRACKLET": tracklet}
 
 
-def test_readme_workflow_blocks(user_data, tmp_path):
+def test_readme_workflow_blocks(user_data, tmp_path, open_page):
     """The MARS workflow, torchrun, the ablation, Duke and prediction, as the README writes them, in one shell (later
     blocks use the variables of earlier ones), in a fresh working folder."""
     work = workdir(tmp_path)
@@ -151,6 +151,15 @@ def test_readme_workflow_blocks(user_data, tmp_path):
     authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())
     assert authors["selection"].startswith("imported from VTF-Pretrain.pth") and authors["frames"] == 6
     assert "imported from VTF-Pretrain.pth" in (work / "runs" / "authors" / "report" / "report.md").read_text()
+    # report.html of two runs and the ablation: the run that held out persons has thresholds tuned on them
+    page = work / "runs" / "compare" / "report.html"
+    opened = open_page(page)
+    opened.check_clean(page)
+    labels = opened.page.eval_on_selector_all("#summary-table tbody tr", "rs => rs.map(r => r.cells[0].textContent)")
+    assert labels[0].startswith("t6: best on the test split") and any(x.startswith("t6-val: best on") for x in labels)
+    tables = opened.page.eval_on_selector_all('table[id^="attributes-"] thead', "ts => ts.map(t => t.textContent)")
+    assert ["threshold tuned on val" in t for t in tables] == [False, True]
+    assert opened.page.locator("#ablation-table3-0 tbody tr").count() == 2
     preds = json.loads((work / "predictions.json").read_text())
     assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
     assert (work / "runs" / "ddp" / "best.json").is_file()
