@@ -77,6 +77,21 @@ def test_make_demo_ends_with_a_report_page(made, open_page):
     assert page.locator(".gallery img").count() > 0 and page.locator(".gallery-note").count() == 0
 
 
+def test_readme_screenshots_script(made, tmp_path):
+    """scripts/readme_screenshots.py (the README's docs/*.png) after `make demo`: three real screenshots."""
+    import sys
+
+    from PIL import Image
+
+    work, env, _ = made
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_screenshots.py"), str(work / "demo"),
+                    str(tmp_path / "shots")], cwd=work, env=env, check=True, capture_output=True, timeout=600)
+    for name in ("report.png", "report-tracklets.png", "tracks.png"):
+        with Image.open(tmp_path / "shots" / name) as im:
+            lo, hi = im.convert("L").getextrema()
+            assert im.size == (1280, 760) and hi - lo > 100, name
+
+
 def test_make_ablation_report_page(made, open_page):
     """`make ablation` ends with results/report/report.html: the paper's Table 1 and Table 3 views and F1 against
     frames with the seed spread, as ablation.json holds them."""
