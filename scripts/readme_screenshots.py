@@ -1,5 +1,6 @@
 """The README's screenshots, after `make demo`: report.html's curves and tracklets, and tracks.html of a synthetic
-street scene searched by its first person's colours. Usage: python scripts/readme_screenshots.py [DEMO [OUT]] (default: demo docs).
+street scene searched by its first person's colours.
+Usage: python scripts/readme_screenshots.py [DEMO [OUT]] (default: demo docs).
 
 Headless Debian chromium through Playwright, as the page tests use it (`make browser` installs it)."""
 from __future__ import annotations
