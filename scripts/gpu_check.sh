@@ -19,9 +19,10 @@ PRECISIONS=${PRECISIONS:-fp16 bf16}
 TRACK_SECONDS=${TRACK_SECONDS:-20}  # par track: one synthetic scene, and the memory videos below
 TRACK_MINUTES=${TRACK_MINUTES:-1 3}
 WORK=${WORK:-/tmp/par-gpu-check}
+WHEELS=${WHEELS:-.whl}              # packages the lent machine lacks (open_clip_torch, zarr, av, trackers, ...)
 mkdir -p "$OUT" "$WORK"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 fi
 export PYTHONPATH=${PYTHONPATH:-$PWD} PYTHONUNBUFFERED=1 COLUMNS=160
