@@ -317,7 +317,7 @@ def report(runs: list[Path] = typer.Argument(..., help="run folders (par train),
     from par_pipeline.workflows.report import compare_runs
 
     console.print(compare_runs(runs, out, manifest))
-    console.print(f"wrote {out}/report.md, report.png, report.html")
+    console.print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if not p.name.startswith("."))))
 
 
 def _predict(own: dict[str, Any], given: dict[str, Any]) -> None:

@@ -16,10 +16,6 @@ sys.path.insert(0, str(ROOT))
 
 from cli.main import run  # noqa: E402  (the repository root first, so that this checkout's par runs)
 
-CHROMIUM = os.environ.get("PAR_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
 
 def par(*args: object) -> None:
     code = run([str(a) for a in args])
@@ -28,7 +24,7 @@ def par(*args: object) -> None:
 
 
 def main(demo: Path, out: Path) -> None:
-    from playwright.sync_api import sync_playwright
+    from par_pipeline.pages.browser import headless_chromium
 
     demo, out = demo.resolve(), out.resolve()
     report = demo / "report" / "report.html"
@@ -43,8 +39,7 @@ def main(demo: Path, out: Path) -> None:
             scene / "gt" / "gt.txt")
         first = json.loads((people / "tracks.json").read_text())["tracks"][0]["description"]
         query = f"top color = {first['top color']}, bottom color = {first['bottom color']}"  # someone matches
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        with headless_chromium() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 760})
             page.goto(report.resolve().as_uri())
             for name, anchor in (("report.png", "#curves"), ("report-tracklets.png", "#gallery")):
@@ -54,7 +49,6 @@ def main(demo: Path, out: Path) -> None:
             page.goto((people / "tracks.html").resolve().as_uri())
             page.fill("#query", query)
             page.screenshot(path=str(out / "tracks.png"))
-            browser.close()
     print(f"wrote {out}/report.png, report-tracklets.png, tracks.png")
 
 

@@ -285,12 +285,6 @@ def run_path(run_faults) -> Path:
     return run_faults[0]
 
 
-CHROMIUM = os.environ.get("PAR_CHROMIUM", "/usr/bin/chromium")  # Debian's, installed by `make browser`
-# Chromium's own background traffic off: this machine's network is closed, and a page's requests are what is checked
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @dataclass
 class OpenedPage:
     """A page opened from disk in the real browser, with what it printed and every request it made."""
@@ -306,14 +300,11 @@ class OpenedPage:
 
 @pytest.fixture(scope="session")
 def browser():
-    """Headless Debian chromium driven by Playwright (no browser download: `make browser` installs the system one)."""
-    from playwright.sync_api import sync_playwright
+    """Headless Debian chromium driven by Playwright (par_pipeline/pages/browser.py)."""
+    from par_pipeline.pages.browser import headless_chromium
 
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} missing: run `make browser` (Debian's chromium)"
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+    with headless_chromium() as b:
         yield b
-        b.close()
 
 
 @pytest.fixture

@@ -192,3 +192,26 @@ def test_tracks_page_escapes_names_from_the_footage(tracked, tmp_path, open_page
     opened = open_page(tmp_path / "t.html")
     opened.check_clean(tmp_path / "t.html")
     assert opened.page.locator("h1").text_content() == f"People in {doc['source']}"
+
+
+def test_report_refuses_damaged_predictions_and_names_a_foreign_manifest(reported, manifest_path, tmp_path,
+                                                                         open_page):
+    import shutil as sh
+
+    run, _ = reported
+    copy = tmp_path / "eval"
+    sh.copytree(run / "eval-test", copy)
+    data = (copy / "predictions.npz").read_bytes()
+    (copy / "predictions.npz").write_bytes(data[: len(data) // 2])
+    res = run_par("report", copy, "--out", tmp_path / "rep", check=False)
+    assert res.returncode == 2
+    assert one_error_line(res).startswith(f"error: {copy / 'predictions.npz'}: missing or damaged")
+    assert not (tmp_path / "rep").exists()
+    # another manifest than the store's: the page says so instead of showing another dataset's frames
+    other = tmp_path / "other.jsonl"
+    lines = manifest_path.read_text().splitlines()
+    other.write_text("\n".join(lines[:-1]) + "\n")
+    run_par("report", run, "--out", tmp_path / "rep2", "--manifest", other)
+    opened = open_page(tmp_path / "rep2" / "report.html")
+    assert "is not the manifest" in opened.page.locator(".gallery-note").first.text_content()
+    assert opened.page.locator(".gallery img").count() == 0

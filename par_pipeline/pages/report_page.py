@@ -7,6 +7,7 @@ run's held-out validation persons were evaluated (`par eval --split val`), and i
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +19,7 @@ from ..data.manifest import read_manifest
 from ..data.schema import schema_from_dict
 from ..engine.metrics import best_threshold, confusion_matrix, is_positive, label_ma, threshold_curves, tracklet_f1
 from ..errors import ParError
-from ..run import Reported, RunFolder, read_checkpoint_meta
+from ..run import Reported, read_checkpoint_meta
 from .render import PALETTE, Chart, render_page, thumbnail_uri
 
 CURVE_THRESHOLDS = np.round(np.linspace(0.0, 1.0, 101), 2)  # where the curves are drawn
@@ -51,7 +52,7 @@ def load_predictions(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     try:
         with np.load(path) as z:
             probs, labels, tracklets = z["probs"], z["labels"], [str(t) for t in z["tracklets"]]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         raise ParError(f"{path}: missing or damaged; run the `par eval` that wrote {folder} again") from None
     if probs.shape != labels.shape or len(tracklets) != len(probs):
         raise ParError(f"{path}: its arrays disagree in shape; run the `par eval` that wrote {folder} again")
@@ -59,17 +60,23 @@ def load_predictions(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 
 def validation_of(metrics: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, Path] | None:
-    """The same checkpoint's predictions on its run's held-out validation persons, when `par eval --split val` wrote
-    them (and the scored split is another one)."""
+    """The same checkpoint's predictions on its run's held-out validation persons with the same frames, when `par
+    eval --split val` wrote them (where par eval puts them by default), and the scored split is another one."""
+    from ..workflows.evaluate import HELD_OUT_SPLIT, default_eval_dir
+
     checkpoint = Path(metrics.get("checkpoint", ""))
-    if metrics.get("split") == "val" or not checkpoint.name:
+    if metrics.get("split") == HELD_OUT_SPLIT or not checkpoint.is_file():
         return None
-    folder = RunFolder(checkpoint.parent).eval_dir("val")
+    _, meta = read_checkpoint_meta(checkpoint)
+    frames = None if metrics["frames"] == meta["eval_frames"] else metrics["frames"]
+    folder = default_eval_dir(str(checkpoint), HELD_OUT_SPLIT, frames, metrics["sampling"], metrics["seed"])
     try:
         val = json.loads((folder / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    if Path(val.get("checkpoint", "")).resolve() != checkpoint.resolve() or val.get("split") != "val":
+    same = {k: val.get(k) for k in ("split", "frames", "sampling", "seed", "attributes")}
+    if Path(val.get("checkpoint", "")).resolve() != checkpoint.resolve() or same != {
+            "split": HELD_OUT_SPLIT, **{k: metrics[k] for k in ("frames", "sampling", "seed", "attributes")}}:
         return None
     probs, labels, _ = load_predictions(folder)
     return probs, labels, folder
