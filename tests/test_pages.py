@@ -52,6 +52,11 @@ def test_report_page_figures_match_the_predictions(reported, open_page, tmp_path
     summary = _cells(page, "#summary-table tbody tr")
     assert summary[0][0].startswith("run: best") and summary[0][7] == f"{100 * metrics['protocol']['mean']['f1']:.2f}"
 
+    groups = _cells(page, "#groups-0 tbody tr")
+    assert groups == [[g["name"], g["kind"], *(f"{100 * g[k]:.2f}" for k in ("precision", "recall", "f1", "mA",
+                                                                              "accuracy"))]
+                      for g in metrics["protocol"]["groups"]]
+
     rows = _cells(page, "#attributes-0 tbody tr")
     assert [r[0] for r in rows] == attributes
     grid = np.round(np.arange(0.01, 1.0, 0.01), 2)

@@ -19,6 +19,7 @@ from ..data.manifest import read_manifest
 from ..data.schema import schema_from_dict
 from ..engine.metrics import best_threshold, confusion_matrix, is_positive, label_ma, threshold_curves, tracklet_f1
 from ..errors import ParError
+from ..reports import ACCURACY_NOTE
 from ..run import Reported, read_checkpoint_meta
 from .render import PALETTE, Chart, render_page, thumbnail_uri
 
@@ -107,6 +108,13 @@ def group_table(rows: Sequence[Reported], key: str) -> tuple[list[str], list[lis
     groups = [g["name"] for g in rows[0].metrics["protocol"]["groups"]]
     body = [[g, *(num(r.metrics["protocol"]["groups"][i][key]) for r in rows)] for i, g in enumerate(groups)]
     return ["group", *(r.label for r in rows)], body
+
+
+def group_details(rows: Sequence[Reported]) -> list[dict[str, Any]]:
+    """Every row's per-group P, R, F1, mA and accuracy (the protocol's groups, as groups.md has them)."""
+    keys = ("precision", "recall", "f1", "mA", "accuracy")
+    return [{"label": r.label, "rows": [[g["name"], g["kind"], *(num(g[k]) for k in keys)]
+                                        for g in r.metrics["protocol"]["groups"]]} for r in rows]
 
 
 def attribute_section(evals: list[Evaluation], attributes: list[str]) -> dict[str, Any]:
@@ -314,6 +322,8 @@ def report_html(rows: Sequence[Reported], ablations: Sequence[Path], manifest: s
     if rows:
         context["summary"] = summary_rows(rows)
         context["group_f1"] = group_table(rows, "f1")
+        context["group_details"] = group_details(rows)
+        context["accuracy_note"] = ACCURACY_NOTE[0].upper() + ACCURACY_NOTE[1:] + "."
         context["without_predictions"] = [r.label for r in rows if r.eval_dir is None]
     if evals:
         first = evals[0].metrics
