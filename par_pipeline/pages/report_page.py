@@ -291,25 +291,30 @@ def ablation_section(folder: Path) -> dict[str, Any]:
               for r in rows if r["frames"] == t_main]
     by = {(r["variant"], r["frames"]): r for r in rows}
     table3 = [[labels.get(v, v), *(cell(by[v, T], "f1") if (v, T) in by else "" for T in frames)] for v in variants]
-    lo = min(r["f1"] - r["f1_std"] for r in rows)
-    hi = max(r["f1"] + r["f1_std"] for r in rows)
-    pad = max(0.01, 0.1 * (hi - lo))
-    chart = Chart("F1 against frames (mean ± std over seeds)", "frames per tracklet (T)", "F1", width=420,
-                  height=260, x_range=(min(frames) - 0.5, max(frames) + 0.5), y_range=(lo - pad, hi + pad),
-                  x_ticks=frames, y_ticks=list(np.linspace(lo - pad, hi + pad, 5)), tick_format="{:.3g}")
+    lo = 100 * min(r["f1"] - r["f1_std"] for r in rows)  # percent, as the tables
+    hi = 100 * max(r["f1"] + r["f1_std"] for r in rows)
+    pad = max(1.0, 0.1 * (hi - lo))
+    chart = Chart("F1 (%) against frames (mean ± std over seeds)", "frames per tracklet (T)", "F1 (%)", width=420,
+                  height=260, left=52, x_range=(min(frames) - 0.5, max(frames) + 0.5), y_range=(lo - pad, hi + pad),
+                  x_ticks=frames, y_ticks=list(np.linspace(lo - pad, hi + pad, 5)), tick_format="{:.1f}")
     for i, v in enumerate(variants):
         pts = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["frames"])
         color = PALETTE[i % len(PALETTE)]
-        chart.line([p["frames"] for p in pts], [p["f1"] for p in pts], color, labels.get(v, v),
-                   [p["f1_std"] for p in pts])
+        chart.line([p["frames"] for p in pts], [100 * p["f1"] for p in pts], color, labels.get(v, v),
+                   [100 * p["f1_std"] for p in pts])
         for p in pts:
-            chart.point(p["frames"], p["f1"], color, f"{labels.get(v, v)}, T={p['frames']}: F1 {100 * p['f1']:.2f}")
+            chart.point(p["frames"], 100 * p["f1"], color, f"{labels.get(v, v)}, T={p['frames']}: F1 "
+                        f"{100 * p['f1']:.2f}")
     main = [r for r in rows if r["frames"] == t_main]
     groups = list(main[0]["runs"][0]["group_f1"]) if main else []
     per_group = [[g, *({"value": f"{np.mean([x['group_f1'][g] for x in r['runs']]):.6g}",
                         "text": f"{100 * np.mean([x['group_f1'][g] for x in r['runs']]):.2f}", "title": ""}
                        for r in main)] for g in groups]
-    return {"folder": str(folder), "meta": doc, "t_main": t_main, "frames": frames,
+    recipe = doc["recipe"]
+    # the sweep sets frames and seed per point: the rest is what every point shares
+    overrides = ", ".join(f"{k} {v}" for k, v in (recipe.get("overrides") or {}).items() if k not in ("frames", "seed"))
+    return {"folder": str(folder), "meta": doc, "t_main": t_main,
+            "recipe": recipe["name"] + (f" (overridden: {overrides})" if overrides else ""), "frames": frames,
             "table1": table1, "table3": table3, "chart": chart, "variant_names": [labels.get(v, v) for v in variants],
             "per_group_header": ["group", *(labels.get(r["variant"], r["variant"]) for r in main)],
             "per_group": per_group}
