@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -82,12 +83,40 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+TEMP_TAGS = ("tmp", "old")
+
+
 def temp_sibling(final: Path, tag: str = "tmp") -> Path:
+    """Where this process builds `final` (tmp) or parks the output it replaces (old): hidden, tagged with its pid."""
     return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
 
 
+def remove_stale_siblings(final: Path) -> list[Path]:
+    """Remove what a killed par process left beside `final` (its temp_sibling names, whose pid is no longer
+    running: kill -9 or a power cut gives no chance to clean up), so that repeated crashes do not pile up copies
+    of a large output. A running process's, or anything else, is left alone."""
+    removed = []
+    for tag in TEMP_TAGS:
+        for path in final.parent.glob(f".{glob.escape(final.name)}.{tag}-*"):
+            pid = path.name.rsplit("-", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+                remove_own(path)
+                removed.append(path)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_own(path: Path) -> None:
-    """Remove a temporary file or folder this process made (never called on a user's path)."""
+    """Remove a temporary file or folder par made (this process, or a dead one: never called on a user's path)."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     elif path.exists() or path.is_symlink():
@@ -100,6 +129,7 @@ def atomic_write(final: str | os.PathLike, write: Callable[[Path], None]) -> Non
     tmp = temp_sibling(final)
     with io_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(final)
         try:
             write(tmp)
             with open(tmp, "rb+") as f:
@@ -212,6 +242,7 @@ def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], Non
     old = temp_sibling(final, "old")
     with io_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_siblings(final)
         try:
             tmp.mkdir()
             build(tmp)

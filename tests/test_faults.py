@@ -227,3 +227,27 @@ def test_fault(case, store_path, manifest_path, run_path, synth_root, tmp_path):
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == [], (name, leftovers)
     assert {p: digest(p) for p in inputs} == before, name
+
+
+def test_what_a_killed_process_left_is_cleared_and_nothing_else(tmp_path):
+    """replace_dir and atomic_write remove the temp siblings of dead par processes (kill -9 leaves them), and keep a
+    running process's and anything not named as par names them."""
+    import subprocess
+
+    from par_pipeline.outputs import atomic_write, replace_dir
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    alive = os.getppid()
+    final = tmp_path / "rep"
+    stale = [tmp_path / f".rep.tmp-{dead.pid}", tmp_path / f".rep.old-{dead.pid}"]
+    kept = [tmp_path / f".rep.tmp-{alive}", tmp_path / ".rep.tmp-mine", tmp_path / f".report.tmp-{dead.pid}"]
+    for p in stale + kept:
+        p.mkdir()
+        (p / "x").write_text("x")
+    replace_dir(final, "report", lambda folder: (folder / "report.md").write_text("r"))
+    assert (final / "report.md").read_text() == "r"
+    assert not any(p.exists() for p in stale) and all((p / "x").exists() for p in kept)
+    (tmp_path / f".f.json.tmp-{dead.pid}").write_text("half")
+    atomic_write(tmp_path / "f.json", lambda tmp: tmp.write_text("{}"))
+    assert not (tmp_path / f".f.json.tmp-{dead.pid}").exists() and (tmp_path / "f.json").read_text() == "{}"

@@ -210,15 +210,19 @@ def test_a_damaged_video_is_answered_up_to_the_damage(scene, run_path, tmp_path)
 
 
 def test_kill_9_then_the_same_command_finishes(scene, tracked, run_path, tmp_path):
-    """Killed after either pass (the points `par track` marks), the same command ends with the tracks an
-    uninterrupted run writes, and nothing was left in place by the killed one."""
-    for k in (1, 2):
+    """Killed after either pass or with the output built but not yet in place (the points `par track` marks), the
+    same command ends with the tracks an uninterrupted run writes; nothing was in place after the kill, and what the
+    killed process had built beside it is cleared by the next run."""
+    for k in (1, 2, 3):
         args = ["track", scene / "video.mp4", "--checkpoint", run_path, "--out", tmp_path / f"o{k}", "--detections",
                 scene / "gt" / "gt.txt"]
         proc = run_par_process(*args, check=False, env={"PAR_TEST_KILL_AT": str(k)})
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-500:]
         assert not (tmp_path / f"o{k}").exists()
+        left = list(tmp_path.glob(f".o{k}.tmp-*"))
+        assert bool(left) == (k == 3)  # the third point is after the folder was built beside its place
         run_par(*args)
+        assert not list(tmp_path.glob(f".o{k}.*"))
         assert (tmp_path / f"o{k}" / "tracks.txt").read_text() == (tracked / "out" / "tracks.txt").read_text()
         done = json.loads((tmp_path / f"o{k}" / "tracks.json").read_text())
         reference = json.loads((tracked / "out" / "tracks.json").read_text())
