@@ -235,13 +235,19 @@ def reported_results(path: str | os.PathLike) -> list[Reported]:
     from_eval = evaluated.is_file() and Path(_read_json(evaluated).get("checkpoint", "")).resolve() == best.resolve()
     if not from_eval and meta["metrics"] is None:  # an imported checkpoint: nothing measured yet
         raise ParError(f"{path}: no results yet; run `par eval STORE --checkpoint {path}` first")
-    rows = [Reported(f"{path.name}: {selection_label(meta)}, {'par eval' if from_eval else 'from training'}",
-                     _read_json(evaluated) if from_eval else meta["metrics"], evaluated.parent if from_eval else None)]
+    label = f"{path.name}: {selection_label(meta)}, {'par eval' if from_eval else 'from training'}"
+    rows = [Reported(label, _read_json(evaluated), evaluated.parent) if from_eval
+            else Reported(label, _as_trained(meta), None)]
     if (path / "last.json").is_file():  # a trained run (an imported one has its one checkpoint)
         _, last = read_checkpoint_meta(path / "last.json")
         if from_eval or last["epoch"] != meta["epoch"]:  # the last epoch beside it, unless it is the very same row
-            rows.append(Reported(f"{path.name}: {selection_label(last)}", last["metrics"], None))
+            rows.append(Reported(f"{path.name}: {selection_label(last)}", _as_trained(last), None))
     return rows
+
+
+def _as_trained(meta: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's figures as training measured them, with the split and frames they were measured on."""
+    return {**meta["metrics"], "split": meta.get("eval_split", "test"), "frames": meta.get("eval_frames")}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
