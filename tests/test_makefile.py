@@ -72,6 +72,10 @@ def test_make_demo_ends_with_a_report_page(made, open_page):
     opened.check_clean(path)
     metrics = json.loads((work / "demo" / "run" / "eval-test" / "metrics.json").read_text())
     page = opened.page
+    summary = page.eval_on_selector_all("#summary-table tbody tr", "rs => rs.map(r => [r.cells[0].textContent, "
+                                        "r.cells[7].textContent])")
+    assert summary[1] == [f"{summary[0][0]}: majority-value baseline",
+                          f"{100 * metrics['baseline']['protocol']['mean']['f1']:.2f}"]
     assert page.locator(".curve").count() == len(metrics["attributes"])
     assert page.locator('.gallery[data-kind="worst"] .tracklet').count() == min(12, metrics["num_tracklets"])
     assert page.locator(".gallery img").count() > 0 and page.locator(".gallery-note").count() == 0

@@ -95,12 +95,16 @@ def gather(rows: Sequence[Reported]) -> list[Evaluation]:
 
 
 def summary_rows(rows: Sequence[Reported]) -> list[list[Any]]:
+    """A row per reported result, and one for the majority-value baseline an evaluation scored beside it."""
     table = []
     for r in rows:
-        m, mean, std = r.metrics, r.metrics["protocol"]["mean"], r.metrics["standard"]
-        table.append([r.label, m.get("split", ""), m.get("frames", ""), m["threshold"], m["num_tracklets"],
-                      *(num(mean[k]) for k in ("precision", "recall", "f1", "mA", "accuracy")),
-                      num(std["label_mA"]), num(std["instance_f1"])])
+        m = r.metrics
+        scored = [(r.label, m)] + ([(f"{r.label}: majority-value baseline", m["baseline"])] if "baseline" in m else [])
+        for label, s in scored:
+            mean, std = s["protocol"]["mean"], s["standard"]
+            table.append([label, m.get("split", ""), m.get("frames", ""), m["threshold"], m["num_tracklets"],
+                          *(num(mean[k]) for k in ("precision", "recall", "f1", "mA", "accuracy")),
+                          num(std["label_mA"]), num(std["instance_f1"])])
     return table
 
 
