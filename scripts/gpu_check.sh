@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# GPU checks in one run (under 8 minutes on one H100 at the default sizes): real ViT-B/16 extraction in fp16 and
-# bf16 (model-only vs pipeline, agreement with fp32, PIL vs GPU JPEG decoding, torch.compile), store bytes and int8
-# agreement, the extraction host loop, paper-size training from the store (warm and cold page cache, disk
-# random-read rate, int8), predict, par track (throughput, stage shares, memory); then a one-screen summary. Sizes are variables, so the same script runs on a
-# CPU with tiny sizes (the test suite does). Packages missing on a lent machine travel as wheels in .whl/.
+# GPU checks in one run: a profile of the CLIP encoder (scripts/profile_clip.py), real ViT-B/16 extraction in fp16
+# and bf16 (model-only vs pipeline, agreement with fp32, PIL vs GPU JPEG decoding), store bytes and int8 agreement,
+# the extraction host loop, paper-size training from the store (warm and cold page cache, disk random-read rate,
+# int8), predict, par track (throughput, stage shares, memory); then a one-screen summary. Sizes are variables, so
+# the same script runs on a CPU with tiny sizes (the test suite does). Packages missing on a lent machine travel as
+# wheels in $WHEELS (.whl/).
+# Time: on one H200 (2026-11-29) the four extraction runs alone took 430 s at TRACKLETS=1000, then train+predict
+# (EPOCHS=2) about 100 s and track (TRACK_MINUTES=1) about 40 s; to fit one call of a 15-minute lease, halve them
+# (an estimate: PRECISIONS=bf16 TRACKLETS=500 EPOCHS=2 TRACK_MINUTES=1). Where only a few files come back (the
+# device tool: 8), write OUT elsewhere and pack it: OUT=/tmp/g bash scripts/gpu_check.sh; tar czf "$OUT/gpu.tgz" -C
+# /tmp g
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 DEVICE=${DEVICE:-cuda}
@@ -32,6 +38,10 @@ W=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
   echo "disk write speed where the stores go:"; dd if=/dev/zero of="$WORK/ddtest" bs=1M count=512 conv=fdatasync 2>&1 | tail -1
   rm -f "$WORK/ddtest"; } | tee "$OUT/machine.txt"
+FIRST=$(echo $PRECISIONS | cut -d' ' -f1)
+# where the encoder's time goes (par's token path vs open_clip's pooled forward, a matmul for scale, top kernels)
+$PY scripts/profile_clip.py --clip-model "$CLIP" --device "$DEVICE" --precision "$FIRST" --batch "$BATCH" \
+  2>&1 | tee "$OUT/profile_clip.txt"
 for P in $PRECISIONS; do
   for D in pil torchvision; do
     $PY -m cli.main bench --part extract --clip-model "$CLIP" --device "$DEVICE" --precision "$P" --decode "$D" \
@@ -40,7 +50,6 @@ for P in $PRECISIONS; do
     cp "$WORK/b-$P-$D/bench.json" "$OUT/extract_${P}_$D.json"
   done
 done
-FIRST=$(echo $PRECISIONS | cut -d' ' -f1)
 $PY -m cli.main bench --part train,predict --device "$DEVICE" --fusion-model "$FUSION" --train-batch "$TRAIN_BATCH" \
   --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-pil" 2>&1 | tee "$OUT/train.txt"
 cp "$WORK/b-$FIRST-pil/bench.json" "$OUT/train.json"

@@ -18,5 +18,6 @@ def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
                           text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "extract_fp32_torchvision" in proc.stdout and "loader warm" in proc.stdout and "predict" in proc.stdout
+    assert "par's tokens (forward_intermediates + proj)" in proc.stdout and "TFLOP/s" in proc.stdout
     assert "video frames/s" in proc.stdout
     assert "video frames/s" in proc.stdout
