@@ -125,39 +125,45 @@ def attribute_section(evals: list[Evaluation], attributes: list[str]) -> dict[st
     """Per attribute: the table (support, P, R, F1 at the run's threshold, label mA, the validation-tuned threshold
     and the scored split's F1 under it) and the PR and F1-against-threshold charts of every evaluation."""
     tables, charts = [], []
-    for ev in evals:
+    at_threshold: dict[int, list[dict[str, np.ndarray]]] = {}  # per evaluation, per attribute: P, R, F1 there
+    tuned: dict[int, list[tuple[float, float]]] = {}  # per evaluation with held-out persons: threshold, val F1
+    for e, ev in enumerate(evals):
         t = ev.metrics["threshold"]
-        pred, gt = is_positive(ev.probs, t), ev.labels.astype(bool)
-        ma = label_ma(pred, gt)
+        at_threshold[e] = [threshold_curves(ev.probs[:, j], ev.labels[:, j], np.array([t]))
+                           for j in range(len(attributes))]
+        if ev.validation is not None:
+            tuned[e] = [best_threshold(ev.validation[0][:, j], ev.validation[1][:, j], TUNING_THRESHOLDS)
+                        for j in range(len(attributes))]
+        gt = ev.labels.astype(bool)
+        ma = label_ma(is_positive(ev.probs, t), gt)
         rows = []
         for j, name in enumerate(attributes):
-            at = threshold_curves(ev.probs[:, j], ev.labels[:, j], np.array([t]))
+            at = at_threshold[e][j]
             row = [name, num(float(gt[:, j].sum()), str(int(gt[:, j].sum()))),
                    num(at["precision"][0]), num(at["recall"][0]), num(at["f1"][0]), num(float(ma[j]))]
-            if ev.validation is not None:
-                tuned, val_f1 = best_threshold(ev.validation[0][:, j], ev.validation[1][:, j], TUNING_THRESHOLDS)
-                scored = threshold_curves(ev.probs[:, j], ev.labels[:, j], np.array([tuned]))["f1"][0]
-                row += [num(tuned, f"{tuned:.2f}"), num(val_f1), num(scored)]
+            if e in tuned:
+                threshold, val_f1 = tuned[e][j]
+                scored = threshold_curves(ev.probs[:, j], ev.labels[:, j], np.array([threshold]))["f1"][0]
+                row += [num(threshold, f"{threshold:.2f}"), num(val_f1), num(scored)]
             rows.append(row)
         header = ["attribute", "positives", "precision", "recall", "F1", "label mA"]
-        if ev.validation is not None:
+        if e in tuned:
             header += ["threshold tuned on val", "val F1 there", f"{ev.metrics['split']} F1 there"]
         tables.append({"label": ev.label, "header": header, "rows": rows, "threshold": t,
                        "validation": str(ev.validation[2]) if ev.validation is not None else None})
     for j, name in enumerate(attributes):
         pr = Chart(f"{name}: precision-recall", "recall", "precision")
         f1 = Chart(f"{name}: F1 against threshold", "threshold", "F1")
-        for ev in evals:
+        for e, ev in enumerate(evals):
             c = threshold_curves(ev.probs[:, j], ev.labels[:, j], CURVE_THRESHOLDS)
             pr.line(c["recall"], c["precision"], ev.color, ev.label)
             f1.line(c["threshold"], c["f1"], ev.color, ev.label)
-            t = ev.metrics["threshold"]
-            at = threshold_curves(ev.probs[:, j], ev.labels[:, j], np.array([t]))
+            t, at = ev.metrics["threshold"], at_threshold[e][j]
             pr.point(at["recall"][0], at["precision"][0], ev.color, f"{ev.label}: threshold {t}")
             f1.point(t, at["f1"][0], ev.color, f"{ev.label}: threshold {t}, F1 {100 * at['f1'][0]:.2f}")
-            if ev.validation is not None:
-                tuned, _ = best_threshold(ev.validation[0][:, j], ev.validation[1][:, j], TUNING_THRESHOLDS)
-                f1.vertical_rule(tuned, ev.color, f"{ev.label}: threshold tuned on the validation persons {tuned:.2f}")
+            if e in tuned:
+                f1.vertical_rule(tuned[e][j][0], ev.color,
+                                 f"{ev.label}: threshold tuned on the validation persons {tuned[e][j][0]:.2f}")
         charts.append({"attribute": name, "pr": pr, "f1": f1})
     return {"tables": tables, "charts": charts}
 
