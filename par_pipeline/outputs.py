@@ -91,18 +91,15 @@ def temp_sibling(final: Path, tag: str = "tmp") -> Path:
     return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
 
 
-def remove_stale_siblings(final: Path) -> list[Path]:
+def remove_stale_siblings(final: Path) -> None:
     """Remove what a killed par process left beside `final` (its temp_sibling names, whose pid is no longer
     running: kill -9 or a power cut gives no chance to clean up), so that repeated crashes do not pile up copies
     of a large output. A running process's, or anything else, is left alone."""
-    removed = []
     for tag in TEMP_TAGS:
         for path in final.parent.glob(f".{glob.escape(final.name)}.{tag}-*"):
             pid = path.name.rsplit("-", 1)[1]
             if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
                 remove_own(path)
-                removed.append(path)
-    return removed
 
 
 def _running(pid: int) -> bool:

@@ -14,6 +14,11 @@ ACCURACY_NOTE = ("accuracy: (TP+TN)/N for a binary group, mean instance IoU for 
                  "prints label mA in that column for binary groups: see mA)")
 
 
+def accuracy_sentence() -> str:
+    """ACCURACY_NOTE as a sentence under a table (report.md, groups.md, report.html)."""
+    return ACCURACY_NOTE[0].upper() + ACCURACY_NOTE[1:] + "."
+
+
 def pct(x: float) -> str:
     return f"{100 * x:.2f}"
 
@@ -65,7 +70,7 @@ def summary_lines(metrics: dict[str, Any]) -> list[str]:
         f"instance accuracy {pct(s['instance_accuracy'])}, precision {pct(s['instance_precision'])}, "
         f"recall {pct(s['instance_recall'])}, F1 {pct(s['instance_f1'])}."
     )
-    lines.append(ACCURACY_NOTE[0].upper() + ACCURACY_NOTE[1:] + ".")
+    lines.append(accuracy_sentence())
     return lines
 
 

@@ -43,15 +43,18 @@ def label_ma(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return (tp / (tp + fn + EPS) + tn / (tn + fp + EPS)) / 2
 
 
-def instance_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Per sample |pred∧gt| / |pred|, / |gt|, / |pred∨gt|, each averaged over samples."""
+def per_sample(pred: np.ndarray, gt: np.ndarray) -> dict[str, np.ndarray]:
+    """Per sample |pred∧gt| / |pred| (precision), / |gt| (recall), their F1, and / |pred∨gt| (accuracy)."""
     inter = (pred & gt).sum(1).astype(np.float64)
     union = (pred | gt).sum(1).astype(np.float64)
     p = inter / (pred.sum(1) + EPS)
     r = inter / (gt.sum(1) + EPS)
-    f1 = 2 * p * r / (p + r + EPS)
-    return {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f1.mean()),
-            "accuracy": float((inter / (union + EPS)).mean())}
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r + EPS), "accuracy": inter / (union + EPS)}
+
+
+def instance_metrics(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """The per-sample figures, each averaged over samples."""
+    return {k: float(v.mean()) for k, v in per_sample(pred, gt).items()}
 
 
 def group_metrics(probs: np.ndarray, labels: np.ndarray, boundaries: Sequence[int], names: Sequence[str],
@@ -141,10 +144,7 @@ def best_threshold(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray
 
 def tracklet_f1(probs: np.ndarray, labels: np.ndarray, threshold: float) -> np.ndarray:
     """Each tracklet's instance F1 over all attribute columns (the standard metric's per-sample term)."""
-    pred, gt = is_positive(probs, threshold), labels.astype(bool)
-    inter = (pred & gt).sum(1).astype(np.float64)
-    p, r = inter / (pred.sum(1) + EPS), inter / (gt.sum(1) + EPS)
-    return 2 * p * r / (p + r + EPS)
+    return per_sample(is_positive(probs, threshold), labels.astype(bool))["f1"]
 
 
 def confusion_matrix(probs: np.ndarray, labels: np.ndarray, start: int, end: int) -> np.ndarray:

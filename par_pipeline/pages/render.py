@@ -60,8 +60,8 @@ class Chart:
     y_range: tuple[float, float] = (0.0, 1.0)
     x_ticks: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
     y_ticks: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    tick_format: str = "{:g}"  # the y axis's
     x_tick_format: str = "{:g}"
+    y_tick_format: str = "{:g}"
     lines: list[dict[str, Any]] = field(default_factory=list)
     points: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
@@ -92,4 +92,4 @@ class Chart:
     def axes(self) -> dict[str, Any]:
         return {"x0": self.left, "x1": self.width - self.right, "y0": self.height - self.bottom, "y1": self.top,
                 "xt": [(self.x(t), self.x_tick_format.format(t)) for t in self.x_ticks],
-                "yt": [(self.y(t), self.tick_format.format(t)) for t in self.y_ticks]}
+                "yt": [(self.y(t), self.y_tick_format.format(t)) for t in self.y_ticks]}

@@ -17,9 +17,17 @@ from PIL import Image
 
 from ..data.manifest import read_manifest
 from ..data.schema import schema_from_dict
-from ..engine.metrics import best_threshold, confusion_matrix, is_positive, label_ma, threshold_curves, tracklet_f1
+from ..engine.metrics import (
+    best_threshold,
+    confusion_matrix,
+    group_answers,
+    is_positive,
+    label_ma,
+    threshold_curves,
+    tracklet_f1,
+)
 from ..errors import ParError
-from ..reports import ACCURACY_NOTE
+from ..reports import accuracy_sentence
 from ..run import Reported, read_checkpoint_meta
 from .render import PALETTE, Chart, render_page, thumbnail_uri
 
@@ -245,8 +253,6 @@ def gallery_section(evals: list[Evaluation], schema_definition: dict[str, Any], 
                     ) -> list[dict[str, Any]]:
     """Per evaluation: the worst tracklets by their own F1 and a seeded random sample, with their frames and each
     group's true and predicted answer."""
-    from ..engine.metrics import group_answers
-
     schema = schema_from_dict(schema_definition)
     out = []
     for ev in evals:
@@ -285,12 +291,12 @@ def gallery_section(evals: list[Evaluation], schema_definition: dict[str, Any], 
 def ablation_section(folder: Path) -> dict[str, Any]:
     """The paper's Table 1 and Table 3 views of an ablation folder, F1 against frames with the seed spread, and the
     per-group F1 of every variant at the main T."""
-    from ..workflows.ablation import load_variants
+    from ..workflows.ablation import load_variants, main_frames
 
     doc = json.loads((folder / "ablation.json").read_text())
     rows, labels = doc["rows"], {k: v["label"] for k, v in load_variants().items()}
     frames = sorted({r["frames"] for r in rows})
-    t_main = 6 if 6 in frames else frames[-1]
+    t_main = main_frames(frames)
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
     def cell(r: dict[str, Any], k: str) -> dict[str, str]:
@@ -306,7 +312,7 @@ def ablation_section(folder: Path) -> dict[str, Any]:
     pad = max(1.0, 0.1 * (hi - lo))
     chart = Chart("F1 (%) against frames (mean ± std over seeds)", "frames per tracklet (T)", "F1 (%)", width=420,
                   height=260, left=52, x_range=(min(frames) - 0.5, max(frames) + 0.5), y_range=(lo - pad, hi + pad),
-                  x_ticks=frames, y_ticks=list(np.linspace(lo - pad, hi + pad, 5)), tick_format="{:.1f}")
+                  x_ticks=frames, y_ticks=list(np.linspace(lo - pad, hi + pad, 5)), y_tick_format="{:.1f}")
     for i, v in enumerate(variants):
         pts = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["frames"])
         color = PALETTE[i % len(PALETTE)]
@@ -317,9 +323,7 @@ def ablation_section(folder: Path) -> dict[str, Any]:
                         f"{100 * p['f1']:.2f}")
     main = [r for r in rows if r["frames"] == t_main]
     groups = list(main[0]["runs"][0]["group_f1"]) if main else []
-    per_group = [[g, *({"value": f"{np.mean([x['group_f1'][g] for x in r['runs']]):.6g}",
-                        "text": f"{100 * np.mean([x['group_f1'][g] for x in r['runs']]):.2f}", "title": ""}
-                       for r in main)] for g in groups]
+    per_group = [[g, *(num(float(np.mean([x["group_f1"][g] for x in r["runs"]]))) for r in main)] for g in groups]
     recipe = doc["recipe"]
     # the sweep sets frames and seed per point: the rest is what every point shares
     overrides = ", ".join(f"{k} {v}" for k, v in (recipe.get("overrides") or {}).items() if k not in ("frames", "seed"))
@@ -338,7 +342,7 @@ def report_html(rows: Sequence[Reported], ablations: Sequence[Path], manifest: s
         context["summary"] = summary_rows(rows)
         context["group_f1"] = group_table(rows, "f1")
         context["group_details"] = group_details(rows)
-        context["accuracy_note"] = ACCURACY_NOTE[0].upper() + ACCURACY_NOTE[1:] + "."
+        context["accuracy_note"] = accuracy_sentence()
         context["without_predictions"] = [r.label for r in rows if r.eval_dir is None]
     if evals:
         first = evals[0].metrics

@@ -140,6 +140,23 @@ def zarr_to_h5(src: Any, dst: Path, chunk_rows: int = 256) -> None:
             h.attrs[k] = json.dumps(v)
 
 
+def copy_to_host(pairs: list[tuple[torch.Tensor, torch.Tensor]], stream: torch.cuda.Stream | None) -> None:
+    """dst.copy_(src) for each (dst, src); from a GPU (`stream` given) on that copy stream once the work queued so
+    far is done, without waiting for it, so that the next batch's compute overlaps the copy (src stays alive until
+    its copy has run). The extraction sink and the benchmark's model-only loop copy tokens this one way."""
+    if stream is None:
+        for dst, src in pairs:
+            dst.copy_(src)
+        return
+    computed = torch.cuda.Event()
+    computed.record()
+    with torch.cuda.stream(stream):
+        stream.wait_event(computed)
+        for dst, src in pairs:
+            dst.copy_(src, non_blocking=True)
+            src.record_stream(stream)
+
+
 class ShardSink:
     """Shard buffers the device copies encoded batches into, and the thread that writes full shards."""
 
@@ -184,17 +201,7 @@ class ShardSink:
         parts = {"tokens": tokens, "finite": finite_rows(scales if scales is not None else tokens)}
         if scales is not None:
             parts["token_scales"] = scales
-        if not self.cuda:
-            for name, value in parts.items():
-                buf[name][lo:lo + len(feats)].copy_(value)
-            return
-        computed = torch.cuda.Event()
-        computed.record()
-        with torch.cuda.stream(self.stream):
-            self.stream.wait_event(computed)
-            for name, value in parts.items():
-                buf[name][lo:lo + len(feats)].copy_(value, non_blocking=True)
-                value.record_stream(self.stream)
+        copy_to_host([(buf[name][lo:lo + len(feats)], value) for name, value in parts.items()], self.stream)
 
     def submit(self, s: int, buf: dict[str, torch.Tensor], ok: np.ndarray) -> None:
         copied = None

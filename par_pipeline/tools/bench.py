@@ -36,7 +36,7 @@ from ..precision import autocast_dtype, input_dtype
 from ..store.codec import TokenCodec
 from ..store.reader import TokenStore
 from ..store.shard_files import Verify
-from ..store.writer import ShardSink, StorePlan, convert_store, create_zarr
+from ..store.writer import ShardSink, StorePlan, convert_store, copy_to_host, create_zarr
 from ..tools.synth import plan_random, write_synth
 from ..workflows.extract import encode_shards, extract, preprocess_of
 from ..workflows.train import build_model, train
@@ -84,24 +84,15 @@ def bench_extract(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
         enc.encode_frames(imgs)
     _sync(enc.device)
     n_batches = max(3, len(paths) // sizes.batch_size)
-    # the tokens leave the device as the pipeline's sink takes them (store.writer.ShardSink.copy): into a pinned
-    # buffer on a copy stream, overlapping the next batch's compute (a blocking .cpu() here counted the copy as model
-    # time, which made the pipeline measure faster than the model)
+    # the tokens leave the device as the pipeline's sink takes them (store.writer.copy_to_host): into a pinned buffer
+    # on a copy stream, overlapping the next batch's compute (a blocking .cpu() here counted the copy as model time,
+    # which made the pipeline measure faster than the model)
     cuda = enc.device.type == "cuda"
     host = torch.empty((sizes.batch_size, enc.num_tokens, enc.dim), dtype=torch.float16, pin_memory=cuda)
     stream = torch.cuda.Stream(enc.device) if cuda else None
     t = time.perf_counter()
     for _ in range(n_batches):
-        feats = enc.encode_frames(imgs)
-        if stream is None:
-            host.copy_(feats)
-            continue
-        computed = torch.cuda.Event()
-        computed.record()
-        with torch.cuda.stream(stream):
-            stream.wait_event(computed)
-            host.copy_(feats, non_blocking=True)
-            feats.record_stream(stream)
+        copy_to_host([(host, enc.encode_frames(imgs))], stream)
     _sync(enc.device)
     model_fps = n_batches * sizes.batch_size / (time.perf_counter() - t)
     log(f"model-only ({cfg.precision}): {model_fps:,.1f} frames/s")

@@ -118,10 +118,15 @@ def _cell(row: dict[str, Any], k: str) -> str:
     return f"{100 * row[k]:.2f}" + (f" ± {100 * row[k + '_std']:.2f}" if row["seeds"] > 1 else "")
 
 
+def main_frames(frames: list[int]) -> int:
+    """The T of the Table 1 view: the paper's 6 when the sweep has it, else the largest."""
+    return 6 if 6 in frames else frames[-1]
+
+
 def results_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     variants = load_variants()
     frames = sorted({r["frames"] for r in rows})
-    t_main = 6 if 6 in frames else frames[-1]
+    t_main = main_frames(frames)
     table1 = [[variants[r["variant"]]["label"], _cell(r, "precision"), _cell(r, "recall"), _cell(r, "f1")]
               for r in rows if r["frames"] == t_main]
     by_variant = {
