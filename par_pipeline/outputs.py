@@ -255,12 +255,30 @@ def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], Non
 
 # --- locks --------------------------------------------------------------------------------------------------------
 
+# The descriptors of the folder locks this process holds. flock belongs to the open file, which a fork shares: a
+# forked child (a DataLoader worker) would keep the lock after this process is killed, and refuse the very rerun that
+# should resume. Each child closes its copies at once, so the lock ends exactly with the process that took it.
+_held_locks: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in list(_held_locks):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on `folder` (flock on the folder itself) while a job writes into it."""
+    """Hold an exclusive lock on `folder` (flock on the folder itself) while a job writes into it; only this process
+    holds it (forked children close their copies), so it ends with this process however it ends."""
     folder = Path(folder)
     with io_errors(folder, "lock"):
         fd = os.open(folder, os.O_RDONLY)
+    _held_locks.add(fd)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -269,4 +287,5 @@ def exclusive(folder: str | os.PathLike, what: str) -> Iterator[None]:
                            f"(or stop it), then run this command again") from None
         yield
     finally:
+        _held_locks.discard(fd)
         os.close(fd)

@@ -5,15 +5,20 @@ references are the session's store and run, whose fault points were logged as th
 
 By default each distinct fault point is killed at once (its first occurrence); `make test-all` adds ten random
 points of each stage (marked slow)."""
+import contextlib
 import json
 import re
 import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import SMALL_TRAIN, TINY, TRAIN, run_par, run_par_process
+from conftest import PAR, SMALL_TRAIN, TINY, TRAIN, par_env, run_par
 from par_pipeline.run import load_checkpoint
 from par_pipeline.store.reader import TokenStore
 
@@ -31,8 +36,13 @@ def ten_random(points: list[str], seed: int) -> list[int]:
 
 
 def killed_at(k: int, *args) -> None:
-    proc = run_par_process(*args, check=False, env={"PAR_TEST_KILL_AT": str(k)})
-    assert proc.returncode == -signal.SIGKILL, (k, proc.returncode, proc.stderr[-1000:])
+    """`par ARGS` as a process killed at its k-th fault point; returns as soon as it is dead (its output goes to a
+    file, not a pipe: a pipe would keep the caller waiting for whatever children outlive it)."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.run([*PAR, *map(str, args)], stdout=subprocess.DEVNULL, stderr=err,
+                              env=par_env({"PAR_TEST_KILL_AT": str(k)}))
+        err.seek(0)
+        assert proc.returncode == -signal.SIGKILL, (k, proc.returncode, err.read()[-1000:])
 
 
 def same_store(a_path, b_path) -> None:
@@ -75,10 +85,16 @@ def epochs_of(run) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in records]
 
 
+SKELETON = ["skeleton:group", "skeleton:tokens", "skeleton:done", "skeleton:arrays", "skeleton-complete"]
+
+
 def test_extraction_fault_points_are_the_expected_ones(store_faults):
+    """The store is laid out first (its arrays, then its attributes, under a marker that says it is par's own), then
+    each shard is written and marked done."""
     _, points = store_faults
-    assert set(points) == {"shard-written", "shard-done"}
-    assert points == ["shard-written", "shard-done"] * (len(points) // 2) and len(points) >= 8  # 4+ shards
+    assert points[:len(SKELETON)] == SKELETON
+    shards = points[len(SKELETON):]
+    assert shards == ["shard-written", "shard-done"] * (len(shards) // 2) and len(shards) >= 8  # 4+ shards
 
 
 def test_training_fault_points_are_the_expected_ones(run_faults):
@@ -97,6 +113,61 @@ def test_kill_9_at_each_extraction_point_then_resume(store_faults, manifest_path
     store_path, points = store_faults
     for k in first_of_each(points):
         extraction_killed_then_resumed(k, points, manifest_path, store_path, tmp_path)
+
+
+def test_kill_9_while_the_store_is_laid_out_then_resume(store_faults, manifest_path, tmp_path):
+    """Killed at each step of laying the store out (the folder exists, half its arrays do): the same command lays
+    it out again and finishes."""
+    store_path, points = store_faults
+    for k in range(1, len(SKELETON) + 1):
+        extraction_killed_then_resumed(k, points, manifest_path, store_path, tmp_path)
+
+
+def _processes_writing(out: Path) -> list[int]:
+    """The pids of processes whose command line names `out` (a killed par extract's loader workers are forks of it)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(out).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def test_kill_9_while_decode_workers_run_then_rerun_at_once(store_faults, manifest_path, tmp_path):
+    """Five kills while two loader workers decode frames, each followed at once by the same command: the lock died
+    with the process (workers never hold it), the workers end within two seconds, the store ends identical."""
+    store_path, points = store_faults
+    shard_points = [k + 1 for k, name in enumerate(points) if name == "shard-written"]
+    for k in shard_points[:5]:
+        out = tmp_path / f"w{k}.zarr"
+        args = ["extract", manifest_path, "--out", out, *TINY, "--workers", "2"]
+        killed_at(k, *args)
+        run_par(*args)  # at once: no "another par extract is writing here"
+        same_store(store_path, out)
+        deadline = time.monotonic() + 2
+        while _processes_writing(out) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _processes_writing(out), "loader workers outlived the killed par extract by 2 s"
+
+
+def test_kill_9_as_the_partial_store_appears_then_rerun(store_faults, manifest_path, tmp_path):
+    """A real SIGKILL from outside, at five moments from the instant `<out>.partial` appears (CLIP loading, the
+    store being laid out): the same command, run at once, resumes every time and ends identical."""
+    store_path, _ = store_faults
+    for n, delay in enumerate((0.0, 0.05, 0.1, 0.2, 0.4)):
+        out = tmp_path / f"a{n}.zarr"
+        partial = out.with_name(out.name + ".partial")
+        args = ["extract", manifest_path, "--out", out, *TINY]
+        proc = subprocess.Popen([*PAR, *map(str, args)], env=par_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        while not partial.exists() and proc.poll() is None:
+            time.sleep(0.001)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        run_par(*args)
+        same_store(store_path, out)
+        assert not partial.exists()
 
 
 def test_kill_9_at_each_training_point_then_resume(run_faults, store_path, tmp_path):

@@ -169,6 +169,8 @@ BAD = [
     ("negative-size", "1,1,10,10,-5,20,1\n", r"dets.txt:1: box of width -5 and height 20; sizes must be positive"),
     ("reused-id", "1,7,10,10,5,20,1\n1,7,30,10,5,20,1\n", r"dets.txt:2: id 7 appears twice in frame 1"),
     ("short-row", "1,7,10\n", r"dets.txt:1: 3 columns"),
+    ("nan-box", "1,1,10,10,50,100,1\n2,1,nan,10,50,100,1,-1,-1,-1\n", r"dets.txt:2: x not a finite number"),
+    ("inf-size", "1,1,10,10,inf,100,1\n", r"dets.txt:1: w not a finite number"),
 ]
 
 

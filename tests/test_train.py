@@ -3,6 +3,7 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,13 +220,20 @@ def test_ddp_training_matches_single(store_path, tmp_path):
     assert abs(a["protocol"]["mean"]["f1"] - b["protocol"]["mean"]["f1"]) <= 0.05
 
 
-# Golden numbers. CPU runs are bit-reproducible (deterministic kernels, seeded draws), so a change of numerics (the
-# model's initialisation, the loss, the schedule, the order of data, the tokens) shows here. The tolerance only
-# absorbs float rounding that differs between CPU instruction sets. A deliberate change updates the numbers from a
-# fresh run and says why in its commit.
+# Golden numbers. CPU runs are bit-reproducible on one machine (deterministic kernels, seeded draws), so a change of
+# numerics (the model's initialisation, the loss, the schedule, the order of data, the tokens) shows here. Between
+# machines, CPU kernel paths (vector width, library) move floats slightly: measured on one machine under
+# ATEN_CPU_CAPABILITY=default, avx2 and avx512 (tests/golden/tiny_run.json says the spread), losses moved by 2e-7
+# relative and probabilities by 1.3e-3, while a thresholded figure (F1, mA) flipped with a probability 3e-5 from the
+# threshold. So losses and probabilities are pinned with tolerances that cover the measured spread several times
+# over, and thresholded figures only where they cannot flip: from the pinned probabilities, and for the run's own
+# labels where a probability is farther than the tolerance from the threshold. A deliberate change updates the
+# numbers from a fresh run and says why in its commit.
 GOLDEN_STEP_LOSSES = [5.92785120010376, 4.957624435424805, 5.356688022613525, 4.424245357513428]
-GOLDEN_RUN = [{"epoch": 1, "loss": 39.67646026611328, "f1": 0.36242205215419493, "mA": 0.26523526077097503},
-              {"epoch": 2, "loss": 36.163108825683594, "f1": 0.3892928004535148, "mA": 0.27445436507936505}]
+GOLDEN_RUN = json.loads((Path(__file__).parent / "golden" / "tiny_run.json").read_text())
+LOSS_RTOL, PROB_ATOL = 1e-5, 0.01
+# F1 and mA of the golden probabilities at the checkpoint's threshold (0.45): the metric code on fixed numbers
+GOLDEN_F1, GOLDEN_MA = 0.3892928004535148, 0.27445436507936505
 
 
 def test_golden_training_steps():
@@ -248,9 +256,25 @@ def test_golden_training_steps():
     assert losses == pytest.approx(GOLDEN_STEP_LOSSES, rel=1e-5)
 
 
-def test_golden_tiny_run(run_path):
-    """The session's tiny run (synthetic frames -> tiny CLIP tokens -> 2 epochs of the small model): each epoch's
-    loss and test-split F1 and mA are pinned."""
+def test_golden_tiny_run(run_path, store_path, tmp_path):
+    """The session's tiny run (synthetic frames -> tiny CLIP tokens -> 2 epochs of the small model): each epoch's loss
+    and the last epoch's test-split probabilities are pinned; its logged F1 and mA are those of its own predictions,
+    and its answers are the pinned ones wherever a probability is clear of the threshold."""
+    from par_pipeline.engine.metrics import evaluate_predictions
+    from par_pipeline.store.reader import TokenStore
+
     log = [json.loads(line) for line in (run_path / "log.jsonl").read_text().splitlines()]
-    got = [{k: r[k] for k in ("epoch", "loss", "f1", "mA")} for r in log]
-    assert got == [pytest.approx(g, rel=1e-5) for g in GOLDEN_RUN], got
+    assert [r["loss"] for r in log] == pytest.approx(GOLDEN_RUN["epoch_losses"], rel=LOSS_RTOL)
+    metrics = tiny_eval(store_path, run_path / "last.json", out=str(tmp_path / "ev"))
+    pred = np.load(tmp_path / "ev" / "predictions.npz")
+    golden = np.array(GOLDEN_RUN["probs"], dtype=np.float32)
+    assert pred["tracklets"].tolist() == GOLDEN_RUN["tracklets"]
+    assert np.abs(pred["probs"] - golden).max() <= PROB_ATOL
+    threshold = metrics["threshold"]
+    clear = np.abs(golden - threshold) > PROB_ATOL
+    assert ((pred["probs"] > threshold) == (golden > threshold))[clear].all()
+    assert {k: log[-1][k] for k in ("f1", "mA")} == {k: metrics["protocol"]["mean"][k] for k in ("f1", "mA")}
+    attrs = TokenStore(store_path).attrs
+    fixed = evaluate_predictions(golden, pred["labels"], attrs["group_boundaries"], attrs["groups"], threshold)
+    assert (fixed["protocol"]["mean"]["f1"], fixed["protocol"]["mean"]["mA"]) == pytest.approx((GOLDEN_F1, GOLDEN_MA),
+                                                                                              rel=1e-12)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from ..data.sampling import sample_frames
 from ..errors import ParError
 from ..store.reader import TokenStore
+from ..workers import stop_with_parent
 
 EVAL = -1  # the epoch of evaluation keys
 
@@ -144,7 +145,7 @@ def tracklet_batches(dataset: TrackletTokens, batches: Sampler, workers: int, pi
     """The one DataLoader over stored tokens (training and evaluation): workers build whole batches."""
     return DataLoader(dataset, batch_sampler=batches, collate_fn=_whole_batch, num_workers=workers,
                       pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
-                      prefetch_factor=4 if workers > 0 else None)
+                      prefetch_factor=4 if workers > 0 else None, worker_init_fn=stop_with_parent())
 
 
 class EpochBatches(Sampler):

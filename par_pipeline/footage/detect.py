@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +30,10 @@ class Detections:
     @classmethod
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
+
+
+# the MOTChallenge columns par reads, in file order
+MOT_COLUMNS = ("frame", "id", "x", "y", "w", "h", "conf", "class")
 
 
 @dataclass
@@ -57,6 +62,10 @@ class FileDetections:
                                    f"{line.strip()[:60]!r}; fix the row") from None
                 if len(values) < 6:
                     raise ParError(f"{where}: {len(values)} columns; a MOTChallenge row has at least frame,id,x,y,w,h")
+                bad = [name for name, v in zip(MOT_COLUMNS, values) if not math.isfinite(v)]
+                if bad:
+                    raise ParError(f"{where}: {', '.join(bad)} not a finite number ({line.strip()[:60]!r}); fix or "
+                                   f"remove the row")
                 frame, ident, x, y, w, h = values[:6]
                 if frame < 1 or frame != int(frame):
                     raise ParError(f"{where}: frame {frame:g}; frames count from 1")

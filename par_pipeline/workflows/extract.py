@@ -30,12 +30,13 @@ from ..data.texts import attribute_texts
 from ..distributed import DistContext
 from ..errors import ParError
 from ..model.clip import ClipEncoder, weights_identity
-from ..outputs import atomic_write, exclusive, io_errors
+from ..outputs import atomic_write, exclusive, fault_point, fsync_dir, io_errors, remove_own
 from ..store.codec import TokenCodec
 from ..store.format import STORE_FORMAT, STORE_KEYS, STORE_VERSION, check_identity, is_url, store_format_of
 from ..store.reader import open_zarr_group, read_attrs
 from ..store.shard_files import shard_rows
 from ..store.writer import ShardSink, StorePlan, create_zarr, zarr_to_h5
+from ..workers import stop_with_parent
 
 VIEW_SPLITS = ("train",)  # evaluation reads view 0 only, so only training frames get extra views
 
@@ -188,6 +189,9 @@ def _extract_into(manifest: Manifest, cfg: ExtractConfig, attrs: dict[str, Any],
     plan, rows = plan_store(manifest, cfg, enc.num_tokens, enc.dim)
     resumed = 0
     if dist.is_main:
+        building = None if is_url(target) else Path(target) / SKELETON
+        if building is not None and building.exists():
+            _clear_skeleton(Path(target))  # a run killed while it laid the store out: par's own, begun again
         if (Path(target) / "zarr.json").exists() or is_url(target) and read_attrs(target, "zarr") is not None:
             g = open_zarr_group(target, mode="r+")
             _same_store(g.attrs.asdict(), attrs, target)
@@ -196,10 +200,18 @@ def _extract_into(manifest: Manifest, cfg: ExtractConfig, attrs: dict[str, Any],
                                f"runs wrote it at once); it was made by par extract - remove it and run again")
             resumed = int(np.asarray(g["done"][:]).sum())
         else:
-            if not is_url(target) and any(p.name != ".par-output.json" for p in Path(target).iterdir()):
+            if building is not None and any(Path(target).iterdir()):
                 raise ParError(f"{target}: holds files that are not a par store; remove them and run again")
             text = {source: enc.encode_text(strings).cpu().numpy() for source, strings in attrs["texts"].items()}
+            if building is not None:
+                with open(building, "x") as f:  # existence is the mark: written first, before anything of the store
+                    os.fsync(f.fileno())
+                fsync_dir(Path(target))
             create_zarr(target, plan, text, attrs, codec, cfg.shard_frames)
+            if building is not None:
+                fault_point("skeleton-complete")
+                building.unlink()
+                fsync_dir(Path(target))
     dist.barrier()
     g = open_zarr_group(target, mode="r+")
     done = np.asarray(g["done"][:]).astype(bool)
@@ -229,6 +241,20 @@ def _extract_into(manifest: Manifest, cfg: ExtractConfig, attrs: dict[str, Any],
         result.skipped = _finalize(g, target, out, fmt, rows.paths)
     dist.barrier()
     return result
+
+
+# Present in `<out>.partial` from before its first array is made until its last array and attributes are written:
+# a rerun that finds it knows the folder is par's own unfinished layout (kill -9 mid-way) and lays it out again.
+SKELETON = ".par-skeleton"
+
+
+def _clear_skeleton(target: Path) -> None:
+    """Remove a half-laid-out store (everything in `target`, which carries the skeleton marker), marker last."""
+    for p in target.iterdir():
+        if p.name != SKELETON:
+            remove_own(p)
+    (target / SKELETON).unlink()
+    fsync_dir(target)
 
 
 class ShardBatches(Sampler):
@@ -267,7 +293,8 @@ def encode_shards(encoder: Any, frames: Dataset, *, shards: list[int], shard_fra
     device = encoder.device
     loader = DataLoader(frames, batch_sampler=ShardBatches(shards, shard_frames, batch_size, num_rows),
                         num_workers=workers, pin_memory=device.type == "cuda", collate_fn=collate_rows,
-                        persistent_workers=False, prefetch_factor=4 if workers > 0 else None)
+                        persistent_workers=False, prefetch_factor=4 if workers > 0 else None,
+                        worker_init_fn=stop_with_parent())
     shard, buf, ok, filled, encoded, waited = -1, None, np.zeros(0, np.uint8), 0, 0, 0.0
     batches = iter(loader)
     try:

@@ -29,6 +29,7 @@ from ..outputs import json_format_is, write_output_file
 from ..reports import csv_text
 from ..run import load_checkpoint
 from ..store.codec import TokenCodec
+from ..workers import stop_with_parent
 
 PREDICTIONS_FORMAT = "par-predictions"
 
@@ -151,7 +152,7 @@ def predict(inputs: list[TrackletInput], cfg: PredictConfig,
     if files:  # decode JPEGs in loader workers while CLIP runs, as `par extract` does
         rows = FrameRows([str(jobs[p][1]) for p in files], enc.preprocess)
         loader = DataLoader(rows, batch_size=batch_size, num_workers=cfg.workers, collate_fn=collate_rows,
-                            pin_memory=enc.device.type == "cuda")
+                            pin_memory=enc.device.type == "cuda", worker_init_fn=stop_with_parent())
         for r, payload, good, reasons in loader:
             images, good, reasons = decode_rows(rows, r, payload, good, reasons, enc.device)
             if not bool(good.all()):

@@ -1,0 +1,31 @@
+"""Worker processes (DataLoader decode and token workers) end with the `par` process that started them.
+
+A `par` process killed with SIGKILL runs no clean-up: its forked loader workers would live on until they next notice
+their parent is gone (torch checks every few seconds), keeping their copies of everything the parent had open. Each
+worker asks the kernel for SIGKILL when its parent dies (Linux `PR_SET_PDEATHSIG`; elsewhere workers end as torch's
+watchdog ends them). Folder locks are never held by workers at all (`outputs.exclusive`).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import signal
+import sys
+from typing import Callable
+
+PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent: int, _worker_id: int | None = None) -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def stop_with_parent() -> Callable[[int], None]:
+    """A DataLoader `worker_init_fn`: the worker is killed as soon as this (the calling) process dies."""
+    return functools.partial(_stop_with_parent, os.getpid())
