@@ -1,11 +1,12 @@
 import csv
+import json
 import re
 import shutil
 
 import numpy as np
 import pytest
 
-from conftest import needs_shared, run_par
+from conftest import ROOT, TINY, needs_shared, one_error_line, run_par
 from par_pipeline.data.layouts import build_duke_manifest, mars_frame_counts, read_attribute_csv, read_mars_info
 from par_pipeline.data.manifest import read_manifest, write_manifest
 from par_pipeline.data.schema import load_schema
@@ -238,3 +239,75 @@ def test_like_mars_manifest_reproduces_real_labels(tmp_path):
     for r in m.records:
         assert r.labels == real[r.tracklet]
         assert counts[(r.person_id, r.camera_id, r.tracklet_no)] == (r.split, len(r.frames))
+
+
+def _set(index, **fields):
+    def edit(lines):
+        rec = json.loads(lines[index])
+        rec.update(fields)
+        lines[index] = json.dumps(rec)
+        return lines
+    return edit
+
+
+def _drop_from_schema(*keys):
+    def edit(lines):
+        header = json.loads(lines[0])
+        node = header["schema_definition"]
+        for k in keys[:-1]:
+            node = node[k]
+        del node[keys[-1]]
+        lines[0] = json.dumps(header)
+        return lines
+    return edit
+
+
+HAND_EDITS = [
+    ("frames-a-string", _set(2, frames="abc"), r"m.jsonl:3: 'frames' must be a non-empty list of file names, got a "
+                                               r"string"),
+    ("frames-empty", _set(1, frames=[]), r"m.jsonl:2: 'frames' must be a non-empty list of file names, got an empty"),
+    ("frame-a-number", _set(1, frames=["a.jpg", 7]), r"m.jsonl:2: 'frames' must be a non-empty list of file names; "
+                                                     r"item \[1\] is a number"),
+    ("person-a-string", _set(4, person_id="12"), r"m.jsonl:5: 'person_id' must be a whole number, got a string"),
+    ("label-true", _set(1, labels=[True] * 43), r"m.jsonl:2: 'labels' must be a list of 0/1 labels in schema order; "
+                                                r"item \[0\] is true/false"),
+    ("misspelt-field", _set(3, frame=["x.jpg"]), r"m.jsonl:4: 'frame' is not a field of this object"),
+    ("no-groups", _drop_from_schema("groups"), r"m.jsonl:1: 'schema_definition.groups' is missing"),
+    ("no-kind", _drop_from_schema("groups", 2, "kind"),
+     r"m.jsonl:1: 'schema_definition.groups\[2\].kind' is missing \(it must be 'binary' or 'multiclass'\)"),
+    ("root-null", _set(0, root=None), r"m.jsonl:1: 'root' must be the dataset root .*, got null"),
+]
+
+
+@pytest.mark.parametrize("name,edit,message", HAND_EDITS, ids=[c[0] for c in HAND_EDITS])
+def test_hand_edited_manifest_fields_are_one_line(manifest_path, tmp_path, name, edit, message):
+    """A manifest edited by hand with a wrong field: `par extract` ends in one line naming the file, the line and the
+    field, and writes nothing."""
+    _edit_manifest(manifest_path, tmp_path / "m.jsonl", edit)
+    line = one_error_line(run_par("extract", tmp_path / "m.jsonl", "--out", tmp_path / "s.zarr", *TINY, check=False))
+    assert re.search(message, line), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
+
+
+SCHEMA_EDITS = [
+    ("no-groups", lambda s: s.pop("groups"), r"'groups' is missing \(it must be a non-empty list of group objects\)"),
+    ("no-column", lambda s: s["groups"][0].pop("column"), r"'groups\[0\].column' is missing"),
+    ("unknown-kind", lambda s: s["groups"][1].update(kind="ternary"),
+     r"'groups\[1\].kind' must be 'binary' or 'multiclass', got 'ternary'"),
+    ("values-text", lambda s: s["groups"][3].update(values="two"), r"'groups\[3\].values' must be how many values"),
+    ("binary-two-attributes", lambda s: s["groups"][0]["attributes"].append(s["groups"][0]["attributes"][0]),
+     r"schema 'mars': binary group 'top length short' needs one attribute and 2 values"),
+]
+
+
+@pytest.mark.parametrize("name,edit,message", SCHEMA_EDITS, ids=[c[0] for c in SCHEMA_EDITS])
+def test_bad_schema_files_are_one_line(synth_root, tmp_path, name, edit, message):
+    """`par manifest --schema FILE` with a schema file missing or misspelling a field: one line naming the file and
+    the field, nothing written."""
+    schema = json.loads((ROOT / "data_manifests" / "schemas" / "mars.json").read_text())
+    edit(schema)
+    (tmp_path / "my-schema.json").write_text(json.dumps(schema))
+    line = one_error_line(run_par("manifest", "mars", synth_root, "--schema", tmp_path / "my-schema.json", "--out",
+                                  tmp_path / "m.jsonl", check=False))
+    assert re.search(r"my-schema.json: " + message, line), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-schema.json"]

@@ -11,23 +11,40 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
 from ..errors import ParError
 from ..outputs import write_output_file
-from .schema import AttributeSchema, load_schema, schema_from_dict
+from ..validation import validated
+from .schema import AttributeSchema, SchemaFile, load_schema, schema_from_dict
 
 MANIFEST_FORMAT = "par-manifest"
 MANIFEST_VERSION = 1
+FIX = "fix the line by hand or rebuild the manifest with `par manifest`"
 
 
-@dataclass
+@pydantic_dataclass(config=ConfigDict(extra="forbid"))
 class TrackletRecord:
-    tracklet: str
-    split: str
-    person_id: int
-    camera_id: int
-    tracklet_no: int
-    frames: list[str]
-    labels: list[int]
+    """One manifest line: a tracklet, its frames (relative to the manifest root) and its labels in schema order.
+    Declared for validation: a hand-edited line with a wrong field is one error naming the line and the field."""
+    tracklet: StrictStr = Field(description="the tracklet's name (a string)")
+    split: StrictStr = Field(description="the split the tracklet belongs to (a string: train or test)")
+    person_id: StrictInt = Field(description="a whole number")
+    camera_id: StrictInt = Field(description="a whole number")
+    tracklet_no: StrictInt = Field(description="a whole number")
+    frames: list[StrictStr] = Field(min_length=1, description="a non-empty list of file names")
+    labels: list[StrictInt] = Field(description="a list of 0/1 labels in schema order")
+
+
+class ManifestHeader(BaseModel):
+    """The manifest's first line after its format and version (checked first, with their own messages); other keys
+    are kept as the manifest's extras."""
+    model_config = ConfigDict(strict=True, extra="allow")
+    schema_name: str = Field(alias="schema", description="the attribute schema's name (a string)")
+    layout: str = Field("", description="the dataset layout (a string)")
+    root: str = Field(description="the dataset root the frame paths are relative to (a string)")
+    schema_definition: SchemaFile | None = Field(None, description="an attribute schema object")
 
 
 @dataclass
@@ -95,17 +112,19 @@ def read_manifest(path: str | Path) -> Manifest:
         if header.get("version") != MANIFEST_VERSION:
             raise ParError(f"{path}: manifest version {header.get('version')} is not supported (this par reads "
                            f"{MANIFEST_VERSION}); rebuild it with `par manifest`")
-        schema = (schema_from_dict(header["schema_definition"]) if "schema_definition" in header
-                  else load_schema(header["schema"]))
+        validated(ManifestHeader, header, f"{path}:1", FIX)
+        schema = (schema_from_dict(header["schema_definition"], f"{path}:1: schema_definition")
+                  if "schema_definition" in header else load_schema(header["schema"]))
         records = []
         for n, line in enumerate(f, start=2):
             if not line.strip():
                 continue
             where = f"{path}:{n}"
             try:
-                rec = TrackletRecord(**json.loads(line))
-            except (json.JSONDecodeError, TypeError) as exc:
-                raise ParError(f"{where}: malformed tracklet record ({exc}); rebuild the manifest") from None
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ParError(f"{where}: not a JSON object ({exc}); {FIX}") from None
+            rec = validated(TrackletRecord, data, where, FIX)
             schema.check_labels(rec.labels, f"{where} (tracklet {rec.tracklet})")
             for frame in rec.frames:
                 problem = frame_path_problem(frame)

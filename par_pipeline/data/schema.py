@@ -8,12 +8,14 @@ implementation's text input, verbatim).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ParError
 from ..resources import load_json
+from ..validation import validated
 
 
 @dataclass(frozen=True)
@@ -103,36 +105,72 @@ class AttributeSchema:
         return self.source
 
 
-def schema_from_dict(data: dict[str, Any]) -> AttributeSchema:
+class SchemaAttribute(BaseModel):
+    """One attribute of a group, as a schema file writes it."""
+    model_config = ConfigDict(strict=True)
+    name: str = Field(description="the attribute's name (a string)")
+    phrase: str = Field(description="the attribute's text phrase (a string)")
+    word: str | None = Field(None, description="the reference's word for it (a string)")
+    value: int | None = Field(None, description="the CSV value it stands for (a whole number)")
+
+
+class SchemaGroup(BaseModel):
+    """One group: a CSV column read as one binary attribute or as one-hot multi-class attributes."""
+    model_config = ConfigDict(strict=True)
+    name: str = Field(description="the group's name (a string)")
+    column: str = Field(description="the CSV column it reads (a string)")
+    kind: Literal["binary", "multiclass"] = Field(description="'binary' or 'multiclass'")
+    values: int = Field(ge=2, description="how many values the column takes (a whole number, 2 or more)")
+    attributes: list[SchemaAttribute] = Field(min_length=1, description="a non-empty list of attribute objects")
+
+
+class SchemaFile(BaseModel):
+    """An attribute schema file (`data_manifests/schemas/*.json`, `--schema FILE`, a manifest's
+    `schema_definition`); other keys (description, format_version, ...) are kept as written."""
+    model_config = ConfigDict(strict=True, extra="allow")
+    name: str = Field(description="the schema's name (a string)")
+    id_columns: dict[str, str] = Field(description="an object naming the CSV's id columns")
+    csv_columns: list[str] = Field([], description="a list of column names")
+    quality_columns: list[str] = Field([], description="a list of column names")
+    groups: list[SchemaGroup] = Field(min_length=1, description="a non-empty list of group objects")
+
+
+SCHEMA_FIX = "fix the schema (see data_manifests/schemas/mars.json for the form)"
+
+
+def schema_from_dict(data: dict[str, Any], where: str = "schema") -> AttributeSchema:
+    """The schema a file or a stored `schema_definition` describes; `where` names it in errors."""
+    checked = validated(SchemaFile, data, where, SCHEMA_FIX)
     groups: list[AttributeGroup] = []
     start = 0
-    name = data.get("name", "?")
-    for g in data["groups"]:
-        attrs = g["attributes"]
-        if g["kind"] == "binary":
-            if len(attrs) != 1 or g["values"] != 2:
-                raise ParError(f"schema '{name}': binary group '{g['name']}' needs one attribute and 2 values")
+    name = checked.name
+    for g in checked.groups:
+        attrs = g.attributes
+        if g.kind == "binary":
+            if len(attrs) != 1 or g.values != 2:
+                raise ParError(f"{where}: schema '{name}': binary group '{g.name}' needs one attribute and 2 values; "
+                               f"{SCHEMA_FIX}")
             value_names = ("no", "yes")
-        elif g["kind"] == "multiclass":
-            if [a["value"] for a in attrs] != list(range(g["values"])):
-                raise ParError(f"schema '{name}': group '{g['name']}' must list values 0..{g['values'] - 1} in order")
-            value_names = tuple(a["name"][len(g["name"]):].strip() if a["name"].startswith(g["name"]) else a["name"]
-                                for a in attrs)
         else:
-            raise ParError(f"schema '{name}': group '{g['name']}' has unknown kind '{g['kind']}'")
+            if [a.value for a in attrs] != list(range(g.values)):
+                raise ParError(f"{where}: schema '{name}': group '{g.name}' must list values 0..{g.values - 1} in "
+                               f"order; {SCHEMA_FIX}")
+            value_names = tuple(a.name[len(g.name):].strip() if a.name.startswith(g.name) else a.name for a in attrs)
         end = start + len(attrs)
         groups.append(AttributeGroup(
-            name=g["name"], column=g["column"], kind=g["kind"], num_values=g["values"],
-            attributes=tuple(a["name"] for a in attrs), phrases=tuple(a["phrase"] for a in attrs),
-            words=tuple(a.get("word", a["phrase"]) for a in attrs), value_names=value_names, start=start, end=end,
+            name=g.name, column=g.column, kind=g.kind, num_values=g.values,
+            attributes=tuple(a.name for a in attrs), phrases=tuple(a.phrase for a in attrs),
+            words=tuple(a.word if a.word is not None else a.phrase for a in attrs), value_names=value_names,
+            start=start, end=end,
         ))
         start = end
     return AttributeSchema(
-        name=name, id_columns=data["id_columns"], csv_columns=tuple(data.get("csv_columns", ())),
-        quality_columns=tuple(data.get("quality_columns", ())), groups=tuple(groups), source=data,
+        name=name, id_columns=checked.id_columns, csv_columns=tuple(checked.csv_columns),
+        quality_columns=tuple(checked.quality_columns), groups=tuple(groups), source=data,
     )
 
 
 def load_schema(name_or_path: str) -> AttributeSchema:
     """A shipped schema by name (`mars`, `duke`) or a schema JSON file."""
-    return schema_from_dict(load_json("schemas", name_or_path))
+    where = name_or_path if name_or_path.endswith(".json") else f"schema '{name_or_path}'"
+    return schema_from_dict(load_json("schemas", name_or_path), where)
