@@ -19,13 +19,16 @@ PR_SET_PDEATHSIG = 1
 
 
 def _stop_with_parent(parent: int, _worker_id: int | None = None) -> None:
+    if os.getppid() != parent:
+        return  # started by a fork server or spawned: not a fork of the parent, holding nothing of its
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before the request was made
-        os._exit(1)
+        if os.getppid() != parent:  # the parent died between the check and the request
+            os._exit(1)
 
 
 def stop_with_parent() -> Callable[[int], None]:
-    """A DataLoader `worker_init_fn`: the worker is killed as soon as this (the calling) process dies."""
+    """A DataLoader `worker_init_fn`: a worker forked from this (the calling) process is killed as soon as this
+    process dies (workers of a fork server or spawned ones have another parent and are left to torch's watchdog)."""
     return functools.partial(_stop_with_parent, os.getpid())

@@ -1,18 +1,18 @@
 """Shared fixtures: a small MARS-shaped synthetic dataset, its manifest, token stores (zarr, HDF5, int8, several views,
 Duke) and a trained run, each built once per session; and the two ways to run `par`: in-process (`run_par`, the
-default: the CLI's own error mapping, no interpreter start-up) and as a real process (`run_par_process`, where the
-process is the point: SIGKILL, resource limits, torchrun, the entry point)."""
+default: the CLI's own error mapping, no interpreter start-up) and as a real process of its own (`run_par_forked`,
+where the process is the point: SIGKILL, resource limits), forked from a server that imported par once. The entry
+point itself (`python -m cli.main`, `par`, torchrun) runs as written in the README and Makefile tests."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import io
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -53,10 +53,11 @@ def par_env(extra: dict | None = None) -> dict:
 
 @dataclass
 class Result:
-    """What a `par` run gave: as subprocess.CompletedProcess names it."""
+    """What a `par` run gave: as subprocess.CompletedProcess names it (and, for a forked one, its pid)."""
     returncode: int
     stdout: str
     stderr: str
+    pid: int = 0
 
 
 @contextlib.contextmanager
@@ -87,14 +88,56 @@ def run_par(*args, check: bool = True, env: dict | None = None) -> Result:
     return result
 
 
-def run_par_process(*args, check: bool = True, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    """`par ARGS` as a real process (python -m cli.main)."""
-    proc = subprocess.run([*PAR, *map(str, args)], capture_output=True, text=True, env=par_env(env), **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"par {' '.join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
-    return proc
+# Modules the fork server imports once, so that each forked `par` starts with them loaded.
+FORK_PRELOAD = ["cli.main", "par_pipeline.workflows.extract", "par_pipeline.workflows.train",
+                "par_pipeline.workflows.evaluate", "par_pipeline.workflows.track"]
+
+
+def _forked_par(args: list[str], env: dict[str, str], folder: str, file_size_limit: int | None) -> None:
+    """The body of a forked `par` process: its environment, its limits, its output in files, then the CLI."""
+    import multiprocessing
+    import resource
+
+    from cli.main import run
+
+    os.setpgrp()  # its own process group, as a shell job: its loader workers are found by it after a kill
+    multiprocessing.set_start_method(None, force=True)  # a fresh process's default, not the fork server's
+    os.environ.update(env)
+    if file_size_limit is not None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+    out, err = open(Path(folder) / "stdout", "w"), open(Path(folder) / "stderr", "w")
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    sys.stdout, sys.stderr = out, err
+    code = run(args)
+    out.flush()
+    err.flush()
+    sys.exit(code)
+
+
+def run_par_forked(*args, env: dict | None = None, file_size_limit: int | None = None,
+                   while_running: Callable[[Any], None] | None = None) -> Result:
+    """`par ARGS` as a real process of its own (its own pid, killed by SIGKILL at a fault point, with limits of its
+    own), forked from multiprocessing's fork server, which imported par once: no interpreter start-up and no torch
+    import per process. The server forks before any torch work runs, so each child starts clean (OpenMP's thread
+    pool is not fork-safe once used). `while_running(process)` is called once it started. The return code is
+    negative for a signal, as with subprocess."""
+    import multiprocessing
+    import tempfile
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(FORK_PRELOAD)
+    with tempfile.TemporaryDirectory() as folder:
+        proc = ctx.Process(target=_forked_par, args=([str(a) for a in args], {k: str(v) for k, v in
+                                                                               (env or {}).items()}, folder,
+                                                       file_size_limit))
+        proc.start()
+        if while_running is not None:
+            while_running(proc)  # e.g. a kill from outside at a chosen moment
+        proc.join()
+        out, err = (Path(folder) / name for name in ("stdout", "stderr"))
+        return Result(proc.exitcode, out.read_text() if out.exists() else "", err.read_text() if err.exists() else "",
+                      proc.pid)
 
 
 def one_error_line(result) -> str:

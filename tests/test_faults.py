@@ -3,19 +3,11 @@ output behind, and leaves every input as it was. The CLI runs in-process (its ow
 cases run as real processes, because the file-size limit is the process's."""
 import os
 import re
-import resource
 from pathlib import Path
 
 import pytest
 
-from conftest import TINY, TRAIN, digest, one_error_line, run_par, run_par_process
-
-
-def _fsize_limit(nbytes: int):
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))  # writes past it fail with EFBIG (disk "full")
-    return limit
-
+from conftest import TINY, TRAIN, digest, one_error_line, run_par, run_par_forked
 
 # (id, args with {store} {manifest} {run} {tmp} {root} placeholders, message regex, outputs that must not exist, setup)
 CASES = [
@@ -217,7 +209,7 @@ def test_fault(case, store_path, manifest_path, run_path, synth_root, tmp_path):
     before = {p: digest(p) for p in inputs}
     argv = [a.format(**fill) for a in args]
     if setup == "disk_full":
-        result = run_par_process(*argv, check=False, preexec_fn=_fsize_limit(4096))
+        result = run_par_forked(*argv, file_size_limit=4096)  # writes past it fail with EFBIG (disk "full")
     else:
         result = run_par(*argv, check=False)
     line = one_error_line(result)

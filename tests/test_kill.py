@@ -9,8 +9,6 @@ import contextlib
 import json
 import re
 import signal
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PAR, SMALL_TRAIN, TINY, TRAIN, par_env, run_par
+from conftest import SMALL_TRAIN, TINY, TRAIN, run_par, run_par_forked
 from par_pipeline.run import load_checkpoint
 from par_pipeline.store.reader import TokenStore
 
@@ -36,13 +34,9 @@ def ten_random(points: list[str], seed: int) -> list[int]:
 
 
 def killed_at(k: int, *args) -> None:
-    """`par ARGS` as a process killed at its k-th fault point; returns as soon as it is dead (its output goes to a
-    file, not a pipe: a pipe would keep the caller waiting for whatever children outlive it)."""
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.run([*PAR, *map(str, args)], stdout=subprocess.DEVNULL, stderr=err,
-                              env=par_env({"PAR_TEST_KILL_AT": str(k)}))
-        err.seek(0)
-        assert proc.returncode == -signal.SIGKILL, (k, proc.returncode, err.read()[-1000:])
+    """`par ARGS` as a process of its own killed with SIGKILL at its k-th fault point."""
+    proc = run_par_forked(*args, env={"PAR_TEST_KILL_AT": str(k)})
+    assert proc.returncode == -signal.SIGKILL, (k, proc.returncode, proc.stderr[-1000:])
 
 
 def same_store(a_path, b_path) -> None:
@@ -85,7 +79,7 @@ def epochs_of(run) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "samples_per_s"} for r in records]
 
 
-SKELETON = ["skeleton:group", "skeleton:tokens", "skeleton:done", "skeleton:arrays", "skeleton-complete"]
+SKELETON = ["skeleton-group", "skeleton-tokens", "skeleton-done", "skeleton-arrays", "skeleton-complete"]
 
 
 def test_extraction_fault_points_are_the_expected_ones(store_faults):
@@ -110,26 +104,21 @@ def test_training_fault_points_are_the_expected_ones(run_faults):
 
 
 def test_kill_9_at_each_extraction_point_then_resume(store_faults, manifest_path, tmp_path):
+    """Each step of laying the store out (the folder exists, part of its arrays do), a shard written, a shard marked
+    done: the same command finishes, bit-identical."""
     store_path, points = store_faults
     for k in first_of_each(points):
         extraction_killed_then_resumed(k, points, manifest_path, store_path, tmp_path)
 
 
-def test_kill_9_while_the_store_is_laid_out_then_resume(store_faults, manifest_path, tmp_path):
-    """Killed at each step of laying the store out (the folder exists, half its arrays do): the same command lays
-    it out again and finishes."""
-    store_path, points = store_faults
-    for k in range(1, len(SKELETON) + 1):
-        extraction_killed_then_resumed(k, points, manifest_path, store_path, tmp_path)
-
-
-def _processes_writing(out: Path) -> list[int]:
-    """The pids of processes whose command line names `out` (a killed par extract's loader workers are forks of it)."""
+def _group_members(pgid: int) -> list[int]:
+    """The live processes of a process group (a forked par is its own group; its loader workers belong to it)."""
     pids = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        with contextlib.suppress(OSError):
-            if str(out).encode() in cmdline.read_bytes():
-                pids.append(int(cmdline.parent.name))
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
     return pids
 
 
@@ -141,30 +130,31 @@ def test_kill_9_while_decode_workers_run_then_rerun_at_once(store_faults, manife
     for k in shard_points[:5]:
         out = tmp_path / f"w{k}.zarr"
         args = ["extract", manifest_path, "--out", out, *TINY, "--workers", "2"]
-        killed_at(k, *args)
+        killed = run_par_forked(*args, env={"PAR_TEST_KILL_AT": str(k)})
+        assert killed.returncode == -signal.SIGKILL, (k, killed.returncode, killed.stderr[-1000:])
         run_par(*args)  # at once: no "another par extract is writing here"
         same_store(store_path, out)
         deadline = time.monotonic() + 2
-        while _processes_writing(out) and time.monotonic() < deadline:
+        while _group_members(killed.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _processes_writing(out), "loader workers outlived the killed par extract by 2 s"
+        assert not _group_members(killed.pid), "loader workers outlived the killed par extract by 2 s"
 
 
 def test_kill_9_as_the_partial_store_appears_then_rerun(store_faults, manifest_path, tmp_path):
-    """A real SIGKILL from outside, at five moments from the instant `<out>.partial` appears (CLIP loading, the
-    store being laid out): the same command, run at once, resumes every time and ends identical."""
+    """A SIGKILL from outside, at five moments from the instant `<out>.partial` appears (CLIP loading, the store
+    being laid out): the same command, run at once, resumes every time and ends identical."""
     store_path, _ = store_faults
-    for n, delay in enumerate((0.0, 0.05, 0.1, 0.2, 0.4)):
+    for n, delay in enumerate((0.0, 0.02, 0.05, 0.1, 0.2)):
         out = tmp_path / f"a{n}.zarr"
         partial = out.with_name(out.name + ".partial")
         args = ["extract", manifest_path, "--out", out, *TINY]
-        proc = subprocess.Popen([*PAR, *map(str, args)], env=par_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        while not partial.exists() and proc.poll() is None:
-            time.sleep(0.001)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+
+        def kill_when_it_appears(proc) -> None:
+            while not partial.exists() and proc.is_alive():
+                time.sleep(0.0005)
+            time.sleep(delay)
+            proc.kill()
+        assert run_par_forked(*args, while_running=kill_when_it_appears).returncode == -signal.SIGKILL
         run_par(*args)
         same_store(store_path, out)
         assert not partial.exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, par_env, run_par_process
+from conftest import ROOT, par_env, run_par
 from par_pipeline.store.reader import TokenStore
 
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z_0-9]*)=(\S+)")
@@ -97,8 +97,8 @@ def user_data(tmp_path_factory):
     from test_predict import _write_video
 
     base = tmp_path_factory.mktemp("user")
-    run_par_process("synth", base / "MARS", "--tracklets", "6", "--frames-per-tracklet", "3-6", "--workers", "1")
-    run_par_process("synth", base / "Duke", "--layout", "duke", "--tracklets", "6", "--frames-per-tracklet", "3-5",
+    run_par("synth", base / "MARS", "--tracklets", "6", "--frames-per-tracklet", "3-6", "--workers", "1")
+    run_par("synth", base / "Duke", "--layout", "duke", "--tracklets", "6", "--frames-per-tracklet", "3-5",
                     "--workers", "1")
     clip = tiny_clip_files(base / "models")["torchscript"]
     frames = sorted((base / "MARS" / "bbox_test").rglob("*.jpg"))
@@ -112,7 +112,7 @@ def user_data(tmp_path_factory):
 
     from test_import import reference_model
 
-    run_par_process("synth", base / "street", "--video", "--people", "3", "--seconds", "4", "--width", "320",
+    run_par("synth", base / "street", "--video", "--people", "3", "--seconds", "4", "--width", "320",
                     "--height", "180")
     authors = base / "models" / "VTF-Pretrain.pth"
     torch.save({"model_state_dict": reference_model(43).state_dict(), "epoch": 20}, authors)

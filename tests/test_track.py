@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SCENE_PEOPLE, SCENE_SECONDS, TINY, one_error_line, run_par, run_par_process
+from conftest import SCENE_PEOPLE, SCENE_SECONDS, TINY, one_error_line, run_par, run_par_forked
 from par_pipeline.data.manifest import read_manifest
 from par_pipeline.data.schema import load_schema
 from par_pipeline.engine.metrics import group_answers
@@ -218,7 +218,7 @@ def test_kill_9_then_the_same_command_finishes(scene, tracked, run_path, tmp_pat
     for k in (1, 2, 3):
         args = ["track", scene / "video.mp4", "--checkpoint", run_path, "--out", tmp_path / f"o{k}", "--detections",
                 scene / "gt" / "gt.txt"]
-        proc = run_par_process(*args, check=False, env={"PAR_TEST_KILL_AT": str(k)})
+        proc = run_par_forked(*args, env={"PAR_TEST_KILL_AT": str(k)})
         assert proc.returncode == -signal.SIGKILL, proc.stderr[-500:]
         assert not (tmp_path / f"o{k}").exists()
         left = list(tmp_path.glob(f".o{k}.tmp-*"))

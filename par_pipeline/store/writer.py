@@ -55,14 +55,14 @@ def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs:
     from zarr.codecs import Crc32cCodec
 
     g = zarr.open_group(path, mode="a", zarr_format=3)  # "w-" would count the skeleton marker as existing data
-    fault_point("skeleton:group")
+    fault_point("skeleton-group")
     R = plan.num_rows
     create_token_arrays(g, R, plan.num_tokens, plan.dim, codec, shard_frames)
-    fault_point("skeleton:tokens")
+    fault_point("skeleton-tokens")
     g.create_array("frame_ok", shape=(R,), chunks=(shard_frames,), dtype="uint8", compressors=[Crc32cCodec()],
                    fill_value=0)
     g.create_array("done", shape=(max(1, -(-R // shard_frames)),), chunks=(1,), dtype="uint8", fill_value=0)
-    fault_point("skeleton:done")
+    fault_point("skeleton-done")
     for name, values in (("offsets", plan.offsets.astype(np.int64)), ("views", plan.views.astype(np.uint8)),
                          ("person_id", plan.person_ids.astype(np.int64)),
                          ("frame_index", plan.frame_index.astype(np.int32)), ("labels", plan.labels.astype(np.uint8))):
@@ -74,7 +74,7 @@ def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs:
         arr = g.create_array(name, shape=(len(values),), dtype=str)
         if values:
             arr[:] = np.array(values, dtype=object)
-    fault_point("skeleton:arrays")
+    fault_point("skeleton-arrays")
     g.attrs.update(attrs)
     return g
 
