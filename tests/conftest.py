@@ -18,6 +18,10 @@ import pytest
 
 # rich sizes its consoles from COLUMNS when they are made (cli.ui, at import): wide, so that tables do not wrap
 os.environ.setdefault("COLUMNS", "200")
+# `make test` runs as many test processes as there are cores: one compute thread each (and in every process they
+# start), set before torch is imported. More would oversubscribe the cores, and idle OpenMP threads spin.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -373,15 +377,53 @@ def open_page(browser):
         ctx.close()
 
 
-# The files that run longest first (the README and Makefile commands as written), so that two processes start
-# them together instead of ending with them one after the other (pytest-xdist hands out whole files in collection
-# order with --no-loadscope-reorder, which the Makefile passes).
-LONGEST_FIRST = ("test_readme.py", "test_makefile.py", "test_bench.py", "test_track.py", "test_kill.py")
+def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder built once for the whole test run, by whichever test process asks first (the others wait for it):
+    state that tests in several xdist groups share, e.g. the README's MARS workflow that later blocks continue."""
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the folder all workers share
+    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"building the shared {name} failed in another test process:\n{failed.read_text()}")
+        if not done.exists():
+            if folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException as exc:
+                failed.write_text(str(exc)[-5000:])
+                raise
+            done.touch()
+    return folder
 
 
+# xdist groups (`make test` runs `--dist loadgroup`): a file's tests stay together unless they name a group of
+# their own (a test file whose parts share state through `shared_once` splits into groups that two processes run
+# side by side). Groups start in this order, the longest first, so that neither process ends with a long one alone;
+# the builders of shared state come first, so that its users find it ready.
+LONGEST_FIRST = ("readme-mars", "make-demo", "test_bench.py", "make-bench", "test_kill.py", "test_track.py",
+                 "readme-compare", "test_packaging.py", "test_train.py", "readme-footage", "test_faults.py",
+                 "readme-duke", "readme-torchrun", "readme-import", "make-ablation", "readme-predict")
+
+
+def xdist_group(item) -> str:
+    marks = [m.args[0] for m in item.iter_markers("xdist_group")]
+    return marks[0] if marks else item.path.name
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    def rank(item):
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-    items.sort(key=rank)
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.path.name))
 
+    def rank(item):
+        group = xdist_group(item)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)

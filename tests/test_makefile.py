@@ -1,16 +1,21 @@
 """Every Makefile target a user runs, as written, in a user's fresh working folder: `make demo` (the README's first
-command) and the README's prediction example after it, `make ablation` on the demo's store, `make bench` (whose
-bench.json is checked here: no timing is asserted, performance figures come from `make bench` itself), `make clean`.
-Small sizes come in as Makefile variables through the environment. `make test` is what CI runs to run this file."""
+command) and the README's prediction example after it, `make ablation` on the demo's store, `make bench` and `make
+track-bench` (whose bench.json is checked here: no timing is asserted, performance figures come from `make bench`
+itself), `make clean`. Small sizes come in as Makefile variables through the environment. The demo is made once for
+the run; the targets that continue it run in its folder, in groups that two test processes run side by side. `make
+test` is what CI runs to run this file."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from conftest import par_env
+from conftest import par_env, shared_once
 from test_readme import EXAMPLE_TRACKLET, NOT_RUN_HERE, ROOT, readme_blocks, readme_predict_example, run_script, workdir
 
 SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2", "FRAMES": "1 2",
@@ -19,23 +24,45 @@ SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOC
          "TRACK_SECONDS": "4", "TRACK_MINUTES": "0.1 0.2"}
 
 
-@pytest.fixture(scope="module")
-def made(tmp_path_factory):
-    """A user's folder after `make demo`, the README's prediction example, `make ablation` and `make bench`."""
-    work = workdir(tmp_path_factory.mktemp("make"))
-    env = par_env(SIZES)
-    first = readme_blocks()[0]
-    assert [line.split("#")[0].strip() for line in first] == ["make demo", "make test"]
-    out = {
-        "demo": run_script([line for line in first if line.split("#")[0].strip() not in NOT_RUN_HERE], {}, work, env)
-    }
-    tracklet = sorted((work / "demo" / "mars" / "bbox_test").rglob("*.jpg"))[0].name[:11]
-    out["predict"] = run_script([readme_predict_example().replace(EXAMPLE_TRACKLET, tracklet)], {}, work, env)
-    out["tracklet"] = tracklet
-    out["ablation"] = run_script(["make ablation"], {}, work, env)
-    out["bench"] = run_script(["make bench"], {}, work, env)
-    out["track-bench"] = run_script(["make track-bench"], {}, work, env)
-    return work, env, out
+@dataclass
+class MadeFolder:
+    """A user's folder in which `make demo` ran, and what the make commands printed."""
+    work: Path
+    out: dict[str, str]
+
+
+def _made(tmp_path_factory, step: str, commands: list[str]) -> MadeFolder:
+    """The demo folder after `commands` ran in it once for the whole test run (the demo first, shared)."""
+    def build(base: Path) -> None:
+        work = workdir(base) if step == "demo" else demo.work
+        (base / "out.txt").write_text(run_script(commands, {}, work, ENV))
+    demo = None if step == "demo" else _made(tmp_path_factory, "demo", DEMO)
+    base = shared_once(tmp_path_factory, f"make-{step}", build)
+    work = base / "work" if demo is None else demo.work
+    return MadeFolder(work, {**(demo.out if demo else {}), step: (base / "out.txt").read_text()})
+
+
+ENV = par_env(SIZES)
+DEMO = [line for line in readme_blocks()[0] if line.split("#")[0].strip() not in NOT_RUN_HERE]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> MadeFolder:
+    """`make demo` as the README's first block writes it."""
+    assert [line.split("#")[0].strip() for line in readme_blocks()[0]] == ["make demo", "make test"]
+    return _made(tmp_path_factory, "demo", DEMO)
+
+
+@pytest.fixture(scope="session")
+def ablation(tmp_path_factory) -> MadeFolder:
+    """`make ablation` on the demo's store."""
+    return _made(tmp_path_factory, "ablation", ["make ablation"])
+
+
+@pytest.fixture(scope="session")
+def bench(tmp_path_factory) -> MadeFolder:
+    """`make bench`, then `make track-bench` with the demo's model (it adds to the same bench.json)."""
+    return _made(tmp_path_factory, "bench", ["make bench", "make track-bench"])
 
 
 def readme_example_rows() -> list[tuple[str, str]]:
@@ -46,27 +73,31 @@ def readme_example_rows() -> list[tuple[str, str]]:
     return re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \(\d\.\d\d\)\s+│", block)
 
 
-def test_make_demo_and_the_readme_prediction_example(made):
-    work, _, out = made
-    assert "majority-value baseline" in out["demo"] and (work / "demo" / "report" / "report.md").is_file()
+@pytest.mark.xdist_group("make-demo")
+def test_make_demo_and_the_readme_prediction_example(demo):
+    work = demo.work
+    assert "majority-value baseline" in demo.out["demo"] and (work / "demo" / "report" / "report.md").is_file()
     assert (work / "demo" / "run" / "eval-test" / "metrics.json").is_file()
+    tracklet = sorted((work / "demo" / "mars" / "bbox_test").rglob("*.jpg"))[0].name[:11]
+    predicted = run_script([readme_predict_example().replace(EXAMPLE_TRACKLET, tracklet)], {}, work, ENV)
     # the example as a fresh demo prints it: the same groups in the same order, each an answer and its probability
-    shown = re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \((\d\.\d\d)\)\s+│", out["predict"])
-    assert f"{out['tracklet']} (" in out["predict"]
+    shown = re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \((\d\.\d\d)\)\s+│", predicted)
+    assert f"{tracklet} (" in predicted
     assert [g for g, _, _ in shown] == [g for g, _ in readme_example_rows()] and len(shown) == 14
 
 
-def test_make_ablation(made):
-    work, _, _ = made
-    results = json.loads((work / "results" / "ablation.json").read_text())
+@pytest.mark.xdist_group("make-ablation")
+def test_make_ablation(ablation):
+    results = json.loads((ablation.work / "results" / "ablation.json").read_text())
     assert len(results["rows"]) == 4 and results["seeds"] == 2  # 2 variants x FRAMES "1 2", 2 seeds each
     assert {(r["variant"], r["frames"]) for r in results["rows"]} == {(v, t) for v in ("fusion", "no-fusion")
                                                                       for t in (1, 2)}
 
 
-def test_make_demo_ends_with_a_report_page(made, open_page):
+@pytest.mark.xdist_group("make-demo")
+def test_make_demo_ends_with_a_report_page(demo, open_page):
     """`make demo`'s last step writes demo/report/report.html: it opens in the browser, whole."""
-    work, _, _ = made
+    work = demo.work
     path = work / "demo" / "report" / "report.html"
     opened = open_page(path)
     opened.check_clean(path)
@@ -81,27 +112,27 @@ def test_make_demo_ends_with_a_report_page(made, open_page):
     assert page.locator(".gallery img").count() > 0 and page.locator(".gallery-note").count() == 0
 
 
-def test_readme_screenshots_script(made, tmp_path):
+@pytest.mark.xdist_group("make-demo")
+def test_readme_screenshots_script(demo, tmp_path):
     """scripts/readme_screenshots.py (the README's docs/*.png) after `make demo`: three real screenshots."""
     import sys
 
     from PIL import Image
 
-    work, env, _ = made
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_screenshots.py"), str(work / "demo"),
-                    str(tmp_path / "shots")], cwd=work, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_screenshots.py"), str(demo.work / "demo"),
+                    str(tmp_path / "shots")], cwd=demo.work, env=ENV, check=True, capture_output=True, timeout=600)
     for name in ("report.png", "report-tracklets.png", "tracks.png"):
         with Image.open(tmp_path / "shots" / name) as im:
             lo, hi = im.convert("L").getextrema()
             assert im.size == (1280, 760) and hi - lo > 100, name
 
 
-def test_make_ablation_report_page(made, open_page):
+@pytest.mark.xdist_group("make-ablation")
+def test_make_ablation_report_page(ablation, open_page):
     """`make ablation` ends with results/report/report.html: the paper's Table 1 and Table 3 views and F1 against
     frames with the seed spread, as ablation.json holds them."""
-    work, _, _ = made
-    results = json.loads((work / "results" / "ablation.json").read_text())
-    path = work / "results" / "report" / "report.html"
+    results = json.loads((ablation.work / "results" / "ablation.json").read_text())
+    path = ablation.work / "results" / "report" / "report.html"
     opened = open_page(path)
     opened.check_clean(path)
     page = opened.page
@@ -117,10 +148,10 @@ def test_make_ablation_report_page(made, open_page):
     assert page.locator("#ablation-table1-0 tbody tr").count() == 2
 
 
-def test_make_bench_writes_every_documented_figure(made):
-    work, _, out = made
-    assert "pipeline / model-only" in out["bench"] and "sweep speedup" in out["bench"]
-    data = json.loads((work / "bench" / "bench.json").read_text())
+@pytest.mark.xdist_group("make-bench")
+def test_make_bench_writes_every_documented_figure(bench):
+    assert "pipeline / model-only" in bench.out["bench"] and "sweep speedup" in bench.out["bench"]
+    data = json.loads((bench.work / "bench" / "bench.json").read_text())
     e, t, p, s = data["extract"], data["train"], data["predict"], data["sweep"]
     assert e["raw_floor_bytes"] == 2 * 197 * 512 and e["bytes_over_floor"] <= 1.02
     assert e["int8_bytes_per_frame"] / e["raw_floor_bytes"] <= 0.51
@@ -139,10 +170,10 @@ def test_make_bench_writes_every_documented_figure(made):
         assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0
 
 
-def test_make_track_bench(made):
+@pytest.mark.xdist_group("make-bench")
+def test_make_track_bench(bench):
     """`make track-bench` with the demo's model: every documented figure, added to bench.json beside the rest."""
-    work, _, out = made
-    data = json.loads((work / "bench" / "bench.json").read_text())
+    data = json.loads((bench.work / "bench" / "bench.json").read_text())
     k = data["track"]
     assert "extract" in data and k["seeds"] == 1 and k["checkpoint"] == "demo/run"
     # a 4 s scene is too short to score the tracking; the figures are there and in range
@@ -150,22 +181,25 @@ def test_make_track_bench(made):
     assert 0 <= k["tracklet_f1"]["mean"] <= 1 and 0 <= k["per_frame_vote_f1"]["mean"] <= 1
     assert set(k["stage_share"]) >= {"decode", "detect", "track", "crop", "clip", "fusion"}
     assert abs(sum(k["stage_share"].values()) - 1) < 1e-6 and k["frames_per_s"] > 0
-    assert set(k["peak_memory_mb"]) == {"0.1 min", "0.2 min"} and "track peak memory" in out["track-bench"]
+    assert set(k["peak_memory_mb"]) == {"0.1 min", "0.2 min"} and "track peak memory" in bench.out["bench"]
 
 
-def test_make_clean_and_the_demo_folder_rule(made):
-    """Runs last: `make demo` replaces only its own folder (its recipe's replacement step, with the pipeline's
-    commands stood in for by `true`), refuses a folder it did not make, and `make clean` removes only what the
-    Makefile made."""
-    work, env, _ = made
-    run_script(["make demo PAR=true"], {}, work, env)
+@pytest.mark.xdist_group("make-clean")
+def test_make_clean_and_the_demo_folder_rule(demo, ablation, bench, tmp_path):
+    """`make demo` replaces only its own folder (its recipe's replacement step, with the pipeline's commands stood in
+    for by `true`), refuses a folder it did not make, and `make clean` removes only what the Makefile made: in a copy
+    of the folder the other make tests read."""
+    work = workdir(tmp_path)
+    for name in ("demo", "results", "bench"):
+        shutil.copytree(demo.work / name, work / name, symlinks=True)
+    run_script(["make demo PAR=true"], {}, work, ENV)
     assert sorted(p.name for p in (work / "demo").iterdir()) == [".par-demo"]  # the earlier demo was replaced
     (work / "mine").mkdir()
-    out = run_script(["make clean DEMO=mine"], {}, work, env)
+    out = run_script(["make clean DEMO=mine"], {}, work, ENV)
     assert (work / "mine").is_dir() and "kept mine" in out and not (work / "results").exists()
-    run_script(["make clean"], {}, work, env)
+    run_script(["make clean"], {}, work, ENV)
     assert not (work / "demo").exists() and not (work / "bench").exists()
     (work / "other").mkdir()
     (work / "other" / "x").write_text("x")
-    proc = subprocess.run(["make", "demo", "DEMO=other"], cwd=work, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["make", "demo", "DEMO=other"], cwd=work, env=ENV, capture_output=True, text=True)
     assert proc.returncode != 0 and (work / "other" / "x").read_text() == "x"

@@ -11,12 +11,13 @@ import json
 import os
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, par_env, run_par
+from conftest import ROOT, par_env, run_par, shared_once
 from par_pipeline.store.reader import TokenStore
 
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z_0-9]*)=(\S+)")
@@ -89,17 +90,19 @@ def tiny_vit(path: Path, width: int = 128) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def user_data(tmp_path_factory):
+def make_user_data(base: Path) -> dict[str, str]:
     """Everything the README's workflow blocks name, small: a MARS tree, OpenAI-form CLIP weights (a tiny CLIP as a
-    TorchScript archive), an ImageNet-ViT-shaped fusion init, a Duke tree, a person folder and a video."""
+    TorchScript archive), an ImageNet-ViT-shaped fusion init, a Duke tree, a person folder, a video and footage; the
+    values of the blocks' variables."""
+    import torch
+
     from clip_weights import tiny_clip_files
+    from test_import import reference_model
     from test_predict import _write_video
 
-    base = tmp_path_factory.mktemp("user")
     run_par("synth", base / "MARS", "--tracklets", "6", "--frames-per-tracklet", "3-6", "--workers", "1")
     run_par("synth", base / "Duke", "--layout", "duke", "--tracklets", "6", "--frames-per-tracklet", "3-5",
-                    "--workers", "1")
+            "--workers", "1")
     clip = tiny_clip_files(base / "models")["torchscript"]
     frames = sorted((base / "MARS" / "bbox_test").rglob("*.jpg"))
     tracklet = frames[0].name[:11]
@@ -108,12 +111,8 @@ def user_data(tmp_path_factory):
     for f in frames[:4]:
         (person / f.name).write_bytes(f.read_bytes())
     _write_video(base / "walk.mp4", frames[:5])
-    import torch
-
-    from test_import import reference_model
-
-    run_par("synth", base / "street", "--video", "--people", "3", "--seconds", "4", "--width", "320",
-                    "--height", "180")
+    run_par("synth", base / "street", "--video", "--people", "3", "--seconds", "4", "--width", "320", "--height",
+            "180")
     authors = base / "models" / "VTF-Pretrain.pth"
     torch.save({"model_state_dict": reference_model(43).state_dict(), "epoch": 20}, authors)
     return {"MARS": str(base / "MARS"), "CLIP": str(clip), "VIT": str(tiny_vit(base / "models" / "jx_vit.pth")),
@@ -124,34 +123,95 @@ def user_data(tmp_path_factory):
             "VIDEO": str(base / "walk.mp4"), "TRACKLET": tracklet}
 
 
-def test_readme_workflow_blocks(user_data, tmp_path, open_page):
-    """The MARS workflow, torchrun, the ablation, Duke and prediction, as the README writes them, in one shell (later
-    blocks use the variables of earlier ones), in a fresh working folder."""
-    work = workdir(tmp_path)
-    blocks = readme_blocks()[1:]
-    values = {**user_data, "STORE": str(work / "mars.zarr")}
-    # make ablation takes the frame counts from the environment as a Makefile variable: two of them here
-    out = run_script([line for block in blocks for line in block], values, work,
-                     par_env({"OMP_NUM_THREADS": "1", "FRAMES": "1 2"}), timeout=3000)
+def readme_block(containing: str) -> list[str]:
+    """The one ```bash block of the README with a line that contains `containing`."""
+    found = [b for b in readme_blocks() if any(containing in line for line in b)]
+    assert len(found) == 1, f"{len(found)} README blocks contain {containing!r}"
+    return found[0]
+
+
+# What identifies each README workflow block (the first block, `make demo` / `make test`, is test_makefile's)
+BLOCKS = {"mars": "par manifest mars $MARS", "torchrun": "torchrun", "ablation": "make ablation",
+          "duke": "par manifest duke", "import": "par import vtf-par", "compare": "--val-fraction",
+          "predict": "par predict", "footage": "par track $FOOTAGE"}
+ENV = {"OMP_NUM_THREADS": "1", "FRAMES": "1 2"}  # make ablation takes the frame counts as a Makefile variable
+
+
+@dataclass
+class UserFolder:
+    """A user's working folder after some README blocks, and the values of the README's variables there."""
+    work: Path
+    values: dict[str, str]
+    out: str
+
+    def run(self, *blocks: str) -> str:
+        """The named blocks as written, in one shell, after the MARS block's variable lines (later blocks use them)."""
+        assignments = [line for line in readme_block(BLOCKS["mars"]) if ASSIGNMENT.match(line)]
+        lines = assignments + [line for name in blocks for line in readme_block(BLOCKS[name])]
+        return run_script(lines, self.values, self.work, par_env(ENV), timeout=1200)
+
+
+def _user_folder(base: Path) -> UserFolder:
+    return UserFolder(base / "work", json.loads((base / "values.json").read_text()),
+                      (base / "out.txt").read_text() if (base / "out.txt").exists() else "")
+
+
+@pytest.fixture(scope="session")
+def user_data(tmp_path_factory) -> dict[str, str]:
+    """The README's inputs, made once for the whole run."""
+    def build(base: Path) -> None:
+        (base / "values.json").write_text(json.dumps(make_user_data(base)))
+    return json.loads((shared_once(tmp_path_factory, "readme-user", build) / "values.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def mars_folder(tmp_path_factory, user_data) -> UserFolder:
+    """A user's folder after the README's MARS workflow block (manifest, extract, train, eval, report, verify), run
+    once for the whole run; the blocks that continue it run in it, side by side."""
+    def build(base: Path) -> None:
+        folder = UserFolder(workdir(base), {**user_data, "STORE": str(base / "work" / "mars.zarr")}, "")
+        (base / "values.json").write_text(json.dumps(folder.values))
+        (base / "out.txt").write_text(folder.run("mars"))
+    return _user_folder(shared_once(tmp_path_factory, "readme-mars", build))
+
+
+def test_every_readme_block_is_run():
+    """Each ```bash block of the README belongs to a test here (or, the first, to test_makefile): a new block fails
+    this until a test runs it."""
+    claimed = [readme_block(key) for key in BLOCKS.values()]
+    assert len(readme_blocks()) == len(claimed) + 1 and readme_blocks()[0] not in claimed
+
+
+@pytest.mark.xdist_group("readme-mars")
+def test_readme_mars_workflow(mars_folder):
+    work = mars_folder.work
     assert (work / "runs" / "t6" / "eval-test" / "metrics.json").is_file()
     report = (work / "runs" / "t6" / "report" / "report.md").read_text()
     assert "par eval" in report and "test-selected as the reference" in report
     meta = json.loads((work / "runs" / "t6" / "best.json").read_text())
     assert meta["store_identity"]["weights"]["name"] == "ViT-B-16.pt" and meta["fusion_init"]["kind"] == "file"
     assert meta["recipe"]["name"] == "vtf-par-official-tiny" and meta["store_identity"]["clip_model"] == "par-tiny-clip"
-    duke = json.loads((work / "runs" / "duke" / "eval-test" / "metrics.json").read_text())
-    assert len(duke["attributes"]) == 36 and len(duke["protocol"]["groups"]) == 12
+    assert "all checks passed" in " ".join(mars_folder.out.split())  # par verify's table title, wrapped
+
+
+@pytest.mark.xdist_group("readme-torchrun")
+def test_readme_torchrun(mars_folder):
+    """Two ranks under torchrun write the store one process writes, byte for byte, and train a run."""
+    mars_folder.run("torchrun")
+    work = mars_folder.work
+    assert (work / "runs" / "ddp" / "best.json").is_file()
+    single, ranks = TokenStore(work / "mars.zarr"), TokenStore(work / "mars.zarr.ddp")
+    rows = np.arange(single.tokens.shape[0])
+    assert np.array_equal(single.read_rows(rows)[0], ranks.read_rows(rows)[0]) and single.attrs == ranks.attrs
+
+
+@pytest.mark.xdist_group("readme-compare")
+def test_readme_ablation_and_the_comparison_page(mars_folder, open_page):
+    """`make ablation` on the MARS store, then a run with held-out persons, its evaluations and report.html of both
+    runs and the ablation: the run that held out persons has thresholds tuned on them."""
+    mars_folder.run("ablation", "compare")
+    work = mars_folder.work
     assert len(json.loads((work / "results" / "ablation.json").read_text())["rows"]) == 4  # 2 variants x 2 frames
-    people = json.loads((work / "people" / "tracks.json").read_text())
-    assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
-    assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
-    assert json.loads((work / "found.json").read_text())["format"] == "par-search"
-    scene = json.loads((work / "scene-people" / "tracks.json").read_text())
-    assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
-    authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())
-    assert authors["selection"].startswith("imported from VTF-Pretrain.pth") and authors["frames"] == 6
-    assert "imported from VTF-Pretrain.pth" in (work / "runs" / "authors" / "report" / "report.md").read_text()
-    # report.html of two runs and the ablation: the run that held out persons has thresholds tuned on them
     page = work / "runs" / "compare" / "report.html"
     opened = open_page(page)
     opened.check_clean(page)
@@ -160,12 +220,41 @@ def test_readme_workflow_blocks(user_data, tmp_path, open_page):
     tables = opened.page.eval_on_selector_all('table[id^="attributes-"] thead', "ts => ts.map(t => t.textContent)")
     assert ["threshold tuned on val" in t for t in tables] == [False, True]
     assert opened.page.locator("#ablation-table3-0 tbody tr").count() == 2
-    preds = json.loads((work / "predictions.json").read_text())
+
+
+@pytest.mark.xdist_group("readme-duke")
+def test_readme_duke(user_data, tmp_path):
+    """The Duke block in a folder of its own (it needs nothing of the MARS block but the variables)."""
+    folder = UserFolder(workdir(tmp_path), {**user_data, "STORE": str(tmp_path / "unused.zarr")}, "")
+    folder.run("duke")
+    duke = json.loads((folder.work / "runs" / "duke" / "eval-test" / "metrics.json").read_text())
+    assert len(duke["attributes"]) == 36 and len(duke["protocol"]["groups"]) == 12
+
+
+@pytest.mark.xdist_group("readme-import")
+def test_readme_import_the_authors_checkpoint(mars_folder):
+    mars_folder.run("import")
+    work = mars_folder.work
+    authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())
+    assert authors["selection"].startswith("imported from VTF-Pretrain.pth") and authors["frames"] == 6
+    assert "imported from VTF-Pretrain.pth" in (work / "runs" / "authors" / "report" / "report.md").read_text()
+
+
+@pytest.mark.xdist_group("readme-predict")
+def test_readme_predict(mars_folder):
+    mars_folder.run("predict")
+    preds = json.loads((mars_folder.work / "predictions.json").read_text())
     assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
-    assert (work / "runs" / "ddp" / "best.json").is_file()
-    assert "all checks passed" in " ".join(out.split())  # par verify's table title, wrapped to the table's width
-    assert len(blocks) >= 5
-    # two ranks under torchrun write the store one process writes, byte for byte
-    single, ranks = TokenStore(work / "mars.zarr"), TokenStore(work / "mars.zarr.ddp")
-    rows = np.arange(single.tokens.shape[0])
-    assert np.array_equal(single.read_rows(rows)[0], ranks.read_rows(rows)[0]) and single.attrs == ranks.attrs
+
+
+@pytest.mark.xdist_group("readme-footage")
+def test_readme_people_in_footage(mars_folder):
+    """par track on footage, its crops into a dataset and a store, a synthetic scene with ground truth, par search."""
+    mars_folder.run("footage")
+    work = mars_folder.work
+    people = json.loads((work / "people" / "tracks.json").read_text())
+    assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
+    assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
+    assert json.loads((work / "found.json").read_text())["format"] == "par-search"
+    scene = json.loads((work / "scene-people" / "tracks.json").read_text())
+    assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
