@@ -95,15 +95,18 @@ CONFIG = parameter("config", typer.Option(None, help="JSON file of options (the 
 
 
 def _synth(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from par_pipeline.tools.scenes import synthesize_scene
     from par_pipeline.tools.synth import synthesize
 
     cfg = _command_config("synth", own, given, {"out": str(own["out"])})
-    with progress_bar("synth", None, "frames") as update:
-        layout, plan = synthesize(cfg, update)
-    if layout == "video":
-        console.print(f"wrote {cfg.out}/video.mp4 ({len(plan)} people, {cfg.seconds:g} s at {cfg.fps} fps), "
+    if cfg.video:
+        with progress_bar("synth", None, "frames") as update:
+            people = synthesize_scene(cfg, update)
+        console.print(f"wrote {cfg.out}/video.mp4 ({len(people)} people, {cfg.seconds:g} s at {cfg.fps} fps), "
                       f"gt/gt.txt and labels.csv")
         return
+    with progress_bar("synth", None, "frames") as update:
+        layout, plan = synthesize(cfg, update)
     total = sum(t.num_frames for t in plan)
     console.print(f"wrote {len(plan):,} tracklets, {total:,} frames to {cfg.out} ({layout} layout)")
 

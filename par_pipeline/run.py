@@ -14,21 +14,19 @@ or mixed set is an error, never a model.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
-import torch
-
-from . import __version__
+from .config import as_dict
 from .errors import ParError
-from .model.block import ModelConfig
-from .model.fusion import VTFPAR
 from .outputs import atomic_write, fault_point, file_sha256, fsync_dir, io_errors, remove_own, write_json
 from .store.format import TOKEN_KEYS, check_identity
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .store.reader import TokenStore
 
 CHECKPOINT_FORMAT = "par-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -98,29 +96,6 @@ class RunFolder:
 
 # --- checkpoint files ---------------------------------------------------------------------------------------------
 
-def checkpoint_files(model: VTFPAR, stem: str, meta: dict[str, Any], state: dict[str, Any] | None = None,
-                     ) -> dict[str, Callable[[Path], None]]:
-    """The writers of `<stem>.safetensors` and `<stem>.json` (and `<stem>.state.pt`): the JSON names the weights
-    and their sha256, computed from the bytes written."""
-    from safetensors.torch import save as save_bytes
-
-    weights = save_bytes({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-                         metadata={"format": CHECKPOINT_FORMAT})
-    record = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "par_version": __version__,
-              "weights": f"{stem}.safetensors", "weights_sha256": hashlib.sha256(weights).hexdigest(),
-              "model_config": model.cfg.to_dict(), **meta}
-    files: dict[str, Callable[[Path], None]] = {f"{stem}.safetensors": lambda p: p.write_bytes(weights)}
-    if state is not None:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        blob = buf.getvalue()
-        record.update({"state": f"{stem}.state.pt", "state_sha256": hashlib.sha256(blob).hexdigest()})
-        files[f"{stem}.state.pt"] = lambda p: p.write_bytes(blob)
-    text = json.dumps(record, indent=2) + "\n"
-    files[f"{stem}.json"] = lambda p: p.write_text(text)
-    return files
-
-
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run folder (-> best), a .json or a .safetensors path -> the checkpoint's JSON."""
     path = Path(path)
@@ -161,36 +136,6 @@ def verify_file(path: Path, sha256: str, what: str) -> None:
                 else "the file is damaged or from another checkpoint - use another one or retrain"
             )
             raise ParError(f"{path}: {what} does not match the sha256 its checkpoint records; {hint}")
-
-
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[VTFPAR, dict[str, Any]]:
-    """The model of a checkpoint (weights verified against the sha256 in its JSON) and its JSON."""
-    from safetensors.torch import load_file
-
-    meta_path, meta = read_checkpoint_meta(path)
-    weights = meta_path.with_name(meta["weights"])
-    verify_file(weights, meta["weights_sha256"], "the weights file")
-    state = load_file(str(weights))
-    if "text_features" not in state:
-        raise ParError(f"{weights}: no text_features tensor; this is not a par checkpoint")
-    model = VTFPAR(ModelConfig.from_dict(meta["model_config"], f"{meta_path}: model_config"), state["text_features"])
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ParError(f"{weights}: weights do not match the model config in {meta_path.name} "
-                       f"({str(exc).splitlines()[0]}); the two files belong together") from None
-    meta["_path"] = str(meta_path)
-    return model.to(device).eval(), meta
-
-
-def load_state(meta_path: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """The resume state a `last.json` names (sha256 verified)."""
-    path = meta_path.with_name(meta["state"])
-    verify_file(path, meta["state_sha256"], "the resume state")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a file that passed its checksum but cannot be unpickled: version skew
-        raise ParError(f"{path}: cannot read the resume state ({type(exc).__name__}); start a new run") from None
 
 
 def check_store_matches(meta: dict[str, Any], store_identity: dict[str, Any], store_path: str) -> None:
@@ -255,3 +200,21 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         raise ParError(f"{path}: missing or damaged JSON; re-run the command that wrote it") from None
+
+
+def checkpoint_meta(cfg: TrainConfig, recipe: dict[str, Any], store: TokenStore, fusion_init: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """What every checkpoint JSON of a run records besides its epoch and figures (README: run folder)."""
+    a = store.attrs
+    return {"recipe": recipe, "train_config": as_dict(cfg), "schema": a["schema"],
+            "schema_definition": a["schema_definition"], "attributes": store.attribute_names,
+            "group_boundaries": a["group_boundaries"], "groups": a["groups"], "store_identity": store.identity,
+            "store_path": cfg.store, "frames": cfg.frames, "eval_frames": cfg.eval_frames or cfg.frames,
+            "eval_sampling": cfg.eval_sampling, "seed": cfg.seed, "threshold": cfg.threshold,
+            "fusion_init": fusion_init, "selected_on": cfg.selection, "eval_split": cfg.eval_split}
+
+
+def default_eval_dir(checkpoint: str, split: str, frames: int | None, sampling: str | None, seed: int | None) -> Path:
+    meta_path, meta = read_checkpoint_meta(checkpoint)
+    return RunFolder(meta_path.parent).eval_dir(split, frames, sampling or meta.get("eval_sampling", "fixed"),
+                                                meta.get("seed", 0) if seed is None else seed)

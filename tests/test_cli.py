@@ -27,7 +27,8 @@ def test_ctrl_c_ends_with_130_and_says_how_to_resume(store_path, tmp_path):
     assert proc.returncode == 130 and "interrupted; re-run the same command to resume" in err, err
     # the committed epochs stay; a commit under way when it stopped is finished or dropped on the next open, as
     # `--resume` opens it
-    from par_pipeline.run import RunFolder, load_checkpoint
+    from par_pipeline.model.checkpoint import load_checkpoint
+    from par_pipeline.run import RunFolder
 
     RunFolder(run).recover()
     _, meta = load_checkpoint(run / "last.json")

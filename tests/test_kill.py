@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from conftest import SMALL_TRAIN, TINY, TRAIN, run_par, run_par_forked
-from par_pipeline.run import load_checkpoint
+from par_pipeline.model.checkpoint import load_checkpoint
 from par_pipeline.store.reader import TokenStore
 
 

@@ -139,7 +139,7 @@ def test_make_ablation_report_page(ablation, open_page):
     table3 = page.eval_on_selector_all("#ablation-table3-0 tbody tr",
                                        "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))")
     by = {(r["variant"], r["frames"]): r for r in results["rows"]}
-    from par_pipeline.workflows.ablation import load_variants
+    from par_pipeline.sweep import load_variants
 
     labels = {v: d["label"] for v, d in load_variants().items()}
     assert table3 == [[labels[v], *(f"{100 * by[v, t]['f1']:.2f} ± {100 * by[v, t]['f1_std']:.2f}" for t in (1, 2))]

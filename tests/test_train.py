@@ -11,7 +11,7 @@ import torch
 
 from conftest import ROOT, SMALL_TRAIN, TRAIN, par_env, run_par, tiny_eval, tiny_train, train_config
 from par_pipeline.errors import ParError
-from par_pipeline.run import load_checkpoint
+from par_pipeline.model.checkpoint import load_checkpoint
 from par_pipeline.workflows.train import train
 
 
@@ -103,8 +103,8 @@ def test_non_finite_loss_stops_with_an_error(store_path, tmp_path, monkeypatch):
 
 
 def test_validation_split_selects_on_held_out_persons(store_path, tmp_path):
+    from par_pipeline.engine.splits import split_validation
     from par_pipeline.store.reader import TokenStore
-    from par_pipeline.workflows.train import split_validation
 
     s = TokenStore(store_path)
     train_idx, val_idx = split_validation(s, s.indices("train"), 0.3, 0)

@@ -5,6 +5,7 @@ count, and frame paths that must stay inside the recorded dataset root.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -138,3 +139,10 @@ def read_manifest(path: str | Path) -> Manifest:
              "schema_definition"}
     return Manifest(schema=schema, root=header["root"], records=records, layout=header.get("layout", ""),
                     extra={k: v for k, v in header.items() if k not in known}, source=str(path.resolve()))
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    h = hashlib.sha256()
+    for r in manifest.records:
+        h.update(f"{r.tracklet}|{r.split}|{r.person_id}|{','.join(r.frames)}|{r.labels}\n".encode())
+    return h.hexdigest()

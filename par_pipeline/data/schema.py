@@ -101,6 +101,14 @@ class AttributeSchema:
             raise ParError(f"{where}: expected {self.num_attributes} labels of 0/1 for schema '{self.name}', got "
                            f"{len(labels)}; rebuild it with `par manifest`")
 
+    def csv_row(self, person_id: int, camera_id: int, tracklet_no: int, values: Mapping[str, int]) -> list[int]:
+        """One annotation-CSV row in this schema's column order: the ids in the schema's id columns, `values` by
+        column name, 0 in every other column."""
+        ids = {self.id_columns["person_id"]: person_id, self.id_columns["camera_id"]: camera_id,
+               self.id_columns["tracklet_no"]: tracklet_no}
+        row = {**values, **ids}
+        return [row.get(c, 0) for c in self.csv_columns]
+
     def to_dict(self) -> dict[str, Any]:
         return self.source
 

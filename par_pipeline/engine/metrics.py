@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..data.schema import AttributeSchema
+
 EPS = 1e-20
 
 
@@ -156,3 +158,10 @@ def confusion_matrix(probs: np.ndarray, labels: np.ndarray, start: int, end: int
     counts = np.zeros((k, k), dtype=np.int64)
     np.add.at(counts, (truth[has].argmax(1), probs[has, start:end].argmax(1)), 1)
     return counts
+
+
+def describe(probs: np.ndarray, schema: AttributeSchema, threshold: float) -> tuple[dict[str, str], dict[str, float]]:
+    """Per group the answer's name and the probability behind it (`engine.metrics.group_answers`)."""
+    answers = group_answers(probs, schema.groups, threshold)
+    return ({g.name: g.value_names[k] for g, (k, _) in zip(schema.groups, answers)},
+            {g.name: p for g, (_, p) in zip(schema.groups, answers)})

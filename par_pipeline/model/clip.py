@@ -258,3 +258,28 @@ def _compiled_or_eager(fn: Any) -> Any:
             state["fn"] = fn
             return fn(x)
     return call
+
+
+def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device: str) -> ClipEncoder:
+    """Rebuild the exact CLIP the checkpoint's store was made with; other weights are an error."""
+    ident = meta["store_identity"]
+    weights, ckpt = ident["weights"], meta["_path"]
+    kind = weights.get("kind")
+    if kind == "random-init":
+        source, random_init = None, True
+    elif kind == "file":
+        if pretrained is None:
+            raise ParError(f"{ckpt} was trained on tokens of the CLIP weights {weights['name']}; pass that file with "
+                           f"--pretrained")
+        if weights_identity(pretrained, False, 0).get("sha256") != weights["sha256"]:
+            raise ParError(f"{pretrained}: not the CLIP weights {ckpt} was trained with (sha256 differs from "
+                           f"{weights['name']}'s); pass the original file")
+        source, random_init = pretrained, False
+    elif kind == "open_clip-tag":
+        if pretrained is not None and pretrained != weights["tag"]:
+            raise ParError(f"--pretrained {pretrained}: {ckpt} was trained with open_clip weights '{weights['tag']}'")
+        source, random_init = weights["tag"], False
+    else:
+        raise ParError(f"{ckpt}: unknown CLIP weights record {weights}")
+    return ClipEncoder(ident["clip_model"], source, random_init, device, ident["precision"],
+                       Preprocess.from_dict(ident["preprocessing"]), int(weights.get("seed", 0)))

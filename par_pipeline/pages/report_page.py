@@ -71,7 +71,8 @@ def load_predictions(folder: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def validation_of(metrics: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, Path] | None:
     """The same checkpoint's predictions on its run's held-out validation persons with the same frames, when `par
     eval --split val` wrote them (where par eval puts them by default), and the scored split is another one."""
-    from ..workflows.evaluate import HELD_OUT_SPLIT, default_eval_dir
+    from ..engine.splits import HELD_OUT_SPLIT
+    from ..run import default_eval_dir
 
     checkpoint = Path(metrics.get("checkpoint", ""))
     if metrics.get("split") == HELD_OUT_SPLIT or not checkpoint.is_file():
@@ -198,9 +199,9 @@ class FrameFinder:
     with --manifest), checked to be the very manifest the store was built from."""
 
     def __init__(self, metrics: dict[str, Any], manifest: str | None):
+        from ..data.manifest import manifest_digest
         from ..engine.tokens import TrackletTokens
         from ..store.reader import TokenStore
-        from ..workflows.extract import manifest_digest
 
         self.problem: str | None = None
         self._records: dict[str, Any] = {}
@@ -291,7 +292,7 @@ def gallery_section(evals: list[Evaluation], schema_definition: dict[str, Any], 
 def ablation_section(folder: Path) -> dict[str, Any]:
     """The paper's Table 1 and Table 3 views of an ablation folder, F1 against frames with the seed spread, and the
     per-group F1 of every variant at the main T."""
-    from ..workflows.ablation import load_variants, main_frames
+    from ..sweep import load_variants, main_frames
 
     doc = json.loads((folder / "ablation.json").read_text())
     rows, labels = doc["rows"], {k: v["label"] for k, v in load_variants().items()}

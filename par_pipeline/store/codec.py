@@ -8,15 +8,20 @@ tokens, so prediction sees what training saw.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def finite_rows(values: torch.Tensor) -> torch.Tensor:
     """Per row (first axis): are all its values finite? A row's sum is NaN/Inf exactly when one of its values is,
     given an accumulator that finite values cannot overflow (float32 for 16-bit values, float64 for 32-bit ones);
     on a CPU that is about 20x cheaper than `isfinite(...).all()`, which the extraction loop would pay per frame."""
+    import torch  # here and below: reading a store's attributes (par report) needs no torch
+
     wide = torch.float64 if values.element_size() >= 4 else torch.float32
     return torch.isfinite(values.flatten(1).sum(1, dtype=wide))
 
@@ -31,6 +36,8 @@ class TokenCodec:
 
     @property
     def torch_dtype(self) -> torch.dtype:
+        import torch
+
         return {"float16": torch.float16, "float32": torch.float32, "int8": torch.int8}[self.name]
 
     @property
@@ -42,6 +49,8 @@ class TokenCodec:
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """float [B, N, D] (any device) -> (stored tokens, scales [B, N] float32 or None)."""
+        import torch
+
         if not self.scaled:
             return x.to(self.torch_dtype), None
         x = x.float()

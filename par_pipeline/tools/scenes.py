@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -27,7 +27,10 @@ from ..data.schema import load_schema
 from ..errors import ParError
 from ..outputs import replace_dir
 from ..resources import load_json
-from .synth import _frame_pose, appearance, draw_person, sample_row
+from .synth import appearance, draw_person, frame_pose, sample_row
+
+if TYPE_CHECKING:
+    from ..config import SynthConfig
 
 SCENE_KIND = "synthetic video"
 
@@ -95,7 +98,7 @@ def figure(p: ScenePerson, frame: int, w: int, h: int, spec: dict[str, Any],
     a = appearance(p.row, spec)
     quiet = {**nuisance, "scale_jitter": 0.0, "shift_jitter": 0.0}  # the box is the ground truth: keep the figure in it
     draw_person(ImageDraw.Draw(canvas), a, ident, rng, canvas.width, canvas.height,
-                _frame_pose(a.pose, rng, nuisance["pose_change"]), frame, quiet)
+                frame_pose(a.pose, rng, nuisance["pose_change"]), frame, quiet)
     return canvas
 
 
@@ -174,8 +177,7 @@ def write_scene(out: Path, people: int, seconds: float, fps: int, width: int, he
             w = csv.writer(f)
             w.writerow(schema.csv_columns)
             for p in plan:
-                row = {"person_id": p.pid, "camera_id": 1, "tracklets_id": 1, **p.row}
-                w.writerow([row.get(c, 0) for c in schema.csv_columns])
+                w.writerow(schema.csv_row(p.pid, 1, 1, p.row))
         (tmp / "seqinfo.ini").write_text(f"[Sequence]\nname={out.name}\nimDir=img1\nframeRate={fps}\n"
                                          f"seqLength={frames}\nimWidth={width}\nimHeight={height}\nimExt=.jpg\n")
 
@@ -184,3 +186,9 @@ def write_scene(out: Path, people: int, seconds: float, fps: int, width: int, he
         raise ParError(f"{out}: already exists; par writes a synthetic video into a new folder - choose another")
     replace_dir(out, SCENE_KIND, build)
     return plan
+
+
+def synthesize_scene(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | None = None) -> list[Any]:
+    """`par synth --video`: a scene with its ground truth (sizes default to 640 x 360); returns its people."""
+    return write_scene(Path(cfg.out), cfg.people, cfg.seconds, cfg.fps, cfg.width or 640, cfg.height or 360, cfg.seed,
+                       on_progress)

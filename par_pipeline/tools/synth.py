@@ -98,7 +98,7 @@ def _shade(colour: Sequence[int], rng: np.random.Generator, amount: int = 18) ->
     return tuple(int(np.clip(c + rng.integers(-amount, amount + 1), 0, 255)) for c in colour)
 
 
-def _frame_pose(pose: int, rng: np.random.Generator, change: float) -> int:
+def frame_pose(pose: int, rng: np.random.Generator, change: float) -> int:
     """The pose a frame shows: the labelled one, or (with probability `change`) a neighbouring one; 'varies' (5)
     is any pose in every frame."""
     if pose == 5:
@@ -225,7 +225,7 @@ def render_frame(t: SynthTracklet, index: int, height: int, width: int, spec: di
         if distractor_frame:  # wrong target: somebody else in this frame
             a = appearance(sample_row(np.random.default_rng([t.seed, 99]), spec), spec)
         regions = draw_person(
-            d, a, ident, rng, W, H, _frame_pose(a.pose, rng, nuisance["pose_change"]), index, nuisance
+            d, a, ident, rng, W, H, frame_pose(a.pose, rng, nuisance["pose_change"]), index, nuisance
         )
     if regions is not None and rng.random() < nuisance["occluder"]:  # something passes in front of one part
         names = list(nuisance["occluder_regions"])
@@ -351,9 +351,8 @@ def write_synth(out: Path, plan: list[SynthTracklet], layout: str = "mars", heig
             w = csv.writer(f)
             w.writerow(schema.csv_columns)
             for t in sorted(plan, key=lambda t: t.tracklet_no) if lay.global_tracklet_numbers else plan:
-                row = {"person_id": t.person_id, "camera_id": t.camera_id, "tracklets_id": t.tracklet_no, **t.row,
-                       **({t.distractor: 1} if t.distractor else {})}
-                w.writerow([row.get(c, 0) for c in schema.csv_columns])
+                w.writerow(schema.csv_row(t.person_id, t.camera_id, t.tracklet_no,
+                                          {**t.row, **({t.distractor: 1} if t.distractor else {})}))
         jobs = [(t, tmp, height, width, lay, spec, nuisance) for t in plan]
         with ProcessPoolExecutor(max(1, workers)) as pool:
             for n in (pool.map(_write_tracklet, jobs, chunksize=4) if workers > 1 else map(_write_tracklet, jobs)):
@@ -373,14 +372,8 @@ def parse_span(text: str) -> tuple[int, int]:
 
 
 def synthesize(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | None = None) -> tuple[str, list[Any]]:
-    """`par synth`: plan (random, or like the real MARS / Duke annotation; or a video scene) and render; returns the
-    layout ("video" for a scene) and the plan."""
-    if cfg.video:
-        from .scenes import write_scene
-
-        plan = write_scene(Path(cfg.out), cfg.people, cfg.seconds, cfg.fps, cfg.width or 640, cfg.height or 360,
-                           cfg.seed, on_progress)
-        return "video", plan
+    """`par synth` of a dataset: plan (random, or like the real MARS / Duke annotation) and render; returns the
+    layout and the plan (a video scene: `scenes.synthesize_scene`)."""
     frames = parse_span(cfg.frames_per_tracklet)
     if cfg.like_mars is not None:
         layout, plan = "mars", plan_like_mars(Path(cfg.like_mars), cfg.tracklets, cfg.seed)

@@ -27,9 +27,9 @@ from ..config import BenchConfig, build_config
 from ..data.layouts import read_attribute_csv
 from ..data.schema import schema_from_dict
 from ..engine.metrics import evaluate_predictions, group_answers
-from ..run import load_checkpoint
+from ..model.checkpoint import load_checkpoint
+from ..model.clip import encoder_for_checkpoint
 from ..store.codec import TokenCodec
-from ..workflows.predict import encoder_for_checkpoint
 from ..workflows.track import crop_box, track_probabilities, track_video
 from .scenes import write_scene
 

@@ -20,9 +20,9 @@ from ..errors import ParError
 from ..options import results_view
 from ..outputs import atomic_write, claim_dir, exclusive, write_json, write_text
 from ..reports import csv_text, line_plot, markdown_table
-from ..resources import load_json
 from ..run import RunFolder, read_checkpoint_meta
 from ..store.reader import TokenStore
+from ..sweep import load_variants, main_frames
 from .evaluate import evaluate_checkpoint
 from .train import train
 
@@ -39,10 +39,6 @@ class SweepPoint:
     config: TrainConfig
     recipe: dict[str, Any]
     key: str
-
-
-def load_variants(name_or_path: str = "variants") -> dict[str, dict[str, Any]]:
-    return load_json("ablation", name_or_path)
 
 
 def plan_sweep(store_path: str, out: Path, frames: list[int], variants: list[str], seeds: int, recipe: str | None,
@@ -116,11 +112,6 @@ def summarise(points: list[SweepPoint], results: list[dict[str, Any]]) -> list[d
 
 def _cell(row: dict[str, Any], k: str) -> str:
     return f"{100 * row[k]:.2f}" + (f" ± {100 * row[k + '_std']:.2f}" if row["seeds"] > 1 else "")
-
-
-def main_frames(frames: list[int]) -> int:
-    """The T of the Table 1 view: the paper's 6 when the sweep has it, else the largest."""
-    return 6 if 6 in frames else frames[-1]
 
 
 def results_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:

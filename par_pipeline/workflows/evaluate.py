@@ -12,39 +12,18 @@ import torch
 from ..config import EvalConfig, check_device
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions, majority_baseline
+from ..engine.splits import split_indices
 from ..engine.tokens import TrackletTokens, default_workers
-from ..errors import ParError
+from ..model.checkpoint import load_checkpoint
 from ..outputs import replace_dir
 from ..precision import autocast_dtype
 from ..reports import GROUP_HEADER, csv_text, group_rows, group_table_markdown
-from ..run import RunFolder, check_store_matches, load_checkpoint, read_checkpoint_meta, selection_label
+from ..run import check_store_matches, default_eval_dir, read_checkpoint_meta, selection_label
 from ..store.reader import TokenStore
-from .train import training_and_validation
 
 METRICS_FORMAT = "par-metrics"
 METRICS_VERSION = 2
 EVAL_KIND = "eval"
-
-
-def default_eval_dir(checkpoint: str, split: str, frames: int | None, sampling: str | None, seed: int | None) -> Path:
-    meta_path, meta = read_checkpoint_meta(checkpoint)
-    return RunFolder(meta_path.parent).eval_dir(split, frames, sampling or meta.get("eval_sampling", "fixed"),
-                                                meta.get("seed", 0) if seed is None else seed)
-
-
-HELD_OUT_SPLIT = "val"
-
-
-def split_indices(store: TokenStore, split: str, meta: dict[str, Any], store_path: str) -> np.ndarray:
-    """A store split's tracklets; `val` (when the store has no split of that name) is the training persons the run
-    held out with --val-fraction, drawn again exactly as training drew them."""
-    if split != HELD_OUT_SPLIT or split in store.splits:
-        return store.indices(split)
-    tc = meta["train_config"]
-    if not tc.get("val_fraction"):
-        raise ParError(f"{meta['_path']}: this run held out no validation persons (trained without --val-fraction), "
-                       f"and {store_path} has no '{split}' split; evaluate another split, or train with --val-fraction")
-    return training_and_validation(store, tc["train_split"], tc["val_fraction"], tc["seed"])[1]
 
 
 def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:

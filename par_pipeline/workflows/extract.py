@@ -9,7 +9,6 @@ to `<out>` (or converted into the HDF5 file) only when every shard is done.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .. import __version__
 from ..config import ExtractConfig, check_device
 from ..data.frames import FrameRows, collate_rows, decode_rows
-from ..data.manifest import Manifest
+from ..data.manifest import Manifest, manifest_digest
 from ..data.preprocess import Preprocess
 from ..data.sampling import sample_frames
 from ..data.texts import attribute_texts
@@ -97,13 +96,6 @@ def plan_store(manifest: Manifest, cfg: ExtractConfig, num_tokens: int, dim: int
         offsets=np.array(offsets, dtype=np.int64), views=np.array(views, dtype=np.uint8),
         frame_index=cat(frame_index, np.int32), num_tokens=num_tokens, dim=dim)
     return plan, RowPlan(paths, cat(view, np.int16), cat(tracklet, np.int64), cat(position, np.int64))
-
-
-def manifest_digest(manifest: Manifest) -> str:
-    h = hashlib.sha256()
-    for r in manifest.records:
-        h.update(f"{r.tracklet}|{r.split}|{r.person_id}|{','.join(r.frames)}|{r.labels}\n".encode())
-    return h.hexdigest()
 
 
 def store_attrs(cfg: ExtractConfig, manifest: Manifest, recipe: dict[str, Any], texts: dict[str, list[str]]) -> dict:

@@ -18,13 +18,13 @@ from ..config import ImportConfig, configure
 from ..data.texts import attribute_texts
 from ..errors import ParError
 from ..model.block import load_model_config
+from ..model.checkpoint import checkpoint_files
 from ..model.fusion import VTFPAR
 from ..model.reference import check_shapes, read_reference_state, reference_to_par
 from ..outputs import file_sha256, replace_dir
 from ..resources import load_json
-from ..run import checkpoint_files
+from ..run import checkpoint_meta
 from ..store.reader import TokenStore
-from .train import checkpoint_meta
 
 IMPORTED_KIND = "imported run"
 REFERENCE_CLIP = "ViT-B-16-quickgelu"  # what the reference ran: clip.load("ViT-B/16"), OpenAI's weights, QuickGELU

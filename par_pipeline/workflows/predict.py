@@ -18,16 +18,15 @@ from torch.utils.data import DataLoader
 from ..config import PredictConfig, check_device
 from ..data.frames import FrameRows, collate_rows, decode_rows, video_frames
 from ..data.layouts import mars_tracklet_frames
-from ..data.preprocess import Preprocess
 from ..data.sampling import sample_frames
-from ..data.schema import AttributeSchema, schema_from_dict
+from ..data.schema import schema_from_dict
 from ..data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from ..engine.metrics import group_answers
+from ..engine.metrics import describe
 from ..errors import ParError
-from ..model.clip import ClipEncoder, weights_identity
+from ..model.checkpoint import load_checkpoint
+from ..model.clip import encoder_for_checkpoint
 from ..outputs import json_format_is, write_output_file
 from ..reports import csv_text
-from ..run import load_checkpoint
 from ..store.codec import TokenCodec
 from ..workers import stop_with_parent
 
@@ -75,38 +74,6 @@ def collect_inputs(
     if not out:
         raise ParError("nothing to predict: give frame folders, video files or --mars-root with --tracklet")
     return out
-
-
-def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device: str) -> ClipEncoder:
-    """Rebuild the exact CLIP the checkpoint's store was made with; other weights are an error."""
-    ident = meta["store_identity"]
-    weights, ckpt = ident["weights"], meta["_path"]
-    kind = weights.get("kind")
-    if kind == "random-init":
-        source, random_init = None, True
-    elif kind == "file":
-        if pretrained is None:
-            raise ParError(f"{ckpt} was trained on tokens of the CLIP weights {weights['name']}; pass that file with "
-                           f"--pretrained")
-        if weights_identity(pretrained, False, 0).get("sha256") != weights["sha256"]:
-            raise ParError(f"{pretrained}: not the CLIP weights {ckpt} was trained with (sha256 differs from "
-                           f"{weights['name']}'s); pass the original file")
-        source, random_init = pretrained, False
-    elif kind == "open_clip-tag":
-        if pretrained is not None and pretrained != weights["tag"]:
-            raise ParError(f"--pretrained {pretrained}: {ckpt} was trained with open_clip weights '{weights['tag']}'")
-        source, random_init = weights["tag"], False
-    else:
-        raise ParError(f"{ckpt}: unknown CLIP weights record {weights}")
-    return ClipEncoder(ident["clip_model"], source, random_init, device, ident["precision"],
-                       Preprocess.from_dict(ident["preprocessing"]), int(weights.get("seed", 0)))
-
-
-def describe(probs: np.ndarray, schema: AttributeSchema, threshold: float) -> tuple[dict[str, str], dict[str, float]]:
-    """Per group the answer's name and the probability behind it (`engine.metrics.group_answers`)."""
-    answers = group_answers(probs, schema.groups, threshold)
-    return ({g.name: g.value_names[k] for g, (k, _) in zip(schema.groups, answers)},
-            {g.name: p for g, (_, p) in zip(schema.groups, answers)})
 
 
 def predict(inputs: list[TrackletInput], cfg: PredictConfig,

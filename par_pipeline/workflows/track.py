@@ -26,21 +26,22 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..config import TrackConfig, check_device
+from ..data.layouts import MARS_CSV, MARS_SPLITS, mars_frame_path
 from ..data.preprocess import prepare_image
 from ..data.sampling import sample_frames
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..data.video import FrameSource
-from ..engine.metrics import group_answers
+from ..engine.metrics import describe, group_answers
 from ..errors import ParError
 from ..footage.detect import FileDetections, MotionDetector, TorchvisionDetector, detections_of
 from ..footage.tracking import PersonTracker, Track, TrackerOptions
+from ..model.checkpoint import load_checkpoint
+from ..model.clip import encoder_for_checkpoint
 from ..outputs import atomic_write, check_dir_target, check_file_target, fault_point, replace_dir
 from ..pages.render import thumbnail_uri
 from ..pages.tracks_page import tracks_html
 from ..reports import csv_text
-from ..run import load_checkpoint
 from ..store.codec import TokenCodec
-from .predict import describe, encoder_for_checkpoint
 
 
 class StageClock:
@@ -302,26 +303,24 @@ def _save_crops(source: FrameSource, read: int, tracks: list[Track], records: li
     boxes = _boxes_by_frame(tracks)
 
     def build(tmp: Path) -> None:
-        (tmp / "bbox_train").mkdir()
+        (tmp / MARS_SPLITS["train"]).mkdir()
         for t in tracks:
-            (tmp / "bbox_test" / f"{t.id:04d}").mkdir(parents=True)
+            (tmp / mars_frame_path("test", t.id, 1, t.id, 0)).parent.mkdir(parents=True)
         for index, rgb in source:
             for tid, b in boxes.get(index, []):
-                crop_box(rgb, b).save(tmp / "bbox_test" / f"{tid:04d}" / f"{tid:04d}C1T{tid:04d}F{index + 1:03d}.jpg",
-                                   quality=95)
+                crop_box(rgb, b).save(tmp / mars_frame_path("test", tid, 1, tid, index), quality=95)
             if on_progress:
                 on_progress("save crops", index + 1, read)
             if index + 1 >= read:
                 break
-        with open(tmp / "mars_attributes.csv", "w", newline="") as f:
+        with open(tmp / MARS_CSV, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(schema.csv_columns)
             for r in records:
                 probs = np.array([r["probabilities"][a] for a in schema.attributes])
-                row = {"person_id": r["id"], "camera_id": 1, "tracklets_id": r["id"]}
                 answers = group_answers(probs, schema.groups, threshold)
-                row.update({g.column: k for g, (k, _) in zip(schema.groups, answers)})
-                w.writerow([row.get(c, 0) for c in schema.csv_columns])
+                w.writerow(schema.csv_row(r["id"], 1, r["id"], {g.column: k for g, (k, _) in zip(schema.groups,
+                                                                                                    answers)}))
 
     replace_dir(folder, CROPS_KIND, build)
 

@@ -22,15 +22,17 @@ from ..config import TrainConfig, check_device
 from ..distributed import DistContext
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions
+from ..engine.splits import training_and_validation
 from ..engine.step import TrainingStep, deterministic
 from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
 from ..errors import ParError
 from ..model.block import load_model_config
+from ..model.checkpoint import checkpoint_files, load_checkpoint, load_state
 from ..model.fusion import VTFPAR, load_fusion_init
 from ..options import as_dict, results_view
 from ..outputs import claim_dir, exclusive, fault_point, read_marker, remove_own
 from ..precision import autocast_dtype, input_dtype
-from ..run import RUN_KIND, RunFolder, check_store_matches, checkpoint_files, load_checkpoint, load_state
+from ..run import RUN_KIND, RunFolder, check_store_matches, checkpoint_meta
 from ..store.reader import TokenStore
 
 RUN_CONFIG_FORMAT = "par-run-config"
@@ -49,41 +51,6 @@ def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, 
                        f"pass --fusion-init /path/to/jx_vit_base_p16_224-80ecf9dd.pth (or timm:<model name> when "
                        f"online), or --fusion-init random to train them from scratch")
     return model, load_fusion_init(model, cfg.fusion_init or "random")
-
-
-def checkpoint_meta(cfg: TrainConfig, recipe: dict[str, Any], store: TokenStore, fusion_init: dict[str, Any]
-                    ) -> dict[str, Any]:
-    """What every checkpoint JSON of a run records besides its epoch and figures (README: run folder)."""
-    a = store.attrs
-    return {"recipe": recipe, "train_config": as_dict(cfg), "schema": a["schema"],
-            "schema_definition": a["schema_definition"], "attributes": store.attribute_names,
-            "group_boundaries": a["group_boundaries"], "groups": a["groups"], "store_identity": store.identity,
-            "store_path": cfg.store, "frames": cfg.frames, "eval_frames": cfg.eval_frames or cfg.frames,
-            "eval_sampling": cfg.eval_sampling, "seed": cfg.seed, "threshold": cfg.threshold,
-            "fusion_init": fusion_init, "selected_on": cfg.selection, "eval_split": cfg.eval_split}
-
-
-def split_validation(
-    store: TokenStore, train_idx: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) tracklets: a `fraction` of the training persons, drawn with `seed`, held out whole."""
-    if fraction <= 0:
-        return train_idx, np.zeros(0, dtype=np.int64)
-    persons = np.unique(store.person_ids[train_idx])
-    held = np.random.default_rng([seed, 11]).permutation(persons)[:max(1, int(round(fraction * len(persons))))]
-    is_val = np.isin(store.person_ids[train_idx], held)
-    if is_val.all():
-        raise ParError(f"--val-fraction {fraction}: every training person would be held out; use a smaller fraction")
-    return train_idx[~is_val], train_idx[is_val]
-
-
-def training_and_validation(store: TokenStore, train_split: str, fraction: float, seed: int
-                            ) -> tuple[np.ndarray, np.ndarray]:
-    """The tracklets a run trains on and the ones it holds out for validation (`--val-fraction`): training tracklets
-    with readable frames, split by person. `par eval --split val` scores the same held-out tracklets."""
-    train_idx = store.indices(train_split)
-    train_idx = np.array([i for i in train_idx if len(store.valid_frames(i))], dtype=np.int64)
-    return split_validation(store, train_idx, fraction, seed)
 
 
 class Trainer:
