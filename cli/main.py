@@ -22,7 +22,8 @@ from par_pipeline.config import (
 )
 from par_pipeline.data.layouts import LAYOUTS, DatasetLayout
 from par_pipeline.errors import ParError, one_line
-from par_pipeline.options import COMMAND_LINE
+from par_pipeline.options import COMMAND_LINE, parse_numbers
+from par_pipeline.reports import pct, pct_spread
 
 from .options import command_with_config, parameter, read_config_file
 
@@ -170,8 +171,8 @@ def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
 
     def on_epoch(r: dict) -> None:
         rate = f"{r['samples_per_s']:,.0f}" if r.get("samples_per_s") else "-"
-        table.add_row(f"{r['epoch']}/{cfg.epochs}", f"{r['loss']:.4f}", f"{r['lr']:.2e}", f"{100 * r['precision']:.2f}",
-                      f"{100 * r['recall']:.2f}", f"{100 * r['f1']:.2f}", f"{100 * r['mA']:.2f}", rate)
+        table.add_row(f"{r['epoch']}/{cfg.epochs}", f"{r['loss']:.4f}", f"{r['lr']:.2e}", pct(r['precision']),
+                      pct(r['recall']), pct(r['f1']), pct(r['mA']), rate)
 
     if dist.is_main:
         if recipe["overrides"]:
@@ -180,7 +181,7 @@ def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
             best = train(cfg, recipe, own["resume"], dist, on_epoch)
         console.print(
             f"selected epoch {best['epoch']} ({'test' if cfg.selection == 'test' else 'validation'}-selected) "
-            f"F1 {100 * best['f1']:.2f}; checkpoints in {cfg.out}/ (best.json, last.json)"
+            f"F1 {pct(best['f1'])}; checkpoints in {cfg.out}/ (best.json, last.json)"
         )
     else:
         train(cfg, recipe, own["resume"], dist)
@@ -203,8 +204,8 @@ def _eval(own: dict[str, Any], given: dict[str, Any]) -> None:
                                 f"threshold {metrics['threshold']}: {metrics['selection']}")
     if cfg.baseline:
         m, b = metrics["protocol"]["mean"], metrics["baseline"]["protocol"]["mean"]
-        console.print(f"[bold]model F1 {100 * m['f1']:.2f} (mA {100 * m['mA']:.2f}) vs majority-value baseline "
-                      f"F1 {100 * b['f1']:.2f} (mA {100 * b['mA']:.2f})[/]")
+        console.print(f"[bold]model F1 {pct(m['f1'])} (mA {pct(m['mA'])}) vs majority-value baseline "
+                      f"F1 {pct(b['f1'])} (mA {pct(b['mA'])})[/]")
     console.print(f"wrote {metrics['out']}/metrics.json, groups.md, groups.csv, predictions.npz")
 
 
@@ -265,10 +266,7 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
 
     from par_pipeline.workflows.ablation import run_ablation
 
-    try:
-        frame_list = [int(t) for t in own["sweep_frames"].split()]
-    except ValueError:
-        raise ParError(f"--sweep-frames must be integers separated by spaces, not '{own['sweep_frames']}'") from None
+    frame_list = parse_numbers("sweep_frames", own["sweep_frames"])
     base = {**read_config_file(own["config"]), **given}
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("ETA"), TimeRemainingColumn(), console=console) as progress:
@@ -291,8 +289,7 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
     for col in ("variant", "T", "P", "R", "F1", "mA"):
         t.add_column(col, justify="left" if col == "variant" else "right")
     for r in rows:
-        cells = [f"{100 * r[k]:.2f}" + (f" ± {100 * r[k + '_std']:.2f}" if r["seeds"] > 1 else "")
-                 for k in ("precision", "recall", "f1", "mA")]
+        cells = [pct_spread(r, k) for k in ("precision", "recall", "f1", "mA")]
         t.add_row(r["variant"], str(r["frames"]), *cells)
     console.print(t)
     console.print(f"wrote {own['out']}/ablation.json, ablation.csv, ablation.md, ablation.png")
@@ -301,7 +298,7 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
 command_with_config(app, "ablation", TrainConfig, [
     parameter("store", typer.Argument(..., help="ONE token store; every point trains from it"), str),
     parameter("out", typer.Option(Path("results"), "--out", "-o", help="results folder"), Path),
-    parameter("sweep_frames", typer.Option("1 2 4 6", help="frame counts T, space-separated"), str),
+    parameter("sweep_frames", typer.Option("1 2 4 6", help="frame counts T, separated by commas or spaces"), str),
     parameter("variants", typer.Option("fusion no-fusion", help="from data_manifests/ablation/variants.json"), str),
     parameter("seeds", typer.Option(1, help="seeds 0..N-1 of every point; mean and std are reported"), int),
     RECIPE, CONFIG,

@@ -58,14 +58,18 @@ def list_item_type(cls: type, f: dataclasses.Field) -> type:
     return typing.get_args(_hint(cls, f))[0]
 
 
-def parse_list(cls: type, name: str, text: str) -> list[Any]:
-    """A list option from the command line: numbers separated by commas or spaces."""
-    f = next(f for f in fields(cls) if f.name == name)
-    item = list_item_type(cls, f)
+def parse_numbers(name: str, text: str, item: type = int) -> list[Any]:
+    """Numbers from the command line, separated by commas or spaces (`--sweep-frames "1,2 4"`)."""
     try:
         return [item(v) for v in text.replace(",", " ").split()]
     except ValueError:
         raise ParError(f"{flag(name)} takes {item.__name__}s separated by commas or spaces, not '{text}'") from None
+
+
+def parse_list(cls: type, name: str, text: str) -> list[Any]:
+    """A list option of a config class from the command line (`parse_numbers` of its element type)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return parse_numbers(name, text, list_item_type(cls, f))
 
 
 def base_type(cls: type, f: dataclasses.Field) -> tuple[type, bool]:

@@ -19,8 +19,28 @@ def accuracy_sentence() -> str:
     return ACCURACY_NOTE[0].upper() + ACCURACY_NOTE[1:] + "."
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.2f}"
+def pct(x: float | None) -> str:
+    """A fraction as the percent every table and page shows (two decimals); nothing for a missing value."""
+    return "" if x is None else f"{100 * x:.2f}"
+
+
+def spread(values: Sequence[float]) -> dict[str, float]:
+    """Mean and standard deviation over repeated runs (seeds, scenes): the sample standard deviation (ddof 1), the
+    spread one expects of another run; 0 for a single run."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=np.float64)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
+
+
+def plus_minus(mean: float, std: float, scale: float = 100.0) -> str:
+    """`mean ± std` (as percent by default, scale 1 for counts)."""
+    return f"{scale * mean:.2f} ± {scale * std:.2f}"
+
+
+def pct_spread(row: dict[str, Any], key: str) -> str:
+    """An ablation row's figure in percent, with its spread over seeds when it has several."""
+    return plus_minus(row[key], row[key + "_std"]) if row["seeds"] > 1 else pct(row[key])
 
 
 def group_rows(metrics: dict[str, Any]) -> list[list[str]]:

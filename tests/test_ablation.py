@@ -75,10 +75,17 @@ def test_seeds_give_mean_and_std(store_path, tmp_path):
 
 @pytest.mark.parametrize("args,message", [(["--variants", "nonsense"], "unknown ablation variant"),
                                           (["--sweep-frames", "0 2"], "at least one T >= 1"),
-                                          (["--sweep-frames", "two"], "integers separated by spaces")])
+                                          (["--sweep-frames", "two"], "ints separated by commas or spaces")])
 def test_bad_sweeps_leave_nothing(store_path, tmp_path, args, message):
     proc = run_par("ablation", store_path, "--out", tmp_path / "res", "--epochs", "1", *args, check=False)
     assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "res").exists()
+
+
+def test_sweep_frames_take_commas_or_spaces():
+    """`par ablation --sweep-frames` reads a list as every list option does (`make bench`'s too)."""
+    from par_pipeline.options import parse_numbers
+
+    assert parse_numbers("sweep_frames", "1,2 4, 6") == [1, 2, 4, 6]
 
 
 def test_report_side_by_side(store_path, run_path, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import ParError
+from ..model.state import unwrap_state_dict
 from ..outputs import file_sha256
 from ..resources import load_json
 
@@ -166,7 +167,7 @@ class TorchvisionDetector:
                 raise ParError(f"{path}: cannot read detector weights ({type(exc).__name__}); give torchvision's "
                                f"checkpoint of {name}") from None
             try:
-                model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
+                model.load_state_dict(unwrap_state_dict(state)[0])
             except (RuntimeError, AttributeError, TypeError) as exc:
                 raise ParError(f"{path}: these weights are not a {name} ({_first_line(exc)}); give torchvision's "
                                f"checkpoint of that architecture") from None

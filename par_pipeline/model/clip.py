@@ -27,6 +27,7 @@ from ..errors import ParError
 from ..outputs import file_sha256
 from ..precision import PRECISIONS, autocast, autocast_dtype
 from ..resources import load_json
+from .state import unwrap_state_dict
 
 _registered = False
 
@@ -66,17 +67,12 @@ def read_weight_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
             from safetensors.torch import load_file
 
             return load_file(str(path)), "safetensors"
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state, _ = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # corrupt zip, pickle, safetensors header ...: all mean "not readable weights"
         first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise ParError(f"{path}: cannot read CLIP weights ({first}); give the original file") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
     if not isinstance(state, dict) or not state:
         raise ParError(f"{path}: holds no state dict; give an open_clip / OpenAI CLIP checkpoint")
-    if next(iter(state)).startswith("module."):
-        state = {k[len("module."):]: v for k, v in state.items()}
     return state, "state-dict"
 
 

@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ParError
 from ..outputs import file_sha256
 from .block import ModelConfig, fusion_block
+from .state import unwrap_state_dict
 from .temporal import TemporalModel, build_temporal
 
 
@@ -124,10 +125,7 @@ def _vit_state(source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            for key in ("state_dict", "model"):
-                if isinstance(state, dict) and isinstance(state.get(key), dict):
-                    state = state[key]
+            state, _ = unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as exc:  # corrupt pickle / safetensors header
         raise ParError(
             f"{path}: cannot read checkpoint ({type(exc).__name__}); give a timm ViT checkpoint file"

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from ..errors import ParError
+from .state import CONTAINERS, unwrap_state_dict
 
-CONTAINERS = ("model_state_dict", "state_dict", "state_dicts", "model")  # where training scripts put the weights
 BLOCK_PARAMS = ("norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
                 "attn.proj.bias", "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight",
                 "mlp.fc2.bias")
@@ -37,22 +37,10 @@ def read_reference_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str,
     except Exception as exc:  # not a torch file, truncated, pickled objects beyond tensors: many types
         raise ParError(f"{path}: cannot read it as a torch checkpoint ({type(exc).__name__}); give the reference's "
                        f"saved .pth file") from None
-    info: dict[str, Any] = {}
-    state = raw
-    if isinstance(raw, dict):
-        for key in CONTAINERS:
-            if isinstance(raw.get(key), dict):
-                state = raw[key]
-                if isinstance(raw.get("epoch"), int):
-                    info["epoch"] = raw["epoch"]
-                break
-        if isinstance(state, dict) and isinstance(state.get("state_dicts"), list):  # a list of one
-            state = state["state_dicts"][0]
+    state, info = unwrap_state_dict(raw)
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ParError(f"{path}: no state dict of tensors in it (looked in {list(CONTAINERS)} and at the top level); "
                        f"this is not a VTF-PAR checkpoint")
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
     return state, info
 
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from PIL import Image
 
 from .. import __version__
+from ..reports import pct
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 THUMB_SIZE = (48, 96)  # width, height at most: a page of thousands of tracklets stays small
@@ -22,7 +23,7 @@ def render_page(template: str, **context: Any) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("par_pipeline.pages", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    env.filters["pct"] = lambda x: "" if x is None else f"{100 * x:.2f}"
+    env.filters["pct"] = pct
     env.filters["tojson_script"] = script_json
     env.globals.update(par_version=__version__, palette=PALETTE)  # imported macros see globals, not the context
     return env.get_template(template).render(**context)

@@ -27,7 +27,7 @@ from ..engine.metrics import (
     tracklet_f1,
 )
 from ..errors import ParError
-from ..reports import accuracy_sentence
+from ..reports import accuracy_sentence, pct, pct_spread
 from ..run import Reported, read_checkpoint_meta
 from .render import PALETTE, Chart, render_page, thumbnail_uri
 
@@ -40,7 +40,7 @@ GALLERY_SEED = 0
 
 def num(value: float, text: str | None = None) -> dict[str, str]:
     """A table cell that sorts by its value: percent text unless given."""
-    return {"value": f"{value:.6g}", "text": f"{100 * value:.2f}" if text is None else text, "title": ""}
+    return {"value": f"{value:.6g}", "text": pct(value) if text is None else text, "title": ""}
 
 
 @dataclass
@@ -169,7 +169,7 @@ def attribute_section(evals: list[Evaluation], attributes: list[str]) -> dict[st
             f1.line(c["threshold"], c["f1"], ev.color, ev.label)
             t, at = ev.metrics["threshold"], at_threshold[e][j]
             pr.point(at["recall"][0], at["precision"][0], ev.color, f"{ev.label}: threshold {t}")
-            f1.point(t, at["f1"][0], ev.color, f"{ev.label}: threshold {t}, F1 {100 * at['f1'][0]:.2f}")
+            f1.point(t, at["f1"][0], ev.color, f"{ev.label}: threshold {t}, F1 {pct(at['f1'][0])}")
             if e in tuned:
                 f1.vertical_rule(tuned[e][j][0], ev.color,
                                  f"{ev.label}: threshold tuned on the validation persons {tuned[e][j][0]:.2f}")
@@ -292,7 +292,7 @@ def gallery_section(evals: list[Evaluation], schema_definition: dict[str, Any], 
 def ablation_section(folder: Path) -> dict[str, Any]:
     """The paper's Table 1 and Table 3 views of an ablation folder, F1 against frames with the seed spread, and the
     per-group F1 of every variant at the main T."""
-    from ..sweep import load_variants, main_frames
+    from ..sweep import f1_against_frames, load_variants, main_frames
 
     doc = json.loads((folder / "ablation.json").read_text())
     rows, labels = doc["rows"], {k: v["label"] for k, v in load_variants().items()}
@@ -301,27 +301,24 @@ def ablation_section(folder: Path) -> dict[str, Any]:
     variants = list(dict.fromkeys(r["variant"] for r in rows))
 
     def cell(r: dict[str, Any], k: str) -> dict[str, str]:
-        spread = f" ± {100 * r[k + '_std']:.2f}" if r["seeds"] > 1 else ""
-        return {"value": f"{r[k]:.6g}", "text": f"{100 * r[k]:.2f}{spread}", "title": f"{r['seeds']} seed(s)"}
+        return {**num(r[k], pct_spread(r, k)), "title": f"{r['seeds']} seed(s)"}
 
     table1 = [[labels.get(r["variant"], r["variant"]), *(cell(r, k) for k in ("precision", "recall", "f1", "mA"))]
               for r in rows if r["frames"] == t_main]
     by = {(r["variant"], r["frames"]): r for r in rows}
     table3 = [[labels.get(v, v), *(cell(by[v, T], "f1") if (v, T) in by else "" for T in frames)] for v in variants]
-    lo = 100 * min(r["f1"] - r["f1_std"] for r in rows)  # percent, as the tables
-    hi = 100 * max(r["f1"] + r["f1_std"] for r in rows)
+    series = f1_against_frames(rows)
+    lo = min(y - e for s in series.values() for y, e in zip(s.f1, s.std or [0.0] * len(s.f1)))
+    hi = max(y + e for s in series.values() for y, e in zip(s.f1, s.std or [0.0] * len(s.f1)))
     pad = max(1.0, 0.1 * (hi - lo))
     chart = Chart("F1 (%) against frames (mean ± std over seeds)", "frames per tracklet (T)", "F1 (%)", width=420,
                   height=260, left=52, x_range=(min(frames) - 0.5, max(frames) + 0.5), y_range=(lo - pad, hi + pad),
                   x_ticks=frames, y_ticks=list(np.linspace(lo - pad, hi + pad, 5)), y_tick_format="{:.1f}")
-    for i, v in enumerate(variants):
-        pts = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["frames"])
+    for i, (label, s) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
-        chart.line([p["frames"] for p in pts], [100 * p["f1"] for p in pts], color, labels.get(v, v),
-                   [100 * p["f1_std"] for p in pts])
-        for p in pts:
-            chart.point(p["frames"], 100 * p["f1"], color, f"{labels.get(v, v)}, T={p['frames']}: F1 "
-                        f"{100 * p['f1']:.2f}")
+        chart.line(s.frames, s.f1, color, label, s.std)
+        for t, y in zip(s.frames, s.f1):
+            chart.point(t, y, color, f"{label}, T={t}: F1 {y:.2f}")
     main = [r for r in rows if r["frames"] == t_main]
     groups = list(main[0]["runs"][0]["group_f1"]) if main else []
     per_group = [[g, *(num(float(np.mean([x["group_f1"][g] for x in r["runs"]]))) for r in main)] for g in groups]

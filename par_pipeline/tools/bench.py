@@ -33,6 +33,7 @@ from ..errors import ParError
 from ..model.clip import ClipEncoder
 from ..outputs import write_json
 from ..precision import autocast_dtype, input_dtype
+from ..reports import plus_minus
 from ..store.codec import TokenCodec
 from ..store.reader import TokenStore
 from ..store.shard_files import Verify
@@ -267,7 +268,7 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
     net, _ = build_model(cfg, store)
     net.to(dev)
     steps = TrainingStep(net, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=100, warmup_epochs=1,
-                         warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=None if dev.type == "cpu" else torch.bfloat16,
+                         warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=autocast_dtype("auto", dev),
                          pos_rate=torch.from_numpy(store.labels.mean(0).astype(np.float32)).to(dev))
     x = torch.randn(sizes.train_batch, store.num_tokens, store.dim, device=dev).to(input_dtype(dev, cfg.precision))
     y = (torch.rand(sizes.train_batch, len(store.attribute_names), device=dev) > 0.5).float()
@@ -516,7 +517,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         k = results["track"]
 
         def ms(d: dict[str, float], scale: float = 1.0) -> str:
-            return f"{scale * d['mean']:.2f} ± {scale * d['std']:.2f}"
+            return plus_minus(d["mean"], d["std"], scale)
         rows += [(f"track, motion detector: MOTA / IDF1 / ID switches ({k['seeds']} scenes)",
                   f"{ms(k['motion_mota'], 100)} / {ms(k['motion_idf1'], 100)} / {ms(k['motion_id_switches'])}", ""),
                  ("track, ground-truth boxes: MOTA / IDF1 / ID switches",

@@ -29,6 +29,7 @@ from ..data.schema import schema_from_dict
 from ..engine.metrics import evaluate_predictions, group_answers
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
+from ..reports import spread
 from ..store.codec import TokenCodec
 from ..workflows.track import crop_box, track_probabilities, track_video
 from .scenes import write_scene
@@ -142,9 +143,6 @@ def bench_track(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
                 row["attributes"] = {"people": len(keep), "tracklet_f1": f1(tracklet), "per_frame_vote_f1": f1(voted)}
         log(f"track seed {seed}: {row}")
         per_seed.append(row)
-
-    def spread(values: list[float]) -> dict[str, float]:
-        return {"mean": float(np.mean(values)), "std": float(np.std(values))}
 
     summary = {
         "checkpoint": run, "people": sizes.track_people, "seconds": sizes.track_seconds, "seeds": sizes.track_seeds,

@@ -13,16 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
-
 from ..config import EvalConfig, TrainConfig, configure
 from ..errors import ParError
 from ..options import results_view
 from ..outputs import atomic_write, claim_dir, exclusive, write_json, write_text
-from ..reports import csv_text, line_plot, markdown_table
+from ..reports import csv_text, line_plot, markdown_table, pct, pct_spread, spread
 from ..run import RunFolder, read_checkpoint_meta
 from ..store.reader import TokenStore
-from ..sweep import load_variants, main_frames
+from ..sweep import f1_against_frames, load_variants, main_frames
 from .evaluate import evaluate_checkpoint
 from .train import train
 
@@ -103,30 +101,25 @@ def summarise(points: list[SweepPoint], results: list[dict[str, Any]]) -> list[d
     for (variant, T), runs in rows.items():
         row: dict[str, Any] = {"variant": variant, "frames": T, "seeds": len(runs)}
         for k in ("precision", "recall", "f1", "mA", "label_mA"):
-            vals = np.array([r[k] for r in runs])
-            row[k], row[f"{k}_std"] = float(vals.mean()), float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            s = spread([r[k] for r in runs])
+            row[k], row[f"{k}_std"] = s["mean"], s["std"]
         row["runs"] = runs
         out.append(row)
     return out
-
-
-def _cell(row: dict[str, Any], k: str) -> str:
-    return f"{100 * row[k]:.2f}" + (f" ± {100 * row[k + '_std']:.2f}" if row["seeds"] > 1 else "")
 
 
 def results_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     variants = load_variants()
     frames = sorted({r["frames"] for r in rows})
     t_main = main_frames(frames)
-    table1 = [[variants[r["variant"]]["label"], _cell(r, "precision"), _cell(r, "recall"), _cell(r, "f1")]
+    table1 = [[variants[r["variant"]]["label"], *(pct_spread(r, k) for k in ("precision", "recall", "f1"))]
               for r in rows if r["frames"] == t_main]
     by_variant = {
         v: {r["frames"]: r for r in rows if r["variant"] == v} for v in dict.fromkeys(r["variant"] for r in rows)
     }
-    table3 = [[variants[v]["label"], *(_cell(cells[T], "f1") if T in cells else "" for T in frames)]
+    table3 = [[variants[v]["label"], *(pct_spread(cells[T], "f1") if T in cells else "" for T in frames)]
               for v, cells in by_variant.items()]
-    grid = [[r["variant"], r["frames"], _cell(r, "precision"), _cell(r, "recall"), _cell(r, "f1"), _cell(r, "mA")]
-            for r in rows]
+    grid = [[r["variant"], r["frames"], *(pct_spread(r, k) for k in ("precision", "recall", "f1", "mA"))] for r in rows]
     return (f"# Ablation on {meta['store']}\n\nRecipe {meta['recipe']}, {meta['epochs']} epochs per run, "
             f"{meta['seeds']} seed(s) (mean ± std over seeds), model `{meta['model']}`; protocol means over the "
             f"{meta['groups']} attribute groups, threshold {meta['threshold']} (present when above), percent. Each "
@@ -139,18 +132,13 @@ def results_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 
 def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    variants = load_variants()
     keys = ["precision", "recall", "f1", "mA", "label_mA"]
     header = ["variant", "frames", "seeds", *keys, *(f"{k}_std" for k in keys)]
-    csv_rows = [[r["variant"], r["frames"], r["seeds"], *(f"{100 * r[k]:.2f}" for k in header[3:])] for r in rows]
+    csv_rows = [[r["variant"], r["frames"], r["seeds"], *(pct(r[k]) for k in header[3:])] for r in rows]
     write_json(out / "ablation.json", {"format": ABLATION_FORMAT, "version": ABLATION_VERSION, **meta, "rows": rows})
     write_text(out / "ablation.csv", csv_text(header, csv_rows))
     write_text(out / "ablation.md", results_markdown(rows, meta))
-    series = {}
-    for v in dict.fromkeys(r["variant"] for r in rows):
-        pts = sorted((r for r in rows if r["variant"] == v), key=lambda r: r["frames"])
-        series[variants[v]["label"]] = ([p["frames"] for p in pts], [100 * p["f1"] for p in pts],
-                                        [100 * p["f1_std"] for p in pts] if meta["seeds"] > 1 else None)
+    series = {label: (s.frames, s.f1, s.std) for label, s in f1_against_frames(rows).items()}
     atomic_write(out / "ablation.png", lambda tmp: line_plot(tmp, series, "frames per tracklet (T)", "F1 (%)",
                                                               "VTF-PAR ablation: F1 against frames"))
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParError
+from ..footage import TRACKS_FORMAT
 
 SEARCH_FORMAT = "par-search"
 CONDITION = re.compile(r"^\s*(?P<name>[^=<>]+?)\s*(?:=\s*(?P<value>[^=<>]+?))?\s*(?:>=\s*(?P<p>[0-9.]+))?\s*$")
@@ -78,7 +79,7 @@ def search(out: Path, conditions: list[str]) -> dict[str, Any]:
             doc = json.loads(path.read_text())
         except (OSError, ValueError):
             raise ParError(f"{path}: not readable JSON; run `par track` again") from None
-        if doc.get("format") != "par-tracks":
+        if doc.get("format") != TRACKS_FORMAT:
             raise ParError(f"{path}: not a par track output")
         parsed = [parse_condition(c, doc["groups"], doc["attributes"]) for c in conditions]
         for t in doc["tracks"]:

@@ -33,6 +33,7 @@ from ..data.schema import AttributeSchema, schema_from_dict
 from ..data.video import FrameSource
 from ..engine.metrics import describe, group_answers
 from ..errors import ParError
+from ..footage import TRACKS_FORMAT, TRACKS_VERSION
 from ..footage.detect import FileDetections, MotionDetector, TorchvisionDetector, detections_of
 from ..footage.tracking import PersonTracker, Track, TrackerOptions
 from ..model.checkpoint import load_checkpoint
@@ -68,8 +69,6 @@ class StageClock:
             yield item
 
 
-TRACKS_FORMAT = "par-tracks"
-TRACKS_VERSION = 1
 TRACKS_KIND = "tracks"
 CROPS_KIND = "tracked crops"
 Progress = Callable[[str, int, int | None], None]
