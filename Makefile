@@ -45,10 +45,10 @@ TRACK_MINUTES ?= 1 10
 # The page tests open report.html and tracks.html in Debian's chromium (Playwright drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
 # make test: every behaviour once, on 2 processes; make test-all adds the slow variants (kill -9 at ten random points).
-# Groups of tests (a file, or a part of one: tests/conftest.py) go to the processes whole, longest first, and the 15
-# slowest steps are listed at the end, so every run shows where the time went.
+# Scopes of tests (a file, or a class in one: tests/conftest.py) go to the processes whole, longest first, and the
+# 15 slowest steps are listed at the end, so every run shows where the time went.
 TEST_PROCESSES ?= 2
-TEST_DIST := --dist loadgroup --no-loadscope-reorder --durations=15
+TEST_DIST := --dist loadscope --no-loadscope-reorder --durations=15
 
 .PHONY: setup browser test test-all lint demo bench track-bench ablation clean
 

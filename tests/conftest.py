@@ -403,27 +403,22 @@ def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
     return folder
 
 
-# xdist groups (`make test` runs `--dist loadgroup`): a file's tests stay together unless they name a group of
-# their own (a test file whose parts share state through `shared_once` splits into groups that two processes run
-# side by side). Groups start in this order, the longest first, so that neither process ends with a long one alone;
-# the builders of shared state come first, so that its users find it ready.
-LONGEST_FIRST = ("readme-mars", "make-demo", "test_bench.py", "make-bench", "test_kill.py", "test_track.py",
-                 "readme-compare", "test_packaging.py", "test_train.py", "readme-footage", "test_faults.py",
-                 "readme-duke", "readme-torchrun", "readme-import", "make-ablation", "readme-predict")
+# `make test` hands whole scopes to its two processes (`--dist loadscope`): a test file, or a test class in it. A
+# file's tests stay together; a file whose parts share state through `shared_once` splits into classes that two
+# processes run side by side. Scopes start in this order, the longest first, so that neither process ends with a
+# long one alone; the builders of shared state come first, so that its users find it ready.
+LONGEST_FIRST = ("TestMarsWorkflow", "TestMakeDemo", "test_bench.py", "TestMakeBench", "test_kill.py", "test_track.py",
+                 "TestAblationAndComparison", "test_packaging.py", "test_train.py", "TestFootage", "test_faults.py",
+                 "TestDuke", "TestTorchrun", "TestImport", "TestMakeAblation", "TestPredict")
 
 
-def xdist_group(item) -> str:
-    marks = [m.args[0] for m in item.iter_markers("xdist_group")]
-    return marks[0] if marks else item.path.name
+def test_scope(item) -> str:
+    """The scope a test goes to a test process with: its class, or else its file."""
+    return item.cls.__name__ if item.cls is not None else item.path.name
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.path.name))
-
     def rank(item):
-        group = xdist_group(item)
-        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+        scope = test_scope(item)
+        return LONGEST_FIRST.index(scope) if scope in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)

@@ -11,7 +11,7 @@ def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
     env = par_env({"OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
                    "CLIP": "par-tiny-clip", "FUSION": "vtf-par-small", "TRACKLETS": "3", "FRAMES": "3", "BATCH": "8",
                    "TRAIN_BATCH": "2", "EPOCHS": "2", "HOST_FRAMES": "128", "PRECISIONS": "fp32",
-                   "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1 0.2", "PY": str(ROOT / ".venv" / "bin" / "python"),
+                   "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "PY": str(ROOT / ".venv" / "bin" / "python"),
                    "WHEELS": str(tmp_path / "no-wheels"),
                    "PATH": os.environ["PATH"]})
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=ROOT, env=env, capture_output=True,

@@ -73,133 +73,134 @@ def readme_example_rows() -> list[tuple[str, str]]:
     return re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \(\d\.\d\d\)\s+│", block)
 
 
-@pytest.mark.xdist_group("make-demo")
-def test_make_demo_and_the_readme_prediction_example(demo):
-    work = demo.work
-    assert "majority-value baseline" in demo.out["demo"] and (work / "demo" / "report" / "report.md").is_file()
-    assert (work / "demo" / "run" / "eval-test" / "metrics.json").is_file()
-    tracklet = sorted((work / "demo" / "mars" / "bbox_test").rglob("*.jpg"))[0].name[:11]
-    predicted = run_script([readme_predict_example().replace(EXAMPLE_TRACKLET, tracklet)], {}, work, ENV)
-    # the example as a fresh demo prints it: the same groups in the same order, each an answer and its probability
-    shown = re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \((\d\.\d\d)\)\s+│", predicted)
-    assert f"{tracklet} (" in predicted
-    assert [g for g, _, _ in shown] == [g for g, _ in readme_example_rows()] and len(shown) == 14
+class TestMakeDemo:
+    """`make demo` (made once for the whole run) and what the README shows after it."""
+
+    def test_make_demo_and_the_readme_prediction_example(self, demo):
+        work = demo.work
+        assert "majority-value baseline" in demo.out["demo"] and (work / "demo" / "report" / "report.md").is_file()
+        assert (work / "demo" / "run" / "eval-test" / "metrics.json").is_file()
+        tracklet = sorted((work / "demo" / "mars" / "bbox_test").rglob("*.jpg"))[0].name[:11]
+        predicted = run_script([readme_predict_example().replace(EXAMPLE_TRACKLET, tracklet)], {}, work, ENV)
+        # the example as a fresh demo prints it: the same groups in the same order, each an answer and its probability
+        shown = re.findall(r"│ (\S[^│]*?)\s+│ (\S[^│]*?) \((\d\.\d\d)\)\s+│", predicted)
+        assert f"{tracklet} (" in predicted
+        assert [g for g, _, _ in shown] == [g for g, _ in readme_example_rows()] and len(shown) == 14
+
+    def test_make_demo_ends_with_a_report_page(self, demo, open_page):
+        """`make demo`'s last step writes demo/report/report.html: it opens in the browser, whole."""
+        work = demo.work
+        path = work / "demo" / "report" / "report.html"
+        opened = open_page(path)
+        opened.check_clean(path)
+        metrics = json.loads((work / "demo" / "run" / "eval-test" / "metrics.json").read_text())
+        page = opened.page
+        summary = page.eval_on_selector_all("#summary-table tbody tr", "rs => rs.map(r => [r.cells[0].textContent, "
+                                            "r.cells[7].textContent])")
+        assert summary[1] == [f"{summary[0][0]}: majority-value baseline",
+                              f"{100 * metrics['baseline']['protocol']['mean']['f1']:.2f}"]
+        assert page.locator(".curve").count() == len(metrics["attributes"])
+        assert page.locator('.gallery[data-kind="worst"] .tracklet').count() == min(12, metrics["num_tracklets"])
+        assert page.locator(".gallery img").count() > 0 and page.locator(".gallery-note").count() == 0
+
+    def test_readme_screenshots_script(self, demo, tmp_path):
+        """scripts/readme_screenshots.py (the README's docs/*.png) after `make demo`: three real screenshots."""
+        import sys
+
+        from PIL import Image
+
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_screenshots.py"), str(demo.work / "demo"),
+                        str(tmp_path / "shots")], cwd=demo.work, env=ENV, check=True, capture_output=True, timeout=600)
+        for name in ("report.png", "report-tracklets.png", "tracks.png"):
+            with Image.open(tmp_path / "shots" / name) as im:
+                lo, hi = im.convert("L").getextrema()
+                assert im.size == (1280, 760) and hi - lo > 100, name
 
 
-@pytest.mark.xdist_group("make-ablation")
-def test_make_ablation(ablation):
-    results = json.loads((ablation.work / "results" / "ablation.json").read_text())
-    assert len(results["rows"]) == 4 and results["seeds"] == 2  # 2 variants x FRAMES "1 2", 2 seeds each
-    assert {(r["variant"], r["frames"]) for r in results["rows"]} == {(v, t) for v in ("fusion", "no-fusion")
-                                                                      for t in (1, 2)}
+class TestMakeAblation:
+    """`make ablation` in the demo's folder."""
+
+    def test_make_ablation(self, ablation):
+        results = json.loads((ablation.work / "results" / "ablation.json").read_text())
+        assert len(results["rows"]) == 4 and results["seeds"] == 2  # 2 variants x FRAMES "1 2", 2 seeds each
+        assert {(r["variant"], r["frames"]) for r in results["rows"]} == {(v, t) for v in ("fusion", "no-fusion")
+                                                                          for t in (1, 2)}
+
+    def test_make_ablation_report_page(self, ablation, open_page):
+        """`make ablation` ends with results/report/report.html: the paper's Table 1 and Table 3 views and F1 against
+        frames with the seed spread, as ablation.json holds them."""
+        results = json.loads((ablation.work / "results" / "ablation.json").read_text())
+        path = ablation.work / "results" / "report" / "report.html"
+        opened = open_page(path)
+        opened.check_clean(path)
+        page = opened.page
+        table3 = page.eval_on_selector_all("#ablation-table3-0 tbody tr",
+                                           "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))")
+        by = {(r["variant"], r["frames"]): r for r in results["rows"]}
+        from par_pipeline.sweep import load_variants
+
+        labels = {v: d["label"] for v, d in load_variants().items()}
+        assert table3 == [[labels[v], *(f"{100 * by[v, t]['f1']:.2f} ± {100 * by[v, t]['f1_std']:.2f}" for t in (1, 2))]
+                          for v in ("fusion", "no-fusion")]
+        assert page.locator("#ablation-0 ~ svg.chart polyline").count() == 2  # one line per variant
+        assert page.locator("#ablation-table1-0 tbody tr").count() == 2
 
 
-@pytest.mark.xdist_group("make-demo")
-def test_make_demo_ends_with_a_report_page(demo, open_page):
-    """`make demo`'s last step writes demo/report/report.html: it opens in the browser, whole."""
-    work = demo.work
-    path = work / "demo" / "report" / "report.html"
-    opened = open_page(path)
-    opened.check_clean(path)
-    metrics = json.loads((work / "demo" / "run" / "eval-test" / "metrics.json").read_text())
-    page = opened.page
-    summary = page.eval_on_selector_all("#summary-table tbody tr", "rs => rs.map(r => [r.cells[0].textContent, "
-                                        "r.cells[7].textContent])")
-    assert summary[1] == [f"{summary[0][0]}: majority-value baseline",
-                          f"{100 * metrics['baseline']['protocol']['mean']['f1']:.2f}"]
-    assert page.locator(".curve").count() == len(metrics["attributes"])
-    assert page.locator('.gallery[data-kind="worst"] .tracklet').count() == min(12, metrics["num_tracklets"])
-    assert page.locator(".gallery img").count() > 0 and page.locator(".gallery-note").count() == 0
+class TestMakeBench:
+    """`make bench` and `make track-bench` in the demo's folder."""
+
+    def test_make_bench_writes_every_documented_figure(self, bench):
+        assert "pipeline / model-only" in bench.out["bench"] and "sweep speedup" in bench.out["bench"]
+        data = json.loads((bench.work / "bench" / "bench.json").read_text())
+        e, t, p, s = data["extract"], data["train"], data["predict"], data["sweep"]
+        assert e["raw_floor_bytes"] == 2 * 197 * 512 and e["bytes_over_floor"] <= 1.02
+        assert e["int8_bytes_per_frame"] / e["raw_floor_bytes"] <= 0.51
+        assert e["chunks"] == [1, 197, 512] and e["pipeline_fps"] > 0 and e["model_only_fps"] > 0
+        assert e["dtype_vs_fp32"]["int8"]["min_token_cosine"] >= 0.999 and "bf16" in e["precision_vs_fp32"]
+        assert (
+            t["store_samples_per_s"] > 0 and t["loader_cold_samples_per_s"] > 0
+            and t["int8_loader_warm_samples_per_s"] > 0
+        )
+        assert (
+            t["disk_random_read"]["one_at_a_time_rows_per_s"] > 0
+            and t["checksum_verification"]["ms_per_row_verify_always"] > 0
+        )
+        assert p["tracklets"] == 4 and set(s["reference_s"]) == {"1", "2"} and s["projected_speedup"] > 0
+        for dtype in ("float16", "int8"):
+            host = e["host_loop"][dtype]
+            assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0
+
+    def test_make_track_bench(self, bench):
+        """`make track-bench` with the demo's model: every documented figure, added to bench.json beside the rest."""
+        data = json.loads((bench.work / "bench" / "bench.json").read_text())
+        k = data["track"]
+        assert "extract" in data and k["seeds"] == 1 and k["checkpoint"] == "demo/run"
+        # a 4 s scene is too short to score the tracking; the figures are there and in range
+        assert 0 <= k["ground_truth_idf1"]["mean"] <= 1 and k["ground_truth_mota"]["mean"] <= 1
+        assert 0 <= k["tracklet_f1"]["mean"] <= 1 and 0 <= k["per_frame_vote_f1"]["mean"] <= 1
+        assert set(k["stage_share"]) >= {"decode", "detect", "track", "crop", "clip", "fusion"}
+        assert abs(sum(k["stage_share"].values()) - 1) < 1e-6 and k["frames_per_s"] > 0
+        assert set(k["peak_memory_mb"]) == {"0.1 min", "0.2 min"} and "track peak memory" in bench.out["bench"]
 
 
-@pytest.mark.xdist_group("make-demo")
-def test_readme_screenshots_script(demo, tmp_path):
-    """scripts/readme_screenshots.py (the README's docs/*.png) after `make demo`: three real screenshots."""
-    import sys
+class TestMakeClean:
+    """`make clean` and the demo folder rule, in a copy of the demo's folder."""
 
-    from PIL import Image
-
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "readme_screenshots.py"), str(demo.work / "demo"),
-                    str(tmp_path / "shots")], cwd=demo.work, env=ENV, check=True, capture_output=True, timeout=600)
-    for name in ("report.png", "report-tracklets.png", "tracks.png"):
-        with Image.open(tmp_path / "shots" / name) as im:
-            lo, hi = im.convert("L").getextrema()
-            assert im.size == (1280, 760) and hi - lo > 100, name
-
-
-@pytest.mark.xdist_group("make-ablation")
-def test_make_ablation_report_page(ablation, open_page):
-    """`make ablation` ends with results/report/report.html: the paper's Table 1 and Table 3 views and F1 against
-    frames with the seed spread, as ablation.json holds them."""
-    results = json.loads((ablation.work / "results" / "ablation.json").read_text())
-    path = ablation.work / "results" / "report" / "report.html"
-    opened = open_page(path)
-    opened.check_clean(path)
-    page = opened.page
-    table3 = page.eval_on_selector_all("#ablation-table3-0 tbody tr",
-                                       "rs => rs.map(r => Array.from(r.cells).map(c => c.textContent))")
-    by = {(r["variant"], r["frames"]): r for r in results["rows"]}
-    from par_pipeline.sweep import load_variants
-
-    labels = {v: d["label"] for v, d in load_variants().items()}
-    assert table3 == [[labels[v], *(f"{100 * by[v, t]['f1']:.2f} ± {100 * by[v, t]['f1_std']:.2f}" for t in (1, 2))]
-                      for v in ("fusion", "no-fusion")]
-    assert page.locator("#ablation-0 ~ svg.chart polyline").count() == 2  # one line per variant
-    assert page.locator("#ablation-table1-0 tbody tr").count() == 2
-
-
-@pytest.mark.xdist_group("make-bench")
-def test_make_bench_writes_every_documented_figure(bench):
-    assert "pipeline / model-only" in bench.out["bench"] and "sweep speedup" in bench.out["bench"]
-    data = json.loads((bench.work / "bench" / "bench.json").read_text())
-    e, t, p, s = data["extract"], data["train"], data["predict"], data["sweep"]
-    assert e["raw_floor_bytes"] == 2 * 197 * 512 and e["bytes_over_floor"] <= 1.02
-    assert e["int8_bytes_per_frame"] / e["raw_floor_bytes"] <= 0.51
-    assert e["chunks"] == [1, 197, 512] and e["pipeline_fps"] > 0 and e["model_only_fps"] > 0
-    assert e["dtype_vs_fp32"]["int8"]["min_token_cosine"] >= 0.999 and "bf16" in e["precision_vs_fp32"]
-    assert (
-        t["store_samples_per_s"] > 0 and t["loader_cold_samples_per_s"] > 0 and t["int8_loader_warm_samples_per_s"] > 0
-    )
-    assert (
-        t["disk_random_read"]["one_at_a_time_rows_per_s"] > 0
-        and t["checksum_verification"]["ms_per_row_verify_always"] > 0
-    )
-    assert p["tracklets"] == 4 and set(s["reference_s"]) == {"1", "2"} and s["projected_speedup"] > 0
-    for dtype in ("float16", "int8"):
-        host = e["host_loop"][dtype]
-        assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0
-
-
-@pytest.mark.xdist_group("make-bench")
-def test_make_track_bench(bench):
-    """`make track-bench` with the demo's model: every documented figure, added to bench.json beside the rest."""
-    data = json.loads((bench.work / "bench" / "bench.json").read_text())
-    k = data["track"]
-    assert "extract" in data and k["seeds"] == 1 and k["checkpoint"] == "demo/run"
-    # a 4 s scene is too short to score the tracking; the figures are there and in range
-    assert 0 <= k["ground_truth_idf1"]["mean"] <= 1 and k["ground_truth_mota"]["mean"] <= 1
-    assert 0 <= k["tracklet_f1"]["mean"] <= 1 and 0 <= k["per_frame_vote_f1"]["mean"] <= 1
-    assert set(k["stage_share"]) >= {"decode", "detect", "track", "crop", "clip", "fusion"}
-    assert abs(sum(k["stage_share"].values()) - 1) < 1e-6 and k["frames_per_s"] > 0
-    assert set(k["peak_memory_mb"]) == {"0.1 min", "0.2 min"} and "track peak memory" in bench.out["bench"]
-
-
-@pytest.mark.xdist_group("make-clean")
-def test_make_clean_and_the_demo_folder_rule(demo, ablation, bench, tmp_path):
-    """`make demo` replaces only its own folder (its recipe's replacement step, with the pipeline's commands stood in
-    for by `true`), refuses a folder it did not make, and `make clean` removes only what the Makefile made: in a copy
-    of the folder the other make tests read."""
-    work = workdir(tmp_path)
-    for name in ("demo", "results", "bench"):
-        shutil.copytree(demo.work / name, work / name, symlinks=True)
-    run_script(["make demo PAR=true"], {}, work, ENV)
-    assert sorted(p.name for p in (work / "demo").iterdir()) == [".par-demo"]  # the earlier demo was replaced
-    (work / "mine").mkdir()
-    out = run_script(["make clean DEMO=mine"], {}, work, ENV)
-    assert (work / "mine").is_dir() and "kept mine" in out and not (work / "results").exists()
-    run_script(["make clean"], {}, work, ENV)
-    assert not (work / "demo").exists() and not (work / "bench").exists()
-    (work / "other").mkdir()
-    (work / "other" / "x").write_text("x")
-    proc = subprocess.run(["make", "demo", "DEMO=other"], cwd=work, env=ENV, capture_output=True, text=True)
-    assert proc.returncode != 0 and (work / "other" / "x").read_text() == "x"
+    def test_make_clean_and_the_demo_folder_rule(self, demo, ablation, bench, tmp_path):
+        """`make demo` replaces only its own folder (its recipe's replacement step, with the pipeline's commands
+        stood in for by `true`), refuses a folder it did not make, and `make clean` removes only what the Makefile
+        made: in a copy of the folder the other make tests read."""
+        work = workdir(tmp_path)
+        for name in ("demo", "results", "bench"):
+            shutil.copytree(demo.work / name, work / name, symlinks=True)
+        run_script(["make demo PAR=true"], {}, work, ENV)
+        assert sorted(p.name for p in (work / "demo").iterdir()) == [".par-demo"]  # the earlier demo was replaced
+        (work / "mine").mkdir()
+        out = run_script(["make clean DEMO=mine"], {}, work, ENV)
+        assert (work / "mine").is_dir() and "kept mine" in out and not (work / "results").exists()
+        run_script(["make clean"], {}, work, ENV)
+        assert not (work / "demo").exists() and not (work / "bench").exists()
+        (work / "other").mkdir()
+        (work / "other" / "x").write_text("x")
+        proc = subprocess.run(["make", "demo", "DEMO=other"], cwd=work, env=ENV, capture_output=True, text=True)
+        assert proc.returncode != 0 and (work / "other" / "x").read_text() == "x"

@@ -182,79 +182,97 @@ def test_every_readme_block_is_run():
     assert len(readme_blocks()) == len(claimed) + 1 and readme_blocks()[0] not in claimed
 
 
-@pytest.mark.xdist_group("readme-mars")
-def test_readme_mars_workflow(mars_folder):
-    work = mars_folder.work
-    assert (work / "runs" / "t6" / "eval-test" / "metrics.json").is_file()
-    report = (work / "runs" / "t6" / "report" / "report.md").read_text()
-    assert "par eval" in report and "test-selected as the reference" in report
-    meta = json.loads((work / "runs" / "t6" / "best.json").read_text())
-    assert meta["store_identity"]["weights"]["name"] == "ViT-B-16.pt" and meta["fusion_init"]["kind"] == "file"
-    assert meta["recipe"]["name"] == "vtf-par-official-tiny" and meta["store_identity"]["clip_model"] == "par-tiny-clip"
-    assert "all checks passed" in " ".join(mars_folder.out.split())  # par verify's table title, wrapped
+class TestMarsWorkflow:
+    """The MARS workflow block (run once for the whole run by `mars_folder`)."""
+
+    def test_readme_mars_workflow(self, mars_folder):
+        work = mars_folder.work
+        assert (work / "runs" / "t6" / "eval-test" / "metrics.json").is_file()
+        report = (work / "runs" / "t6" / "report" / "report.md").read_text()
+        assert "par eval" in report and "test-selected as the reference" in report
+        meta = json.loads((work / "runs" / "t6" / "best.json").read_text())
+        assert meta["store_identity"]["weights"]["name"] == "ViT-B-16.pt" and meta["fusion_init"]["kind"] == "file"
+        assert meta["recipe"]["name"] == "vtf-par-official-tiny"
+        assert meta["store_identity"]["clip_model"] == "par-tiny-clip"
+        assert "all checks passed" in " ".join(mars_folder.out.split())  # par verify's table title, wrapped
 
 
-@pytest.mark.xdist_group("readme-torchrun")
-def test_readme_torchrun(mars_folder):
-    """Two ranks under torchrun write the store one process writes, byte for byte, and train a run."""
-    mars_folder.run("torchrun")
-    work = mars_folder.work
-    assert (work / "runs" / "ddp" / "best.json").is_file()
-    single, ranks = TokenStore(work / "mars.zarr"), TokenStore(work / "mars.zarr.ddp")
-    rows = np.arange(single.tokens.shape[0])
-    assert np.array_equal(single.read_rows(rows)[0], ranks.read_rows(rows)[0]) and single.attrs == ranks.attrs
+class TestTorchrun:
+    """The torchrun block, continuing the MARS folder."""
+
+    def test_readme_torchrun(self, mars_folder):
+        """Two ranks under torchrun write the store one process writes, byte for byte, and train a run."""
+        mars_folder.run("torchrun")
+        work = mars_folder.work
+        assert (work / "runs" / "ddp" / "best.json").is_file()
+        single, ranks = TokenStore(work / "mars.zarr"), TokenStore(work / "mars.zarr.ddp")
+        rows = np.arange(single.tokens.shape[0])
+        assert np.array_equal(single.read_rows(rows)[0], ranks.read_rows(rows)[0]) and single.attrs == ranks.attrs
 
 
-@pytest.mark.xdist_group("readme-compare")
-def test_readme_ablation_and_the_comparison_page(mars_folder, open_page):
-    """`make ablation` on the MARS store, then a run with held-out persons, its evaluations and report.html of both
-    runs and the ablation: the run that held out persons has thresholds tuned on them."""
-    mars_folder.run("ablation", "compare")
-    work = mars_folder.work
-    assert len(json.loads((work / "results" / "ablation.json").read_text())["rows"]) == 4  # 2 variants x 2 frames
-    page = work / "runs" / "compare" / "report.html"
-    opened = open_page(page)
-    opened.check_clean(page)
-    labels = opened.page.eval_on_selector_all("#summary-table tbody tr", "rs => rs.map(r => r.cells[0].textContent)")
-    assert labels[0].startswith("t6: best on the test split") and any(x.startswith("t6-val: best on") for x in labels)
-    tables = opened.page.eval_on_selector_all('table[id^="attributes-"] thead', "ts => ts.map(t => t.textContent)")
-    assert ["threshold tuned on val" in t for t in tables] == [False, True]
-    assert opened.page.locator("#ablation-table3-0 tbody tr").count() == 2
+class TestAblationAndComparison:
+    """`make ablation` and the comparison block, continuing the MARS folder."""
+
+    def test_readme_ablation_and_the_comparison_page(self, mars_folder, open_page):
+        """`make ablation` on the MARS store, then a run with held-out persons, its evaluations and report.html of both
+        runs and the ablation: the run that held out persons has thresholds tuned on them."""
+        mars_folder.run("ablation", "compare")
+        work = mars_folder.work
+        assert len(json.loads((work / "results" / "ablation.json").read_text())["rows"]) == 4  # 2 variants x 2 frames
+        page = work / "runs" / "compare" / "report.html"
+        opened = open_page(page)
+        opened.check_clean(page)
+        labels = opened.page.eval_on_selector_all("#summary-table tbody tr",
+                                                  "rs => rs.map(r => r.cells[0].textContent)")
+        assert labels[0].startswith("t6: best on the test split")
+        assert any(x.startswith("t6-val: best on") for x in labels)
+        tables = opened.page.eval_on_selector_all('table[id^="attributes-"] thead', "ts => ts.map(t => t.textContent)")
+        assert ["threshold tuned on val" in t for t in tables] == [False, True]
+        assert opened.page.locator("#ablation-table3-0 tbody tr").count() == 2
 
 
-@pytest.mark.xdist_group("readme-duke")
-def test_readme_duke(user_data, tmp_path):
-    """The Duke block in a folder of its own (it needs nothing of the MARS block but the variables)."""
-    folder = UserFolder(workdir(tmp_path), {**user_data, "STORE": str(tmp_path / "unused.zarr")}, "")
-    folder.run("duke")
-    duke = json.loads((folder.work / "runs" / "duke" / "eval-test" / "metrics.json").read_text())
-    assert len(duke["attributes"]) == 36 and len(duke["protocol"]["groups"]) == 12
+class TestDuke:
+    """The Duke block, in a folder of its own."""
+
+    def test_readme_duke(self, user_data, tmp_path):
+        """The Duke block in a folder of its own (it needs nothing of the MARS block but the variables)."""
+        folder = UserFolder(workdir(tmp_path), {**user_data, "STORE": str(tmp_path / "unused.zarr")}, "")
+        folder.run("duke")
+        duke = json.loads((folder.work / "runs" / "duke" / "eval-test" / "metrics.json").read_text())
+        assert len(duke["attributes"]) == 36 and len(duke["protocol"]["groups"]) == 12
 
 
-@pytest.mark.xdist_group("readme-import")
-def test_readme_import_the_authors_checkpoint(mars_folder):
-    mars_folder.run("import")
-    work = mars_folder.work
-    authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())
-    assert authors["selection"].startswith("imported from VTF-Pretrain.pth") and authors["frames"] == 6
-    assert "imported from VTF-Pretrain.pth" in (work / "runs" / "authors" / "report" / "report.md").read_text()
+class TestImport:
+    """The authors' checkpoint block, continuing the MARS folder."""
+
+    def test_readme_import_the_authors_checkpoint(self, mars_folder):
+        mars_folder.run("import")
+        work = mars_folder.work
+        authors = json.loads((work / "runs" / "authors" / "eval-test" / "metrics.json").read_text())
+        assert authors["selection"].startswith("imported from VTF-Pretrain.pth") and authors["frames"] == 6
+        assert "imported from VTF-Pretrain.pth" in (work / "runs" / "authors" / "report" / "report.md").read_text()
 
 
-@pytest.mark.xdist_group("readme-predict")
-def test_readme_predict(mars_folder):
-    mars_folder.run("predict")
-    preds = json.loads((mars_folder.work / "predictions.json").read_text())
-    assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
+class TestPredict:
+    """The prediction block, continuing the MARS folder."""
+
+    def test_readme_predict(self, mars_folder):
+        mars_folder.run("predict")
+        preds = json.loads((mars_folder.work / "predictions.json").read_text())
+        assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
 
 
-@pytest.mark.xdist_group("readme-footage")
-def test_readme_people_in_footage(mars_folder):
-    """par track on footage, its crops into a dataset and a store, a synthetic scene with ground truth, par search."""
-    mars_folder.run("footage")
-    work = mars_folder.work
-    people = json.loads((work / "people" / "tracks.json").read_text())
-    assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
-    assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
-    assert json.loads((work / "found.json").read_text())["format"] == "par-search"
-    scene = json.loads((work / "scene-people" / "tracks.json").read_text())
-    assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
+class TestFootage:
+    """The footage block, continuing the MARS folder."""
+
+    def test_readme_people_in_footage(self, mars_folder):
+        """par track on footage, its crops into a dataset and a store, a synthetic scene with ground truth, par
+        search."""
+        mars_folder.run("footage")
+        work = mars_folder.work
+        people = json.loads((work / "people" / "tracks.json").read_text())
+        assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
+        assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
+        assert json.loads((work / "found.json").read_text())["format"] == "par-search"
+        scene = json.loads((work / "scene-people" / "tracks.json").read_text())
+        assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
