@@ -22,6 +22,7 @@ TRAIN_BATCH=${TRAIN_BATCH:-64}
 EPOCHS=${EPOCHS:-5}
 HOST_FRAMES=${HOST_FRAMES:-16384}
 PRECISIONS=${PRECISIONS:-fp16 bf16}
+DECODERS=${DECODERS:-pil torchvision}  # JPEG decoding on the CPU (PIL) and on the device (torchvision)
 TRACK_SECONDS=${TRACK_SECONDS:-20}  # par track: one synthetic scene, and the memory videos below
 TRACK_MINUTES=${TRACK_MINUTES:-1 3}
 WORK=${WORK:-/tmp/par-gpu-check}
@@ -39,11 +40,12 @@ W=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
   echo "disk write speed where the stores go:"; dd if=/dev/zero of="$WORK/ddtest" bs=1M count=512 conv=fdatasync 2>&1 | tail -1
   rm -f "$WORK/ddtest"; } | tee "$OUT/machine.txt"
 FIRST=$(echo $PRECISIONS | cut -d' ' -f1)
+FIRST_D=$(echo $DECODERS | cut -d' ' -f1)
 # where the encoder's time goes (par's token path vs open_clip's pooled forward, a matmul for scale, top kernels)
 $PY scripts/profile_clip.py --clip-model "$CLIP" --device "$DEVICE" --precision "$FIRST" --batch "$BATCH" \
   2>&1 | tee "$OUT/profile_clip.txt"
 for P in $PRECISIONS; do
-  for D in pil torchvision; do
+  for D in $DECODERS; do
     $PY -m cli.main bench --part extract --clip-model "$CLIP" --device "$DEVICE" --precision "$P" --decode "$D" \
       --batch-size "$BATCH" --workers "$W" --tracklets "$TRACKLETS" --frames-per-tracklet "$FRAMES" \
       --host-frames "$HOST_FRAMES" --out "$WORK/b-$P-$D" 2>&1 | tee "$OUT/extract_${P}_$D.txt"
@@ -51,11 +53,11 @@ for P in $PRECISIONS; do
   done
 done
 $PY -m cli.main bench --part train,predict --device "$DEVICE" --fusion-model "$FUSION" --train-batch "$TRAIN_BATCH" \
-  --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-pil" 2>&1 | tee "$OUT/train.txt"
-cp "$WORK/b-$FIRST-pil/bench.json" "$OUT/train.json"
+  --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/train.txt"
+cp "$WORK/b-$FIRST-$FIRST_D/bench.json" "$OUT/train.json"
 $PY -m cli.main bench --part track --device "$DEVICE" --track-seeds 1 --track-seconds "$TRACK_SECONDS" \
-  --track-minutes "$TRACK_MINUTES" --out "$WORK/b-$FIRST-pil" 2>&1 | tee "$OUT/track.txt"
-cp "$WORK/b-$FIRST-pil/bench.json" "$OUT/track.json"
+  --track-minutes "$TRACK_MINUTES" --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/track.txt"
+cp "$WORK/b-$FIRST-$FIRST_D/bench.json" "$OUT/track.json"
 $PY - "$OUT" <<'EOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])

@@ -7,10 +7,12 @@ from conftest import ROOT, par_env
 
 
 def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
-    """scripts/gpu_check.sh, with its sizes shrunk through its variables and the device set to the CPU."""
+    """scripts/gpu_check.sh, with its sizes shrunk through its variables and the device set to the CPU (one decoder:
+    PIL decoding is `make bench`'s default, tested with the Makefile)."""
     env = par_env({"OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
                    "CLIP": "par-tiny-clip", "FUSION": "vtf-par-small", "TRACKLETS": "3", "FRAMES": "3", "BATCH": "8",
                    "TRAIN_BATCH": "2", "EPOCHS": "2", "HOST_FRAMES": "128", "PRECISIONS": "fp32",
+                   "DECODERS": "torchvision",
                    "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "PY": str(ROOT / ".venv" / "bin" / "python"),
                    "WHEELS": str(tmp_path / "no-wheels"),
                    "PATH": os.environ["PATH"]})
