@@ -8,7 +8,6 @@ watchdog ends them). Folder locks are never held by workers at all (`outputs.exc
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import signal
@@ -22,8 +21,8 @@ def _stop_with_parent(parent: int, _worker_id: int | None = None) -> None:
     if os.getppid() != parent:
         return  # started by a fork server or spawned: not a fork of the parent, holding nothing of its
     if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        # the process's own symbols (libc among them): find_library would run ldconfig in every worker start
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died between the check and the request
             os._exit(1)
 
