@@ -379,7 +379,8 @@ def open_page(browser):
 
 def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
     """A folder built once for the whole test run, by whichever test process asks first (the others wait for it):
-    state that tests in several xdist groups share, e.g. the README's MARS workflow that later blocks continue."""
+    state that several scopes (classes that different test processes run) share, e.g. the README's MARS workflow
+    that later blocks continue."""
     import shutil
 
     from filelock import FileLock
