@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from par_pipeline.config import (
@@ -22,6 +23,7 @@ from par_pipeline.config import (
 )
 from par_pipeline.data.layouts import LAYOUTS, DatasetLayout
 from par_pipeline.errors import ParError, one_line
+from par_pipeline.experiments import DEFAULT_EXPERIMENT
 from par_pipeline.options import COMMAND_LINE, parse_numbers
 from par_pipeline.reports import pct, pct_spread
 
@@ -31,7 +33,7 @@ try:  # Typer >= 0.17 carries its own click, whose exceptions derive from this
     from typer.exceptions import TyperException as UsageError
 except ImportError:  # older Typer raises click's
     from click import ClickException as UsageError
-from .ui import RateColumn, console, err_console, kv_table, progress_bar
+from .ui import RateColumn, console, err_console, kv_table, progress_bar, warn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Video pedestrian attribute recognition (VTF-PAR) on precomputed CLIP tokens.")
@@ -178,11 +180,12 @@ def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
         if recipe["overrides"]:
             console.print(f"recipe {recipe['name']}, overridden: {recipe['overrides']}")
         with Live(table, console=console, refresh_per_second=2):
-            best = train(cfg, recipe, own["resume"], dist, on_epoch)
+            best = train(cfg, recipe, own["resume"], dist, on_epoch, warn=warn)
         console.print(
             f"selected epoch {best['epoch']} ({'test' if cfg.selection == 'test' else 'validation'}-selected) "
             f"F1 {pct(best['f1'])}; checkpoints in {cfg.out}/ (best.json, last.json)"
         )
+        _print_trackers(Path(cfg.out))
     else:
         train(cfg, recipe, own["resume"], dist)
     dist.shutdown()
@@ -199,7 +202,7 @@ def _eval(own: dict[str, Any], given: dict[str, Any]) -> None:
     from par_pipeline.workflows.evaluate import evaluate_checkpoint
 
     cfg = _command_config("eval", own, given, {"store": own["store"], "checkpoint": own["checkpoint"]})
-    metrics = evaluate_checkpoint(cfg)
+    metrics = evaluate_checkpoint(cfg, warn)
     render_group_table(metrics, f"{cfg.split} split, T={metrics['frames']} ({metrics['sampling']}), "
                                 f"threshold {metrics['threshold']}: {metrics['selection']}")
     if cfg.baseline:
@@ -207,6 +210,16 @@ def _eval(own: dict[str, Any], given: dict[str, Any]) -> None:
         console.print(f"[bold]model F1 {pct(m['f1'])} (mA {pct(m['mA'])}) vs majority-value baseline "
                       f"F1 {pct(b['f1'])} (mA {pct(b['mA'])})[/]")
     console.print(f"wrote {metrics['out']}/metrics.json, groups.md, groups.csv, predictions.npz")
+    if metrics["trackers"]:
+        console.print(f"added to the run's tracked runs: {', '.join(metrics['trackers'])}")
+
+
+def _print_trackers(folder: Path, sweep: bool = False) -> None:
+    """Where each tracker that holds the run's (or the sweep's) figures shows them."""
+    from par_pipeline.experiments import read_record, where
+
+    for name, state in read_record(folder).items():
+        console.print(f"{name}: {where(name, folder, state, sweep)}", highlight=False, soft_wrap=True)
 
 
 CHECKPOINT = parameter("checkpoint", typer.Option(..., help="run folder, best.json/last.json or .safetensors"), str)
@@ -283,7 +296,7 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
                             description=f"{progress.tasks[run].description.split(' F1')[0]} F1 {100 * r['f1']:.1f}")
 
         rows = run_ablation(own["store"], own["out"], frame_list, own["variants"].split(), own["seeds"], own["recipe"],
-                            base, on_point, on_epoch)
+                            base, on_point, on_epoch, warn)
         progress.update(sweep, completed=progress.tasks[sweep].total)
     t = Table(title=f"ablation ({own['seeds']} seed(s))", title_justify="left")
     for col in ("variant", "T", "P", "R", "F1", "mA"):
@@ -293,6 +306,7 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
         t.add_row(r["variant"], str(r["frames"]), *cells)
     console.print(t)
     console.print(f"wrote {own['out']}/ablation.json, ablation.csv, ablation.md, ablation.png")
+    _print_trackers(Path(own["out"]), sweep=True)
 
 
 command_with_config(app, "ablation", TrainConfig, [
@@ -304,6 +318,26 @@ command_with_config(app, "ablation", TrainConfig, [
     RECIPE, CONFIG,
 ], _ablation, "Frame-count sweep and component ablation from one store: ablation.json/.csv/.md and ablation.png.",
     exclude=("frames", "seed", "out"))
+
+
+@app.command("export-logs")
+def export_logs(
+    runs: list[Path] = typer.Argument(..., help="run folders (par train) or ablation folders (par ablation)"),
+    to: str = typer.Option(..., "--to", help="tensorboard, mlflow or wandb (several separated by commas)"),
+    experiment: str = typer.Option(DEFAULT_EXPERIMENT, help="MLflow experiment / W&B project of runs not tracked "
+                                   "there yet"),
+) -> None:
+    """Send finished runs' log.jsonl and configuration to experiment trackers (what a tracker has is not sent again)."""
+    from par_pipeline.experiments import where
+    from par_pipeline.workflows.export_logs import export_logs as export
+
+    done = export(runs, parse_numbers("to", to, str), experiment, warn)
+    t = Table(title="exported", title_justify="left")
+    for col in ("run", "tracker", "epochs sent", "epochs there", "where"):
+        t.add_column(col, justify="right" if col.startswith("epochs") else "left")
+    for e in done:
+        t.add_row(str(e.run), e.tracker, str(e.sent), str(e.logged), where(e.tracker, e.run, e.state))
+    console.print(t)
 
 
 @app.command()
@@ -448,7 +482,7 @@ def run(argv: Optional[list[str]] = None) -> int:
     try:
         code = app(args=argv, prog_name="par", standalone_mode=False)
     except ParError as exc:
-        err_console.print(f"[bold red]error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
         return 2
     except UsageError as exc:
         from typer import rich_utils

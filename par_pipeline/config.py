@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from .data.layouts import LAYOUTS
 from .data.texts import TEXT_SOURCES
 from .errors import ParError
+from .experiments import DEFAULT_EXPERIMENT, TRACKERS
 from .options import as_dict, build, coerce, option, results_keys
 from .precision import PRECISIONS
 from .resources import load_json, shipped_names
@@ -114,6 +115,11 @@ class TrainConfig:
     workers: int | None = option(None, "loader processes (default: on a GPU its CPUs less 2, at most 16; on a CPU of "
                                  "up to 4 cores none, else 2)", minimum=0, affects_results=False)
     device: str = option("cpu", "cpu, cuda or cuda:N", affects_results=False)
+    log_to: list[str] = option([], "experiment trackers that also receive every epoch's figures (none by default; "
+                               "each is an optional extra: pip install 'par[NAME]')", choices=tuple(TRACKERS),
+                               affects_results=False)
+    experiment: str = option(DEFAULT_EXPERIMENT, "MLflow experiment / W&B project of --log-to",
+                             affects_results=False)
 
     @property
     def selection(self) -> str:

@@ -59,7 +59,7 @@ def list_item_type(cls: type, f: dataclasses.Field) -> type:
 
 
 def parse_numbers(name: str, text: str, item: type = int) -> list[Any]:
-    """Numbers from the command line, separated by commas or spaces (`--sweep-frames "1,2 4"`)."""
+    """Numbers (or names) from the command line, separated by commas or spaces (`--sweep-frames "1,2 4"`)."""
     try:
         return [item(v) for v in text.replace(",", " ").split()]
     except ValueError:
@@ -97,8 +97,10 @@ def coerce(cls: type, name: str, value: Any, where: str) -> Any:
         raise ParError(f"{named} must be {what}{' or null' if optional else ''}, got {value!r}; fix the value")
     if kind is float:
         value = float(value)
-    if spec.choices is not None and value not in spec.choices:
-        raise ParError(f"{named} must be one of {list(spec.choices)}, not {value!r}")
+    for choice in (value if kind is list else [value]) if spec.choices is not None else []:
+        if choice not in spec.choices:
+            raise ParError(f"{named} must be {'each ' if kind is list else ''}one of {list(spec.choices)}, "
+                           f"not {choice!r}")
     for number in (value if kind is list else [value]):
         if isinstance(number, (int, float)) and not isinstance(number, bool):
             if spec.minimum is not None and number < spec.minimum:
@@ -119,7 +121,7 @@ def _has_type(value: Any, kind: type, item: type | None) -> bool:
     if kind in (int, float):
         return _is_number(value, kind)
     if kind is list:
-        return isinstance(value, list) and all(_is_number(x, item) for x in value)
+        return isinstance(value, list) and all(_has_type(x, item, None) for x in value)
     return isinstance(value, kind)
 
 

@@ -5,6 +5,7 @@
     RUN/last.safetensors/.json  the latest epoch; RUN/last.state.pt: optimiser, schedule, RNG, history
     RUN/log.jsonl               one line per epoch
     RUN/eval-<split>[...]/      `par eval` outputs
+    RUN/trackers.json           with --log-to: the experiment trackers' runs (par_pipeline.experiments)
 
 An epoch's files are committed as one unit: all are written into RUN/.pending/, then a COMMIT file naming them,
 then they are moved into place. A crash before COMMIT leaves the previous epoch's set untouched (the pending
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 CHECKPOINT_FORMAT = "par-checkpoint"
 CHECKPOINT_VERSION = 2
 PENDING, COMMIT = ".pending", "COMMIT"
+LOG_FILE = "log.jsonl"
 RUN_KIND = "run"
 
 
@@ -85,6 +87,15 @@ class RunFolder:
             write_json(pending / COMMIT, {"files": list(files)})
             fault_point("committed")
         self.recover()
+
+    def read_log(self) -> list[dict[str, Any]]:
+        """The committed epochs' records, in order (log.jsonl)."""
+        path = self.path / LOG_FILE
+        try:
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, ValueError):
+            raise ParError(f"{path}: missing or damaged (it is written with every committed epoch); restore it, or "
+                           f"train the run again") from None
 
     def read_config(self) -> dict[str, Any]:
         try:

@@ -104,6 +104,14 @@ def standard_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) ->
             "instance_recall": inst["recall"], "instance_f1": float(f1)}
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's figures as log.jsonl, the ablation table and the experiment trackers carry them: the protocol
+    means over groups, label mA, and each group's F1."""
+    mean = metrics["protocol"]["mean"]
+    return {**{k: mean[k] for k in ("precision", "recall", "f1", "mA")}, "label_mA": metrics["standard"]["label_mA"],
+            "group_f1": {g["name"]: g["f1"] for g in metrics["protocol"]["groups"]}}
+
+
 def evaluate_predictions(probs: np.ndarray, labels: np.ndarray, boundaries: Sequence[int], group_names: Sequence[str],
                          threshold: float) -> dict[str, Any]:
     return {"threshold": threshold, "num_tracklets": int(len(labels)),

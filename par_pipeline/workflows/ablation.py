@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..config import EvalConfig, TrainConfig, configure
+from ..engine.metrics import headline
 from ..errors import ParError
+from ..experiments import Warn, check_trackers, open_sweep, sweep_figures
 from ..options import results_view
 from ..outputs import atomic_write, claim_dir, exclusive, write_json, write_text
 from ..reports import csv_text, line_plot, markdown_table, pct, pct_spread, spread
@@ -67,18 +69,21 @@ def plan_sweep(store_path: str, out: Path, frames: list[int], variants: list[str
     return points
 
 
-def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume, or reuse) one point and evaluate its selected checkpoint; returns the metrics."""
+def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+              group: dict[str, dict[str, Any]] | None = None, warn: Warn | None = None) -> dict[str, Any]:
+    """Train (or resume, or reuse) one point and evaluate its selected checkpoint; returns the metrics. With
+    --log-to, the point is a tracked run of its own in the sweep's `group`."""
     run = RunFolder(point.config.out)
     metrics_path = point_metrics(point)
     if metrics_path.exists():
         return json.loads(metrics_path.read_text())
     finished = run.exists() and read_checkpoint_meta(run.checkpoint_json("last"))[1]["epoch"] >= point.config.epochs
     if not finished:
-        train(point.config, point.recipe, resume=run.config_path.exists(), on_epoch=on_epoch)
+        train(point.config, point.recipe, resume=run.config_path.exists(), on_epoch=on_epoch, group=group,
+              warn=warn)
     return evaluate_checkpoint(EvalConfig(store=point.config.store, checkpoint=str(run.path),
                                           out=str(metrics_path.parent), workers=point.config.workers,
-                                          device=point.config.device))
+                                          device=point.config.device), warn)
 
 
 def point_metrics(point: SweepPoint) -> Path:
@@ -89,13 +94,7 @@ def summarise(points: list[SweepPoint], results: list[dict[str, Any]]) -> list[d
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for p, m in zip(points, results):
         rows.setdefault((p.variant, p.frames), []).append(
-            {
-                "seed": p.seed,
-                "run": p.key,
-                **m["protocol"]["mean"],
-                "label_mA": m["standard"]["label_mA"],
-                "group_f1": {g["name"]: g["f1"] for g in m["protocol"]["groups"]},
-            }
+            {"seed": p.seed, "run": p.key, **m["protocol"]["mean"], **headline(m)}
         )
     out = []
     for (variant, T), runs in rows.items():
@@ -145,19 +144,30 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
 
 def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[str], seeds: int, recipe: str | None,
                  base: Mapping[str, Any], on_point: Callable[[int, int, SweepPoint, bool], None] | None = None,
-                 on_epoch: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                 on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                 warn: Warn | None = None) -> list[dict[str, Any]]:
     out = Path(out)
     points = plan_sweep(store_path, out, frames, variants, seeds, recipe, base)
+    first = points[0].config
+    check_trackers(first.log_to)
     claim_dir(out, ABLATION_KIND)
     with exclusive(out, "ablation"):
-        results = []
-        for i, p in enumerate(points):
-            if on_point:
-                on_point(i, len(points), p, point_metrics(p).exists())
-            results.append(run_point(p, on_epoch))
+        sweep = open_sweep(first.log_to, out, first.experiment, warn) if first.log_to else None
+        try:
+            results = []
+            for i, p in enumerate(points):
+                if on_point:
+                    on_point(i, len(points), p, point_metrics(p).exists())
+                results.append(run_point(p, on_epoch, sweep.group() if sweep else None, warn))
+        except BaseException:
+            if sweep:
+                sweep.close(ok=False)
+            raise
         rows = summarise(points, results)
+        if sweep:
+            sweep.final(sweep_figures(rows), 0)
+            sweep.close(ok=True)
         store = TokenStore(store_path)
-        first = points[0].config
         write_results(out, rows, {"store": str(store_path), "recipe": points[0].recipe, "epochs": first.epochs,
                                   "seeds": seeds, "model": first.model, "frames": frames, "variants": variants,
                                   "groups": len(store.attrs["groups"]), "threshold": first.threshold,

@@ -11,9 +11,10 @@ import torch
 
 from ..config import EvalConfig, check_device
 from ..engine.inference import predict_split
-from ..engine.metrics import evaluate_predictions, majority_baseline
+from ..engine.metrics import evaluate_predictions, headline, majority_baseline
 from ..engine.splits import split_indices
 from ..engine.tokens import TrackletTokens, default_workers
+from ..experiments import Warn, figures, log_evaluation
 from ..model.checkpoint import load_checkpoint
 from ..outputs import replace_dir
 from ..precision import autocast_dtype
@@ -26,9 +27,9 @@ METRICS_VERSION = 2
 EVAL_KIND = "eval"
 
 
-def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
+def evaluate_checkpoint(cfg: EvalConfig, warn: Warn | None = None) -> dict[str, Any]:
     """Evaluate `cfg.checkpoint` on `cfg.split` of `cfg.store`; writes the eval folder and returns its metrics (with
-    `out`, the folder)."""
+    `out`, the folder, and `trackers`: those of the run's experiment trackers that received the figures)."""
     check_device(cfg.device)
     store_path, checkpoint = cfg.store, cfg.checkpoint
     model, meta = load_checkpoint(checkpoint, cfg.device)
@@ -75,4 +76,7 @@ def evaluate_checkpoint(cfg: EvalConfig) -> dict[str, Any]:
 
     replace_dir(out, EVAL_KIND, build)
     metrics["out"] = str(out)
+    metrics["trackers"] = log_evaluation(Path(meta["_path"]).parent, out.name.removeprefix("eval-"),
+                                         figures(headline(metrics)), meta["epoch"], warn)
     return metrics
+

@@ -21,18 +21,19 @@ from torch.utils.data import DataLoader
 from ..config import TrainConfig, check_device
 from ..distributed import DistContext
 from ..engine.inference import predict_split
-from ..engine.metrics import evaluate_predictions
+from ..engine.metrics import evaluate_predictions, headline
 from ..engine.splits import training_and_validation
 from ..engine.step import TrainingStep, deterministic
 from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
 from ..errors import ParError
+from ..experiments import ExperimentLog, TrackedRun, Warn, check_trackers, hyperparameters
 from ..model.block import load_model_config
 from ..model.checkpoint import checkpoint_files, load_checkpoint, load_state
 from ..model.fusion import VTFPAR, load_fusion_init
 from ..options import as_dict, results_view
 from ..outputs import claim_dir, exclusive, fault_point, read_marker, remove_own
 from ..precision import autocast_dtype, input_dtype
-from ..run import RUN_KIND, RunFolder, check_store_matches, checkpoint_meta
+from ..run import LOG_FILE, RUN_KIND, RunFolder, check_store_matches, checkpoint_meta
 from ..store.reader import TokenStore
 
 RUN_CONFIG_FORMAT = "par-run-config"
@@ -72,6 +73,8 @@ class Trainer:
             raise ParError(f"{cfg.store}: fewer than 2 '{cfg.train_split}' tracklets with frames; nothing to train on")
         self.amp = autocast_dtype(cfg.precision, self.device)
         self.run = RunFolder(cfg.out)
+        if dist.is_main:
+            check_trackers(cfg.log_to)
 
     def datasets(self, model: VTFPAR) -> tuple[TrackletTokens, TrackletTokens]:
         cfg, keep = self.cfg, model.cfg.needs_frames
@@ -96,8 +99,11 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: DistContext | None = None,
-          on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train; returns the selected epoch's record. Writes the run folder `cfg.out` (README: checkpoints)."""
+          on_epoch: Callable[[dict[str, Any]], None] | None = None, group: dict[str, dict[str, Any]] | None = None,
+          warn: Warn | None = None) -> dict[str, Any]:
+    """Train; returns the selected epoch's record. Writes the run folder `cfg.out` (README: checkpoints); with
+    `cfg.log_to`, the main process also logs to those experiment trackers (`group`: a sweep's, from
+    `experiments.open_sweep`; `warn` hears of a tracker that fails)."""
     dist = dist or DistContext.single()
     trainer = Trainer(cfg, recipe, dist)
     run = trainer.run
@@ -125,7 +131,7 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
                                       "recipe": recipe})
                 dist.barrier()
                 with deterministic(det):
-                    return _train(trainer, model, fusion_init, resume, on_epoch)
+                    return _train(trainer, model, fusion_init, resume, on_epoch, group or {}, warn)
         except BaseException:
             if created and not run.exists():  # this call made the folder and committed nothing: leave nothing behind
                 remove_own(run.path)
@@ -133,7 +139,8 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
 
 
 def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume: bool,
-           on_epoch: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+           on_epoch: Callable[[dict[str, Any]], None] | None, group: dict[str, dict[str, Any]],
+           warn: Warn | None) -> dict[str, Any]:
     cfg, dist, store, run, device = trainer.cfg, trainer.dist, trainer.store, trainer.run, trainer.device
     model.to(device)
     ddp = model
@@ -155,6 +162,30 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
         dist.barrier()
         start_epoch, best, history = _restore(trainer, model, steps)
     meta_base = checkpoint_meta(cfg, trainer.recipe, store, fusion_init)
+    log = None
+    if dist.is_main and cfg.log_to:  # one tracked run per run folder: DDP logs from rank 0 only
+        log = ExperimentLog(cfg.log_to, TrackedRun(run.path, cfg.experiment, group), warn)
+        log.start(hyperparameters(run.read_config(), store.identity), history)
+    try:
+        best = _epochs(trainer, model, ddp, steps, loader, sampler, eval_set, meta_base, start_epoch, best, history,
+                       on_epoch, log)
+    except BaseException:
+        if log:
+            log.close(ok=False)
+        raise
+    if log:
+        log.selected(best)
+        log.close(ok=True)
+    store.close()
+    return best
+
+
+def _epochs(trainer: Trainer, model: VTFPAR, ddp: torch.nn.Module, steps: TrainingStep, loader: DataLoader,
+            sampler: EpochBatches, eval_set: TrackletTokens, meta_base: dict[str, Any], start_epoch: int,
+            best: dict[str, Any] | None, history: list[dict[str, Any]],
+            on_epoch: Callable[[dict[str, Any]], None] | None, log: ExperimentLog | None) -> dict[str, Any]:
+    """Epochs `start_epoch`.. of the run, each committed whole; returns the selected epoch's record."""
+    cfg, dist, run, device = trainer.cfg, trainer.dist, trainer.run, trainer.device
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
         lr = steps.start_epoch(epoch)
@@ -183,8 +214,7 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
         }
         if dist.is_main:
             metrics = trainer.evaluate(model, eval_set, trainer.eval_idx)
-            record.update({k: metrics["protocol"]["mean"][k] for k in ("precision", "recall", "f1", "mA")})
-            record["label_mA"] = metrics["standard"]["label_mA"]
+            record.update(headline(metrics))
             val_metrics = None
             if len(trainer.val_idx):
                 val_metrics = trainer.evaluate(model, eval_set, trainer.val_idx)
@@ -200,14 +230,15 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
             files = checkpoint_files(model, "last", meta, state)
             if is_best:
                 files.update(checkpoint_files(model, "best", meta))
-            log = "".join(json.dumps(r) + "\n" for r in history)
-            files["log.jsonl"] = lambda p, text=log: p.write_text(text)
+            lines = "".join(json.dumps(r) + "\n" for r in history)
+            files[LOG_FILE] = lambda p, text=lines: p.write_text(text)
             run.commit(files)
             fault_point("epoch-committed")
+            if log:
+                log.epoch(record)
             if on_epoch:
                 on_epoch(record)
         dist.barrier()
-    store.close()
     return best or {}
 
 

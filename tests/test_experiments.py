@@ -1,0 +1,343 @@
+"""Experiment trackers, the real things offline: TensorBoard event files read back with tensorboard's own
+EventAccumulator, MLflow through a real `mlflow server` on 127.0.0.1 (SQLite backend, file artifact store) read back
+with MlflowClient, W&B in offline mode with its run files read back. Each holds exactly log.jsonl's figures (each
+epoch once, also after kill -9 and --resume) and config.json's options as hyperparameters."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SMALL_TRAIN, TRAIN, one_error_line, run_par, run_par_forked, train_config
+
+ALL = "tensorboard,mlflow,wandb"
+
+
+# --- the trackers' own readers ------------------------------------------------------------------------------------
+
+def expected_curve(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """log.jsonl as tag -> [(epoch, value)]: nested figures named a/b, no nulls."""
+    curve: dict[str, list[tuple[int, float]]] = {}
+
+    def add(epoch: int, name: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                add(epoch, f"{name}/{k}", v)
+        elif value is not None:
+            curve.setdefault(name, []).append((epoch, float(value)))
+
+    for line in (run / "log.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for key, value in record.items():
+            if key != "epoch":
+                add(record["epoch"], key, value)
+    return curve
+
+
+def expected_params(run: Path) -> dict[str, str]:
+    """config.json's options, recipe and overrides, and the store's identity (last.json), as dotted names."""
+    config = json.loads((run / "config.json").read_text())
+    identity = json.loads((run / "last.json").read_text())["store_identity"]
+    flat: dict[str, str] = {}
+
+    def walk(value, name: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{name}.{k}" if name else k)
+        else:
+            flat[name] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+
+    walk({"train": config["train"], "recipe": config["recipe"], "store": identity}, "")
+    assert flat["train.lr"] == config["train"]["lr"] and "train.log_to" in flat
+    return flat
+
+
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def tensorboard_hparams(folder: Path) -> dict:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    values = HParamsPluginData.FromString(content).session_start_info.hparams
+    return {k: getattr(v, v.WhichOneof("kind")) for k, v in values.items()}
+
+
+def wandb_records(run: Path, run_id: str) -> list:
+    """Every record of the W&B run `run_id` under RUN/wandb, from its offline run files (W&B's transaction log:
+    a 7-byte header, then LevelDB-log framed protobuf records in 32 KiB blocks), oldest file first."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    out = []
+    for path in sorted((run / "wandb").glob(f"offline-run-*-{run_id}*/run-{run_id}.wandb"), key=os.path.getmtime):
+        data, pos, buf = path.read_bytes(), 7, b""
+        assert data[:4] == b":W&B"
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:
+                pos += 32768 - pos % 32768
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+            if kind in (1, 4):  # a whole record, or the last part of one
+                out.append(Record.FromString(buf))
+                buf = b""
+    return out
+
+
+def wandb_history(run: Path, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    """The run's history as W&B keeps it when its offline files are synced in order: a step must be above the last
+    one (W&B drops the others), so a resumed session's steps count only after the killed session's last."""
+    curve: dict[str, list[tuple[int, float]]] = {}
+    last = 0
+    for rec in wandb_records(run, run_id):
+        if rec.WhichOneof("record_type") == "history":
+            items = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
+            if items["_step"] <= last:
+                continue
+            last = items["_step"]
+            for k, v in items.items():
+                if not k.startswith("_"):
+                    curve.setdefault(k, []).append((items["_step"], float(v)))
+    return curve
+
+
+def wandb_config_and_summary(run: Path, run_id: str) -> tuple[dict, dict, list]:
+    config, summary, runs = {}, {}, []
+    for rec in wandb_records(run, run_id):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            runs.append(rec.run)
+        if kind in ("config", "run"):
+            items = rec.config.update if kind == "config" else rec.run.config.update
+            config.update({i.key: json.loads(i.value_json) for i in items if i.key != "_wandb"})
+        if kind == "summary":
+            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update})
+    return config, summary, runs
+
+
+def mlflow_curve(client, run_id: str) -> dict[str, list[tuple[int, float]]]:
+    keys = client.get_run(run_id).data.metrics
+    return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
+
+
+def trackers_of(run: Path) -> dict:
+    return json.loads((run / "trackers.json").read_text())["trackers"]
+
+
+def same_curve(got: dict, want: dict, rel: float = 0.0) -> None:
+    """Each of log.jsonl's figures at each epoch exactly once (TensorBoard keeps float32: rel 1e-7)."""
+    assert sorted(got) == sorted(want), (sorted(set(got) ^ set(want)))
+    for tag, points in want.items():
+        steps = [s for s, _ in got[tag]]
+        assert steps == [s for s, _ in points], (tag, steps)
+        np.testing.assert_allclose([v for _, v in got[tag]], [v for _, v in points], rtol=rel, err_msg=tag)
+
+
+def check_all_three(run: Path, client, epochs: int) -> None:
+    """The run's log.jsonl, config and selected epoch in each tracker, once each."""
+    want, params = expected_curve(run), expected_params(run)
+    assert len(want["loss"]) == epochs and "group_f1/backpack" in want
+    selected = json.loads((run / "best.json").read_text())["epoch"]
+    ids = trackers_of(run)
+    # TensorBoard
+    scalars = tensorboard_scalars(run / "tensorboard")
+    same_curve({k: v for k, v in scalars.items() if "/" not in k or k.startswith("group_f1/")}, want, rel=1e-7)
+    assert scalars["selected/f1"] == [(selected, pytest.approx(dict(want["f1"])[selected], rel=1e-7))]
+    assert tensorboard_hparams(run / "tensorboard") == pytest.approx(params)
+    # MLflow
+    info = client.get_run(ids["mlflow"]["run_id"])
+    assert info.info.run_name == run.name and info.info.status == "FINISHED"
+    assert info.data.params == {k: str(v) for k, v in params.items()}
+    curve = mlflow_curve(client, ids["mlflow"]["run_id"])
+    same_curve({k: v for k, v in curve.items() if "/" not in k or k.startswith("group_f1/")}, want)
+    assert curve["selected/epoch"] == [(selected, selected)]
+    # W&B
+    same_curve(wandb_history(run, ids["wandb"]["id"]), want)
+    config, summary, runs = wandb_config_and_summary(run, ids["wandb"]["id"])
+    assert config == params and summary["selected/f1"] == dict(want["f1"])[selected]
+    assert {r.display_name for r in runs} == {run.name} and {r.project for r in runs} == {"par-tests"}
+
+
+# --- a real MLflow server -----------------------------------------------------------------------------------------
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite backend and a file artifact store, in a folder of its own."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> MlflowServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers",
+             "1", "--backend-store-uri", f"sqlite:///{self.folder}/mlflow.db", "--default-artifact-root",
+             (self.folder / "artifacts").as_uri()],
+            stdout=subprocess.DEVNULL, stderr=open(self.folder / "server.log", "ab"), start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
+                    return self
+            except OSError:
+                assert self.proc.poll() is None, (self.folder / "server.log").read_text()[-3000:]
+                time.sleep(0.25)
+        raise AssertionError("mlflow server did not answer in 90 s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def client(self):
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.uri)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def tracked_env(mlflow_server):
+    return {"MLFLOW_TRACKING_URI": mlflow_server.uri, "WANDB_MODE": "offline"}
+
+
+@pytest.fixture(scope="module")
+def tracked_run(store_path, tracked_env, tmp_path_factory):
+    """A 3-epoch run logged to all three trackers, then evaluated; and the fault points it passed."""
+    run = tmp_path_factory.mktemp("tracked") / "tracked"
+    log = run.with_name("faults.log")
+    trained = run_par("train", store_path, "--out", run, *TRAIN, "--epochs", 3, "--log-to", ALL, "--experiment",
+                      "par-tests", env={**tracked_env, "PAR_TEST_FAULT_LOG": str(log)})
+    evaluated = run_par("eval", store_path, "--checkpoint", run, "--workers", 0, env=tracked_env)
+    return run, log.read_text().split(), trained, evaluated
+
+
+# --- tests --------------------------------------------------------------------------------------------------------
+
+def test_a_run_in_tensorboard_mlflow_and_wandb_is_its_log_and_config(tracked_run, mlflow_server):
+    run, _, trained, evaluated = tracked_run
+    check_all_three(run, mlflow_server.client(), epochs=3)
+    ids = trackers_of(run)
+    assert f"mlflow: MLflow run {ids['mlflow']['run_id']} at {mlflow_server.uri}" in trained.stdout
+    assert f"tensorboard: tensorboard --logdir {run}/tensorboard" in trained.stdout
+    assert "added to the run's tracked runs: mlflow, tensorboard, wandb" in evaluated.stdout
+    # par eval's figures joined the same tracked runs, at the evaluated checkpoint's epoch
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    f1, epoch = metrics["protocol"]["mean"]["f1"], metrics["epoch"]
+    assert tensorboard_scalars(run / "tensorboard")["eval/test/f1"] == [(epoch, pytest.approx(f1, rel=1e-7))]
+    assert mlflow_curve(mlflow_server.client(), ids["mlflow"]["run_id"])["eval/test/f1"] == [(epoch, f1)]
+    assert wandb_config_and_summary(run, ids["wandb"]["id"])[1]["eval/test/f1"] == f1
+    assert trained.stderr == "" and evaluated.stderr == ""  # nothing of the trackers' own chatter
+
+
+@pytest.mark.parametrize("window", ["tensorboard", "mlflow"])
+def test_kill_9_then_resume_continues_the_same_tracked_runs(window, tracked_run, store_path, tracked_env,
+                                                            mlflow_server, tmp_path):
+    """Killed after epoch 2 reached one tracker but before trackers.json heard of it (TensorBoard: its events past
+    the record are purged; MLflow: the server says what it has), the other not yet told, W&B's unfinished session
+    lost by its service: --resume ends with every epoch once in each, in the same tracked runs."""
+    _, points, _, _ = tracked_run
+    committed = [k for k, p in enumerate(points, 1) if p == "epoch-committed"][1]
+    records = [k for k, p in enumerate(points, 1) if p == "before-rename:trackers.json" and k > committed]
+    kill_at = records[["tensorboard", "mlflow", "wandb"].index(window)]
+    run = tmp_path / "tracked"
+    args = ["train", store_path, "--out", run, *TRAIN, "--epochs", 3, "--log-to", ALL, "--experiment", "par-tests"]
+    # WANDB_SERVICE empty: the killed process starts W&B's service of its own, as a user's `par train` does (not
+    # this test process's, which the fork server's environment names)
+    killed = run_par_forked(*args, env={**tracked_env, "PAR_TEST_KILL_AT": kill_at, "WANDB_SERVICE": ""})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = trackers_of(run)
+    # W&B's epochs count as kept only once its run is finished (its service loses a killed run's buffered log)
+    assert before[window]["logged_epoch"] == 1 and "logged_epoch" not in before["wandb"]
+    run_par(*args, "--resume", env=tracked_env)
+    after = trackers_of(run)
+    assert {k: after[k].get("run_id", after[k].get("id")) for k in after} == \
+        {k: before[k].get("run_id", before[k].get("id")) for k in before}
+    check_all_three(run, mlflow_server.client(), epochs=3)
+
+
+def test_a_tracker_that_fails_mid_run_is_reported_once_and_export_logs_sends_the_rest(store_path, tmp_path,
+                                                                                       monkeypatch):
+    """The MLflow server goes away after epoch 1: one warning, training ends normally with log.jsonl whole; the
+    server back, `par export-logs` sends epochs 2 and 3 (and the selected epoch) to the same MLflow run."""
+    from par_pipeline.workflows.train import train
+
+    server = MlflowServer(tmp_path / "mlflow").start()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    try:
+        cfg, recipe = train_config(store_path, tmp_path / "run", epochs=3, log_to=["mlflow"])
+        warnings: list[str] = []
+        best = train(cfg, recipe, on_epoch=lambda r: server.stop() if r["epoch"] == 1 else None,
+                     warn=warnings.append)
+        assert best["epoch"] >= 1 and len(expected_curve(Path(cfg.out))["loss"]) == 3
+        assert len(warnings) == 1 and warnings[0].startswith("mlflow: logging epoch 2 failed")
+        assert f"par export-logs {tmp_path / 'run'} --to mlflow" in warnings[0]
+        assert trackers_of(tmp_path / "run")["mlflow"]["logged_epoch"] == 1
+        server.start()
+        result = run_par("export-logs", tmp_path / "run", "--to", "mlflow")
+        assert "│ mlflow  │           2 │            3 │" in result.stdout
+        run_id = trackers_of(tmp_path / "run")["mlflow"]["run_id"]
+        curve = mlflow_curve(server.client(), run_id)
+        same_curve({k: v for k, v in curve.items() if "/" not in k or k.startswith("group_f1/")},
+                   expected_curve(tmp_path / "run"))
+        assert curve["selected/epoch"] == [(best["epoch"], best["epoch"])]
+    finally:
+        server.stop()
+
+
+def test_export_logs_replays_an_untracked_run_once(run_path, tracked_env, mlflow_server, tmp_path, monkeypatch):
+    """A run trained without --log-to joins all three trackers; exporting it again sends nothing twice."""
+    run = tmp_path / "old-run"
+    shutil.copytree(run_path, run)
+    for key, value in tracked_env.items():
+        monkeypatch.setenv(key, value)
+    first = run_par("export-logs", run, "--to", ALL, "--experiment", "par-tests")
+    again = run_par("export-logs", run, "--to", ALL, "--experiment", "par-tests")
+    epochs = SMALL_TRAIN["epochs"]
+    assert first.stdout.count(f"│           {epochs} │            {epochs} │") == 3
+    assert again.stdout.count(f"│           0 │            {epochs} │") == 3
+    check_all_three(run, mlflow_server.client(), epochs=epochs)
+
+
+def test_tracker_options_errors_are_one_line_and_write_nothing(store_path, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # as on a machine without the extra: importing it fails
+    line = one_error_line(run_par("train", store_path, "--out", tmp_path / "r", *TRAIN, "--log-to", "mlflow",
+                                  check=False))
+    assert line == "error: --log-to mlflow needs the mlflow package, which is not installed here: pip install " \
+                   "'par[mlflow]'"
+    line = one_error_line(run_par("train", store_path, "--out", tmp_path / "r", *TRAIN, "--log-to", "comet",
+                                  check=False))
+    assert "--log-to must be each one of ['tensorboard', 'mlflow', 'wandb'], not 'comet'" in line
+    line = one_error_line(run_par("export-logs", tmp_path, "--to", "tensorboard", check=False))
+    assert line.startswith(f"error: {tmp_path}: neither a run folder with epochs")
+    assert list(tmp_path.iterdir()) == []
