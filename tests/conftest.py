@@ -51,8 +51,14 @@ TINY = flags(TINY_EXTRACT)
 TRAIN = flags(SMALL_TRAIN)
 
 
+# W&B names the service process of a process that logged to it in that process's environment (WANDB_SERVICE), for
+# its children to join: a `par` the tests start is a user's command, with a W&B service of its own.
+OWN_PROCESS_ONLY = ("WANDB_SERVICE",)
+
+
 def par_env(extra: dict | None = None) -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(extra or {})}
+    env = {k: v for k, v in os.environ.items() if k not in OWN_PROCESS_ONLY}
+    return {**env, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(extra or {})}
 
 
 @dataclass
@@ -106,6 +112,8 @@ def _forked_par(args: list[str], env: dict[str, str], folder: str, file_size_lim
 
     os.setpgrp()  # its own process group, as a shell job: its loader workers are found by it after a kill
     multiprocessing.set_start_method(None, force=True)  # a fresh process's default, not the fork server's
+    for name in OWN_PROCESS_ONLY:
+        os.environ.pop(name, None)
     os.environ.update(env)
     if file_size_limit is not None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
@@ -409,8 +417,9 @@ def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
 # processes run side by side. Scopes start in this order, the longest first, so that neither process ends with a
 # long one alone; the builders of shared state come first, so that its users find it ready.
 LONGEST_FIRST = ("TestMarsWorkflow", "TestMakeDemo", "test_bench.py", "TestMakeBench", "test_kill.py", "test_track.py",
-                 "TestAblationAndComparison", "test_packaging.py", "test_train.py", "TestFootage", "test_faults.py",
-                 "TestDuke", "TestTorchrun", "TestImport", "TestMakeAblation", "TestPredict")
+                 "test_experiments.py", "TestTrackers", "TestAblationAndComparison", "test_packaging.py",
+                 "test_train.py", "TestFootage", "test_faults.py", "TestDuke", "TestTorchrun", "TestImport",
+                 "TestMakeAblation", "TestPredict")
 
 
 def test_scope(item) -> str:

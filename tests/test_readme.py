@@ -19,6 +19,7 @@ import pytest
 
 from conftest import ROOT, par_env, run_par, shared_once
 from par_pipeline.store.reader import TokenStore
+from tracked import expected_curve, mlflow_curve, tensorboard_scalars, trackers_of, wandb_history
 
 ASSIGNMENT = re.compile(r"^([A-Z][A-Z_0-9]*)=(\S+)")
 NOT_RUN_HERE = {"make test"}  # CI itself
@@ -133,7 +134,7 @@ def readme_block(containing: str) -> list[str]:
 # What identifies each README workflow block (the first block, `make demo` / `make test`, is test_makefile's)
 BLOCKS = {"mars": "par manifest mars $MARS", "torchrun": "torchrun", "ablation": "make ablation",
           "duke": "par manifest duke", "import": "par import vtf-par", "compare": "--val-fraction",
-          "predict": "par predict", "footage": "par track $FOOTAGE"}
+          "predict": "par predict", "footage": "par track $FOOTAGE", "trackers": "par export-logs"}
 ENV = {"OMP_NUM_THREADS": "1", "FRAMES": "1 2"}  # make ablation takes the frame counts as a Makefile variable
 
 
@@ -205,6 +206,10 @@ class TestTorchrun:
         mars_folder.run("torchrun")
         work = mars_folder.work
         assert (work / "runs" / "ddp" / "best.json").is_file()
+        # --log-to under torchrun: rank 0 alone wrote one event file, each epoch once
+        assert len(list((work / "runs" / "ddp" / "tensorboard").iterdir())) == 1
+        assert tensorboard_scalars(work / "runs" / "ddp" / "tensorboard")["loss"] == \
+            [(e, pytest.approx(v, rel=1e-7)) for e, v in expected_curve(work / "runs" / "ddp")["loss"]]
         single, ranks = TokenStore(work / "mars.zarr"), TokenStore(work / "mars.zarr.ddp")
         rows = np.arange(single.tokens.shape[0])
         assert np.array_equal(single.read_rows(rows)[0], ranks.read_rows(rows)[0]) and single.attrs == ranks.attrs
@@ -276,3 +281,32 @@ class TestFootage:
         assert json.loads((work / "found.json").read_text())["format"] == "par-search"
         scene = json.loads((work / "scene-people" / "tracks.json").read_text())
         assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
+
+
+class TestTrackers:
+    """The experiment trackers block, continuing the MARS folder (a local MLflow database, W&B offline)."""
+
+    def test_readme_experiment_trackers(self, mars_folder):
+        from mlflow import MlflowClient
+
+        mars_folder.run("trackers")
+        work = mars_folder.work
+        client = MlflowClient(tracking_uri=f"sqlite:///{work}/mlflow.db")
+        tracked, t6 = work / "runs" / "tracked", work / "runs" / "t6"
+        for run in (tracked, t6):  # trained with --log-to, and exported afterwards
+            ids = trackers_of(run)
+            assert sorted(ids) == ["mlflow", "tensorboard", "wandb"]
+            want = expected_curve(run)["f1"]
+            assert mlflow_curve(client, ids["mlflow"]["run_id"])["f1"] == want
+            assert wandb_history(run, ids["wandb"]["id"])["f1"] == want
+            assert tensorboard_scalars(run / "tensorboard")["f1"] == [(e, pytest.approx(v, rel=1e-7)) for e, v in want]
+        # the sweep: a parent run named as the results folder, each point nested under it as its folder's name
+        sweep = client.get_experiment_by_name("mars-sweep").experiment_id
+        runs = {r.info.run_name: r for r in client.search_runs([sweep])}
+        points = sorted(p.name for p in (work / "results-tracked" / "runs").iterdir())
+        assert sorted(runs) == sorted([*points, "results-tracked"]) and len(points) == 2
+        parent = runs["results-tracked"].info.run_id
+        assert all(runs[p].data.tags["mlflow.parentRunId"] == parent for p in points)
+        assert {"fusion/T1/f1", "fusion/T6/f1"} <= set(runs["results-tracked"].data.metrics)
+        groups = {trackers_of(work / "results-tracked" / "runs" / p)["wandb"]["group"] for p in points}
+        assert groups == {trackers_of(work / "results-tracked")["wandb"]["group"]}
