@@ -49,11 +49,11 @@ def test_interrupted_sweep_resumes(store_path, tmp_path, monkeypatch):
     calls = []
     real = A.run_point
 
-    def flaky(point, on_epoch=None):
+    def flaky(point, *args):
         calls.append(point.key)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(point, on_epoch)
+        return real(point, *args)
 
     monkeypatch.setattr(A, "run_point", flaky)
     with pytest.raises(KeyboardInterrupt):

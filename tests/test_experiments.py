@@ -165,33 +165,31 @@ def test_kill_9_then_resume_continues_the_same_tracked_runs(window, tracked_run,
 
 
 def test_a_tracker_that_fails_mid_run_is_reported_once_and_export_logs_sends_the_rest(store_path, tmp_path,
-                                                                                       monkeypatch):
+                                                                                       mlflow_server, monkeypatch):
     """The MLflow server goes away after epoch 1: one warning, training ends normally with log.jsonl whole; the
-    server back, `par export-logs` sends epochs 2 and 3 (and the selected epoch) to the same MLflow run."""
+    server back (the same database), `par export-logs` sends epochs 2 and 3 (and the selected epoch) to the same
+    MLflow run."""
     from par_pipeline.workflows.train import train
 
-    server = MlflowServer(tmp_path / "mlflow").start()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    run = tmp_path / "run"
+    cfg, recipe = train_config(store_path, run, epochs=3, log_to=["mlflow"])
+    warnings: list[str] = []
     try:
-        cfg, recipe = train_config(store_path, tmp_path / "run", epochs=3, log_to=["mlflow"])
-        warnings: list[str] = []
-        best = train(cfg, recipe, on_epoch=lambda r: server.stop() if r["epoch"] == 1 else None,
+        best = train(cfg, recipe, on_epoch=lambda r: mlflow_server.stop() if r["epoch"] == 1 else None,
                      warn=warnings.append)
-        assert best["epoch"] >= 1 and len(expected_curve(Path(cfg.out))["loss"]) == 3
-        assert len(warnings) == 1 and warnings[0].startswith("mlflow: logging epoch 2 failed")
-        assert f"par export-logs {tmp_path / 'run'} --to mlflow" in warnings[0]
-        assert trackers_of(tmp_path / "run")["mlflow"]["logged_epoch"] == 1
-        server.start()
-        result = run_par("export-logs", tmp_path / "run", "--to", "mlflow")
-        assert "│ mlflow  │           2 │            3 │" in result.stdout
-        run_id = trackers_of(tmp_path / "run")["mlflow"]["run_id"]
-        curve = mlflow_curve(server.client(), run_id)
-        same_curve({k: v for k, v in curve.items() if "/" not in k or k.startswith("group_f1/")},
-                   expected_curve(tmp_path / "run"))
-        assert curve["selected/epoch"] == [(best["epoch"], best["epoch"])]
     finally:
-        server.stop()
+        mlflow_server.start()
+    assert len(expected_curve(run)["loss"]) == 3
+    assert len(warnings) == 1 and warnings[0].startswith("mlflow: logging epoch 2 failed"), warnings
+    assert f"par export-logs {run} --to mlflow" in warnings[0]
+    assert trackers_of(run)["mlflow"]["logged_epoch"] == 1
+    result = run_par("export-logs", run, "--to", "mlflow")
+    assert "│ mlflow  │           2 │            3 │" in result.stdout
+    curve = mlflow_curve(mlflow_server.client(), trackers_of(run)["mlflow"]["run_id"])
+    same_curve({k: v for k, v in curve.items() if "/" not in k or k.startswith("group_f1/")}, expected_curve(run))
+    assert curve["selected/epoch"] == [(best["epoch"], best["epoch"])]
 
 
 def test_export_logs_replays_an_untracked_run_once(run_path, tracked_env, mlflow_server, tmp_path, monkeypatch):
@@ -220,3 +218,19 @@ def test_tracker_options_errors_are_one_line_and_write_nothing(store_path, tmp_p
     line = one_error_line(run_par("export-logs", tmp_path, "--to", "tensorboard", check=False))
     assert line.startswith(f"error: {tmp_path}: neither a run folder with epochs")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_log_to_from_a_config_file_and_credentials_never_written(store_path, tmp_path):
+    """`log_to` in a --config file works as the flag does; a tracking URI's user:password is masked wherever par
+    writes or says it."""
+    from par_pipeline.experiments import masked
+
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"log_to": ["tensorboard"]}))
+    run_par("train", store_path, "--out", tmp_path / "run", *TRAIN, "--config", config)
+    assert sorted(trackers_of(tmp_path / "run")) == ["tensorboard"]
+    loss = expected_curve(tmp_path / "run")["loss"]
+    assert tensorboard_scalars(tmp_path / "run" / "tensorboard")["loss"] == \
+        [(e, pytest.approx(v, rel=1e-7)) for e, v in loss]
+    assert masked("MlflowException: http://ann:s3cret@10.0.0.1:5000/api failed") == \
+        "MlflowException: http://***@10.0.0.1:5000/api failed"
