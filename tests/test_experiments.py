@@ -234,3 +234,28 @@ def test_log_to_from_a_config_file_and_credentials_never_written(store_path, tmp
         [(e, pytest.approx(v, rel=1e-7)) for e, v in loss]
     assert masked("MlflowException: http://ann:s3cret@10.0.0.1:5000/api failed") == \
         "MlflowException: http://***@10.0.0.1:5000/api failed"
+
+
+def test_export_logs_of_an_ablation_folder_groups_its_points(store_path, tracked_env, mlflow_server, tmp_path,
+                                                             monkeypatch):
+    """An ablation run without --log-to, exported: each point a tracked run named as its folder, nested under the
+    sweep's MLflow parent run (named as the results folder, holding the table) and in one W&B group."""
+    from par_pipeline.workflows.ablation import run_ablation
+
+    for key, value in tracked_env.items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "sweep"
+    run_ablation(str(store_path), out, [1, 2], ["fusion"], 1, None, {**SMALL_TRAIN, "epochs": 1})
+    run_par("export-logs", out, "--to", ALL, "--experiment", "par-sweep-tests")
+    points = sorted(p.name for p in (out / "runs").iterdir())
+    client = mlflow_server.client()
+    experiment = client.get_experiment_by_name("par-sweep-tests").experiment_id
+    runs = {r.info.run_name: r for r in client.search_runs([experiment])}
+    assert sorted(runs) == sorted([*points, "sweep"]) and len(points) == 2
+    assert {runs[p].data.tags["mlflow.parentRunId"] for p in points} == {runs["sweep"].info.run_id}
+    table = json.loads((out / "ablation.json").read_text())["rows"]
+    assert runs["sweep"].data.metrics["fusion/T2/f1"] == next(r["f1"] for r in table if r["frames"] == 2)
+    group = trackers_of(out)["wandb"]["group"]
+    assert group.startswith("sweep-") and {trackers_of(out / "runs" / p)["wandb"]["group"] for p in points} == {group}
+    for p in points:
+        assert tensorboard_scalars(out / "runs" / p / "tensorboard")["loss"][0][0] == 1
