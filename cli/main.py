@@ -156,7 +156,9 @@ command_with_config(app, "extract", ExtractConfig, [
 
 
 def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from rich.console import Group
     from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from par_pipeline.distributed import DistContext
     from par_pipeline.workflows.train import train
@@ -176,11 +178,21 @@ def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
         table.add_row(f"{r['epoch']}/{cfg.epochs}", f"{r['loss']:.4f}", f"{r['lr']:.2e}", pct(r['precision']),
                       pct(r['recall']), pct(r['f1']), pct(r['mA']), rate)
 
+    # --cache ram: what was chosen and why, then the rows loaded into memory (rate and ETA), above the epochs
+    load = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console)
+
+    def loading(what: str, done: int, total: int) -> None:
+        if not load.tasks:
+            console.print(what, highlight=False, soft_wrap=True)
+            load.add_task("rows into memory", total=total or 0, unit="rows", visible=bool(total))
+        load.update(load.tasks[0].id, completed=done)
+
     if dist.is_main:
         if recipe["overrides"]:
             console.print(f"recipe {recipe['name']}, overridden: {recipe['overrides']}")
-        with Live(table, console=console, refresh_per_second=2):
-            best = train(cfg, recipe, own["resume"], dist, on_epoch, warn=warn)
+        with Live(Group(load, table), console=console, refresh_per_second=2):
+            best = train(cfg, recipe, own["resume"], dist, on_epoch, warn=warn, loading=loading)
         console.print(
             f"selected epoch {best['epoch']} ({'test' if cfg.selection == 'test' else 'validation'}-selected) "
             f"F1 {pct(best['f1'])}; checkpoints in {cfg.out}/ (best.json, last.json)"

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from .data.layouts import LAYOUTS
 from .data.texts import TEXT_SOURCES
+from .engine.resident import CACHE_TIERS
 from .errors import ParError
 from .experiments import DEFAULT_EXPERIMENT, TRACKERS
 from .options import as_dict, build, coerce, option, results_keys
@@ -114,6 +115,10 @@ class TrainConfig:
                                 choices=("auto", "on", "off"), affects_results=False)
     workers: int | None = option(None, "loader processes (default: on a GPU its CPUs less 2, at most 16; on a CPU of "
                                  "up to 4 cores none, else 2)", minimum=0, affects_results=False)
+    cache: str = option("disk", "where epochs read tokens: disk (the store, every batch), ram (the rows the run can "
+                        "draw, loaded once with their checksums verified, then served from memory in this process), "
+                        "auto (ram when they fit in the available memory with a 20% margin, else disk); results "
+                        "are the same", choices=CACHE_TIERS, affects_results=False)
     device: str = option("cpu", "cpu, cuda or cuda:N", affects_results=False)
     log_to: list[str] = option([], "experiment trackers that also receive every epoch's figures (none by default; "
                                "each is an optional extra: pip install 'par[NAME]')", choices=tuple(TRACKERS),

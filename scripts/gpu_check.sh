@@ -72,7 +72,8 @@ for f in sorted(out.glob("extract_*.json")):
 t = json.loads((out / "train.json").read_text())
 r, p = t["train"], t["predict"]
 print(f"train {r['model']}: store {r['store_samples_per_s']:,.0f} vs model-only {r['model_only_samples_per_s']:,.0f} "
-      f"samples/s = {r['store_over_model']:.2f}")
+      f"samples/s = {r['store_over_model']:.2f}; " + ", ".join(f"--cache {k} {c['samples_per_s']:,.0f} = "
+      f"{c['over_model']:.2f}" for k, c in r.get("cache", {}).items()))
 print(f"loader warm {r['loader_warm_samples_per_s']:,.0f}, cold {r['loader_cold_samples_per_s']:,.0f} samples/s; int8 warm "
       f"{r['int8_loader_warm_samples_per_s']:,.0f}, cold {r['int8_loader_cold_samples_per_s']:,.0f}; disk {r['disk_random_read']}")
 print(f"predict {p['tracklets_per_s']:,.1f} tracklets/s ({p['frames_per_s']:,.0f} frames/s)")

@@ -161,6 +161,9 @@ class TestMakeBench:
             t["store_samples_per_s"] > 0 and t["loader_cold_samples_per_s"] > 0
             and t["int8_loader_warm_samples_per_s"] > 0
         )
+        # rows held in memory: the very checkpoint of the disk run (a CPU run), at its own rate
+        assert {k: (c["same_checkpoint_as_disk"], c["over_model"] > 0) for k, c in t["cache"].items()} == \
+            {"ram": (True, True), "device": (True, True)}
         assert (
             t["disk_random_read"]["one_at_a_time_rows_per_s"] > 0
             and t["checksum_verification"]["ms_per_row_verify_always"] > 0

@@ -19,5 +19,7 @@ def predict_split(model: torch.nn.Module, dataset: TrackletTokens, indices: np.n
     for x, _, _ in loader:
         with autocast(device, amp):
             logits = model(x.to(device, non_blocking=True))
-        out.append(torch.sigmoid(logits.float()).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(dataset.store.attribute_names)), np.float32)
+        out.append(torch.sigmoid(logits.float()))  # on the device: one copy to the host at the end, no sync a batch
+    if not out:
+        return np.zeros((0, len(dataset.store.attribute_names)), np.float32)
+    return torch.cat(out).cpu().numpy()

@@ -19,6 +19,7 @@ from ..data.sampling import sample_frames
 from ..errors import ParError
 from ..store.reader import TokenStore
 from ..workers import stop_with_parent
+from .resident import ResidentRows
 
 EVAL = -1  # the epoch of evaluation keys
 
@@ -42,6 +43,7 @@ class TrackletTokens(Dataset):
             raise ParError(f"evaluation sampling must be fixed or random, not '{sampling}'")
         self.store_path, self.frames, self.seed, self.out_dtype = store_path, frames, seed, out_dtype
         self.keep_frames, self.use_views, self.sampling, self.readahead = keep_frames, use_views, sampling, readahead
+        self.resident: ResidentRows | None = None  # --cache ram: rows served from memory (engine.resident)
         self._store: TokenStore | None = None
         self._scratch: dict[str, Any] | None = None
 
@@ -78,6 +80,18 @@ class TrackletTokens(Dataset):
         view = rng.integers(views, size=len(frames)) if epoch >= 0 and self.use_views and views > 1 else 0
         return store.rows(i, frames, view)
 
+    def possible_rows(self, i: int, training: bool) -> np.ndarray:
+        """Every store row tracklet i can contribute: in training any valid frame and (with use_views) any view; in
+        evaluation its fixed frames, or any valid frame's first view with random sampling."""
+        store = self.store
+        valid = store.valid_frames(i)
+        if training:
+            views = int(store.views[i]) if self.use_views else 1
+            return np.concatenate([store.rows(i, valid, v) for v in range(views)])
+        if self.sampling == "fixed":
+            return self.picked_rows(i, EVAL)
+        return store.rows(i, valid, 0)
+
     def _buffers(self) -> dict[str, Any]:
         if self._scratch is None:
             s = self.store
@@ -92,7 +106,7 @@ class TrackletTokens(Dataset):
     def tokens_into(self, rows: np.ndarray, out: torch.Tensor) -> None:
         """out = the rows' tokens in float32, their mean [N, D] or all of them [T, N, D], cast to out's dtype."""
         b = self._buffers()
-        self.store.read_rows_into(rows, b["raw"], b["scales"])
+        (self.resident or self.store).read_rows_into(rows, b["raw"], b["scales"])
         raw = torch.from_numpy(b["raw"])
         if b["scales"] is None and not self.keep_frames:
             torch.mean(raw, 0, dtype=torch.float32, out=b["acc"])
@@ -108,16 +122,23 @@ class TrackletTokens(Dataset):
             torch.mean(frames, 0, out=b["acc"])
             out.copy_(b["acc"])
 
+    @property
+    def on_device(self) -> bool:
+        """Batches are built on the run's device (`--cache device`), not in host memory."""
+        return self.resident is not None and self.resident.device is not None
+
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         store = self.store
-        x = _batch_tensor((len(keys), *self.sample_shape), self.out_dtype)
         index = torch.tensor([i for i, _ in keys], dtype=torch.int64)
         rows = [self.picked_rows(i, epoch) for i, epoch in keys]
-        if self.readahead:
+        y = torch.from_numpy(store.labels[index.numpy()].astype(np.float32))
+        if self.on_device:
+            return self.resident.batch(np.stack(rows), self.keep_frames, self.out_dtype), y, index
+        x = _batch_tensor((len(keys), *self.sample_shape), self.out_dtype)
+        if self.readahead and self.resident is None:
             store.prefetch(np.concatenate(rows))
         for b, r in enumerate(rows):
             self.tokens_into(r, x[b])
-        y = torch.from_numpy(store.labels[index.numpy()].astype(np.float32))
         return x, y, index
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -144,7 +165,7 @@ def tracklet_batches(dataset: TrackletTokens, batches: Sampler, workers: int, pi
                      persistent: bool = False) -> DataLoader:
     """The one DataLoader over stored tokens (training and evaluation): workers build whole batches."""
     return DataLoader(dataset, batch_sampler=batches, collate_fn=_whole_batch, num_workers=workers,
-                      pin_memory=pin_memory, persistent_workers=persistent and workers > 0,
+                      pin_memory=pin_memory and not dataset.on_device, persistent_workers=persistent and workers > 0,
                       prefetch_factor=4 if workers > 0 else None, worker_init_fn=stop_with_parent())
 
 

@@ -11,6 +11,7 @@ sweep:   a frame-count sweep from one store (extraction included) vs the referen
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -307,14 +308,27 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
     per_epoch = -(-len(idx) // sizes.train_batch)
     if per_epoch < 8:
         log(f"note: only {per_epoch} steps per epoch; for a steady-state rate use more tracklets or a smaller batch")
-    after = model_only()  # measured on both sides of the training run: a shared machine's speed drifts
+    cache = {}
+    for tier in ("ram", "device"):  # the same run with its rows held in memory: its rate, and the same checkpoint
+        out = work / f"bench-run-{tier}"
+        shutil.rmtree(out, ignore_errors=True)
+        held: list[dict[str, Any]] = []
+        train(dataclasses.replace(cfg, out=str(out), cache=tier), recipe, on_epoch=held.append)
+        tier_rates = [r["samples_per_s"] for r in (held[1:] if len(held) > 1 else held) if r["samples_per_s"]]
+        cache[tier] = {"samples_per_s": float(np.median(tier_rates)) if tier_rates else float("nan"),
+                       "same_checkpoint_as_disk": all((out / f).read_bytes() == (work / "bench-run" / f).read_bytes()
+                                                      for f in ("last.safetensors", "best.safetensors"))}
+    after = model_only()  # measured on both sides of the training runs: a shared machine's speed drifts
     model_sps = (before + after) / 2
+    for c in cache.values():
+        c["over_model"] = c["samples_per_s"] / model_sps
     log(f"train model-only {model_sps:,.1f} samples/s (before {before:,.1f}, after {after:,.1f}); from the store "
-        f"{store_sps:,.1f}")
+        f"{store_sps:,.1f}; held in memory: " + ", ".join(f"{k} {c['samples_per_s']:,.1f}" for k, c in cache.items()))
     frame_rows = 6  # rows a sample reads
     return {"model": sizes.fusion_model, "device": sizes.device, "batch_size": sizes.train_batch, "workers": workers,
             "model_only_samples_per_s": model_sps, "model_only_before_after": [before, after],
-            "store_samples_per_s": store_sps, "store_over_model": store_sps / model_sps, "steps_per_epoch": per_epoch,
+            "store_samples_per_s": store_sps, "store_over_model": store_sps / model_sps, "cache": cache,
+            "steps_per_epoch": per_epoch,
             "loader_warm_samples_per_s": warm, "loader_warm_no_readahead_samples_per_s": no_readahead,
             "loader_cold_samples_per_s": cold, "int8_loader_warm_samples_per_s": int8_warm,
             "int8_loader_cold_samples_per_s": int8_cold, "disk_random_read": disk,
@@ -485,6 +499,11 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                   f"{r['model_only_samples_per_s']:,.1f} samples/s", ""),
                  ("train from store", f"{r['store_samples_per_s']:,.1f} samples/s", ""),
                  ("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9"),
+                 *((f"train from --cache {k} / model-only ({c['samples_per_s']:,.1f} samples/s)",
+                    f"{c['over_model']:.3f}", ">= 0.9") for k, c in r["cache"].items()),
+                 ("checkpoint from --cache ram / device = from disk",
+                  " / ".join("yes" if c["same_checkpoint_as_disk"] else "no" for c in r["cache"].values()),
+                  "yes (a CPU run)"),
                  (f"loader alone, warm ({r['workers']} workers)",
                   f"{r['loader_warm_samples_per_s']:,.1f} samples/s", ""),
                  ("loader alone, warm, no readahead",

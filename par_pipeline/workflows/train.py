@@ -22,6 +22,14 @@ from ..config import TrainConfig, check_device
 from ..distributed import DistContext
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions, headline
+from ..engine.resident import (
+    ResidentRows,
+    available_memory,
+    choose_cache,
+    device_free_memory,
+    row_bytes,
+    rows_of,
+)
 from ..engine.splits import training_and_validation
 from ..engine.step import TrainingStep, deterministic
 from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
@@ -37,6 +45,7 @@ from ..run import LOG_FILE, RUN_KIND, RunFolder, check_store_matches, checkpoint
 from ..store.reader import TokenStore
 
 RUN_CONFIG_FORMAT = "par-run-config"
+Loading = Callable[[str, int, int], None]  # (what, rows done, rows in all): --cache ram's load, with its reason
 
 
 def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, Any]]:
@@ -75,24 +84,44 @@ class Trainer:
         self.run = RunFolder(cfg.out)
         if dist.is_main:
             check_trackers(cfg.log_to)
+        self.workers = default_workers(cfg.workers, self.device)
 
-    def datasets(self, model: VTFPAR) -> tuple[TrackletTokens, TrackletTokens]:
+    def datasets(self, model: VTFPAR, loading: Loading | None = None) -> tuple[TrackletTokens, TrackletTokens]:
         cfg, keep = self.cfg, model.cfg.needs_frames
         dtype = input_dtype(self.device, cfg.precision)
         train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, dtype, keep_frames=keep, use_views=cfg.use_views)
         eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed, dtype, keep_frames=keep,
                                   sampling=cfg.eval_sampling)
+        if cfg.cache != "disk":
+            self.hold_in_memory(train_set, eval_set, loading)
         return train_set, eval_set
+
+    def hold_in_memory(self, train_set: TrackletTokens, eval_set: TrackletTokens, loading: Loading | None) -> None:
+        """--cache ram/auto: every row the run can draw (its training tracklets' valid frames and views, its
+        evaluation rows) read once into memory, or, for auto when they do not fit, left on disk; `loading` hears
+        which and why, then the rows loaded."""
+        rows = rows_of([*(train_set.possible_rows(int(i), True) for i in self.train_idx),
+                        *(eval_set.possible_rows(int(i), False) for i in (*self.eval_idx, *self.val_idx))])
+        tier, why = choose_cache(self.cfg.cache, len(rows) * row_bytes(self.store), available_memory(),
+                                 device_free_memory(self.device))
+        held = tier in ("ram", "device")
+        said = f"cache {tier}: {why}" + ("; batches are built in this process (no loader workers)"
+                                          if held and self.workers else "")
+        if loading:
+            loading(said, 0, len(rows) if held else 0)
+        if held:
+            resident = ResidentRows(self.store, rows, (lambda done, total: loading(said, done, total)) if loading
+                                    else None, self.device if tier == "device" else None)
+            train_set.resident = eval_set.resident = resident
+            self.workers = 0  # the rows live in this process; a worker would need a copy of them
 
     def training_loader(self, train_set: TrackletTokens) -> tuple[DataLoader, EpochBatches]:
         sampler = EpochBatches(self.train_idx, self.cfg.batch_size, self.cfg.seed, shuffle=True, rank=self.dist.rank,
                                world=self.dist.world_size)
-        workers = default_workers(self.cfg.workers, self.device)
-        return tracklet_batches(train_set, sampler, workers, self.device.type == "cuda", persistent=True), sampler
+        return tracklet_batches(train_set, sampler, self.workers, self.device.type == "cuda", persistent=True), sampler
 
     def evaluate(self, model: VTFPAR, eval_set: TrackletTokens, indices: np.ndarray) -> dict[str, Any]:
-        probs = predict_split(model, eval_set, indices, default_workers(self.cfg.workers, self.device), self.device,
-                              self.amp)
+        probs = predict_split(model, eval_set, indices, self.workers, self.device, self.amp)
         a = self.store.attrs
         return evaluate_predictions(probs, self.store.labels[indices], a["group_boundaries"], a["groups"],
                                     self.cfg.threshold)
@@ -100,7 +129,7 @@ class Trainer:
 
 def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: DistContext | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None, group: dict[str, dict[str, Any]] | None = None,
-          warn: Warn | None = None) -> dict[str, Any]:
+          warn: Warn | None = None, loading: Loading | None = None) -> dict[str, Any]:
     """Train; returns the selected epoch's record. Writes the run folder `cfg.out` (README: checkpoints); with
     `cfg.log_to`, the main process also logs to those experiment trackers (`group`: a sweep's, from
     `experiments.open_sweep`; `warn` hears of a tracker that fails)."""
@@ -131,7 +160,7 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
                                       "recipe": recipe})
                 dist.barrier()
                 with deterministic(det):
-                    return _train(trainer, model, fusion_init, resume, on_epoch, group or {}, warn)
+                    return _train(trainer, model, fusion_init, resume, on_epoch, group or {}, warn, loading)
         except BaseException:
             if created and not run.exists():  # this call made the folder and committed nothing: leave nothing behind
                 remove_own(run.path)
@@ -140,7 +169,7 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
 
 def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume: bool,
            on_epoch: Callable[[dict[str, Any]], None] | None, group: dict[str, dict[str, Any]],
-           warn: Warn | None) -> dict[str, Any]:
+           warn: Warn | None, loading: Loading | None) -> dict[str, Any]:
     cfg, dist, store, run, device = trainer.cfg, trainer.dist, trainer.store, trainer.run, trainer.device
     model.to(device)
     ddp = model
@@ -152,7 +181,7 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
     steps = TrainingStep(model, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
                          warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=trainer.amp,
                          pos_rate=pos_rate if cfg.loss == "weighted" else None, ddp=ddp)
-    train_set, eval_set = trainer.datasets(model)
+    train_set, eval_set = trainer.datasets(model, loading)
     loader, sampler = trainer.training_loader(train_set)
 
     start_epoch, best, history = 0, None, []
