@@ -1,12 +1,11 @@
 """Tokens resident in memory (`--cache ram|device|auto`): the rows a run can draw, read from the store once (each
 row's checksum verified as it is read), then served without touching the disk.
 
-- `ram`: the rows in host memory as stored (float16/float32, or int8 with its scales); each batch is built by the
-  same code as from the store (`TrackletTokens.tokens_into`), so a run trained from `ram` ends with the checkpoint
-  of the run trained from `disk`, bit for bit on a CPU.
-- `device`: the rows as a tensor on the run's device (the GPU); a batch is one gather by index, the int8 scaling
-  and the T-mean on the device: no host work but an index array. On a CPU run the tensor is in host memory and the
-  same code runs, which is how it is tested.
+- `ram`: the rows in host memory as stored (float16/float32, or int8 with its scales); a batch is one gather by
+  index, the int8 scaling and the T-mean there, then one copy to the GPU.
+- `device`: the same rows and the same code on the run's GPU: no host work per batch but an index array.
+  The batched arithmetic is the per-tracklet one of `TrackletTokens.tokens_into`: a run from `ram` (or `device` on a
+  CPU run, which is `ram`) ends with the checkpoint of the run from `disk`, bit for bit on a CPU (tested).
 - `auto`: `device` on a GPU when the rows fit its free memory with the margin, else `ram` when they fit the host's,
   else `disk`; it says which and why.
 """
@@ -30,40 +29,42 @@ LOAD_CHUNK = 256  # rows per read while loading: large reads, and a progress ste
 
 
 class ResidentRows:
-    """Store rows held in memory as stored, sorted by row; with `device`, as torch tensors there."""
+    """Store rows held as stored (sorted by row) in torch tensors on `device`: host memory for `ram`, the GPU for
+    `device`. A batch is built from them by one gather (`batch`)."""
 
-    def __init__(self, store: TokenStore, rows: np.ndarray, progress: Callable[[int, int], None] | None = None,
-                 device: torch.device | None = None):
+    def __init__(self, store: TokenStore, rows: np.ndarray, device: torch.device,
+                 progress: Callable[[int, int], None] | None = None):
         import torch
 
         self.path = store.path
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         n, shape = len(self.rows), (store.num_tokens, store.dim)
-        self.tokens = np.empty((n, *shape), dtype=store.codec.numpy_dtype)
-        self.scales = np.empty((n, shape[0]), dtype=np.float32) if store.codec.scaled else None
-        self.device = device
-        on_device = device is not None and device.type != "cpu"
-        chunk_tokens, chunk_scales = self.tokens, self.scales
-        if on_device:  # loaded a chunk at a time through host memory: the host never holds the whole set
-            self.tokens_t = torch.empty((n, *shape), dtype=torch.from_numpy(self.tokens[:0]).dtype, device=device)
-            self.scales_t = None if self.scales is None else torch.empty((n, shape[0]), device=device)
-            chunk_tokens = np.empty((LOAD_CHUNK, *shape), dtype=store.codec.numpy_dtype)
-            chunk_scales = None if self.scales is None else np.empty((LOAD_CHUNK, shape[0]), dtype=np.float32)
-            self.tokens = self.scales = None
+        dtype = torch.from_numpy(np.empty(0, dtype=store.codec.numpy_dtype)).dtype
+        self.tokens = torch.empty((n, *shape), dtype=dtype, device=device)
+        self.scales = torch.empty((n, shape[0]), device=device) if store.codec.scaled else None
+        host = device.type == "cpu"
+        # read a chunk at a time (straight into the tensor in host memory; through one chunk buffer for a GPU, so the
+        # host never holds the whole set)
+        chunk = None if host else np.empty((LOAD_CHUNK, *shape), dtype=store.codec.numpy_dtype)
+        chunk_scales = None if host or self.scales is None else np.empty((LOAD_CHUNK, shape[0]), dtype=np.float32)
         for start in range(0, n, LOAD_CHUNK):
             end = min(n, start + LOAD_CHUNK)
-            at = slice(0, end - start) if on_device else slice(start, end)
-            store.read_rows_into(self.rows[start:end], chunk_tokens[at], None if chunk_scales is None else
-                                 chunk_scales[at])
-            if on_device:
-                self.tokens_t[start:end].copy_(torch.from_numpy(chunk_tokens[at]))
-                if self.scales_t is not None:
-                    self.scales_t[start:end].copy_(torch.from_numpy(chunk_scales[at]))
+            if host:
+                store.read_rows_into(self.rows[start:end], self.tokens[start:end].numpy(),
+                                     None if self.scales is None else self.scales[start:end].numpy())
+            else:
+                k = end - start
+                store.read_rows_into(self.rows[start:end], chunk[:k], None if chunk_scales is None else
+                                     chunk_scales[:k])
+                self.tokens[start:end].copy_(torch.from_numpy(chunk[:k]))
+                if self.scales is not None:
+                    self.scales[start:end].copy_(torch.from_numpy(chunk_scales[:k]))
             if progress:
                 progress(end, n)
-        if device is not None and not on_device:
-            self.tokens_t = torch.from_numpy(self.tokens)
-            self.scales_t = None if self.scales is None else torch.from_numpy(self.scales)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tokens.device
 
     def slots(self, rows: np.ndarray) -> np.ndarray:
         slots = np.searchsorted(self.rows, rows)
@@ -72,22 +73,16 @@ class ResidentRows:
                            f"and report this")
         return slots
 
-    def read_rows_into(self, rows: np.ndarray, tokens: np.ndarray, scales: np.ndarray | None = None) -> None:
-        """As `TokenStore.read_rows_into`, from host memory (`ram`)."""
-        slots = self.slots(rows)
-        np.take(self.tokens, slots, axis=0, out=tokens)
-        if scales is not None:
-            np.take(self.scales, slots, axis=0, out=scales)
-
     def batch(self, rows: np.ndarray, keep_frames: bool, dtype: torch.dtype) -> torch.Tensor:
-        """A batch from rows [B, T] on the device (`device`): one gather, int8 scaled, combined over T in float32."""
+        """A batch from rows [B, T]: one gather, int8 scaled, combined over T in float32 (the arithmetic of
+        `TrackletTokens.tokens_into`, batched)."""
         import torch
 
         b, t = rows.shape
-        index = torch.from_numpy(self.slots(rows.reshape(-1))).to(self.tokens_t.device, non_blocking=True)
-        x = self.tokens_t.index_select(0, index).view(b, t, *self.tokens_t.shape[1:]).float()
-        if self.scales_t is not None:
-            x.mul_(self.scales_t.index_select(0, index).view(b, t, -1, 1))
+        index = torch.from_numpy(self.slots(rows.reshape(-1))).to(self.device, non_blocking=True)
+        x = self.tokens.index_select(0, index).view(b, t, *self.tokens.shape[1:]).float()
+        if self.scales is not None:
+            x.mul_(self.scales.index_select(0, index).view(b, t, -1, 1))
         return (x if keep_frames else x.mean(1)).to(dtype)
 
 

@@ -43,7 +43,7 @@ class TrackletTokens(Dataset):
             raise ParError(f"evaluation sampling must be fixed or random, not '{sampling}'")
         self.store_path, self.frames, self.seed, self.out_dtype = store_path, frames, seed, out_dtype
         self.keep_frames, self.use_views, self.sampling, self.readahead = keep_frames, use_views, sampling, readahead
-        self.resident: ResidentRows | None = None  # --cache ram: rows served from memory (engine.resident)
+        self.resident: ResidentRows | None = None  # --cache ram/device: batches from memory (engine.resident)
         self._store: TokenStore | None = None
         self._scratch: dict[str, Any] | None = None
 
@@ -106,7 +106,7 @@ class TrackletTokens(Dataset):
     def tokens_into(self, rows: np.ndarray, out: torch.Tensor) -> None:
         """out = the rows' tokens in float32, their mean [N, D] or all of them [T, N, D], cast to out's dtype."""
         b = self._buffers()
-        (self.resident or self.store).read_rows_into(rows, b["raw"], b["scales"])
+        self.store.read_rows_into(rows, b["raw"], b["scales"])
         raw = torch.from_numpy(b["raw"])
         if b["scales"] is None and not self.keep_frames:
             torch.mean(raw, 0, dtype=torch.float32, out=b["acc"])
@@ -124,18 +124,18 @@ class TrackletTokens(Dataset):
 
     @property
     def on_device(self) -> bool:
-        """Batches are built on the run's device (`--cache device`), not in host memory."""
-        return self.resident is not None and self.resident.device is not None
+        """Batches are built on the run's GPU (`--cache device`), not in host memory."""
+        return self.resident is not None and self.resident.device.type != "cpu"
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         store = self.store
         index = torch.tensor([i for i, _ in keys], dtype=torch.int64)
         rows = [self.picked_rows(i, epoch) for i, epoch in keys]
         y = torch.from_numpy(store.labels[index.numpy()].astype(np.float32))
-        if self.on_device:
+        if self.resident is not None:
             return self.resident.batch(np.stack(rows), self.keep_frames, self.out_dtype), y, index
         x = _batch_tensor((len(keys), *self.sample_shape), self.out_dtype)
-        if self.readahead and self.resident is None:
+        if self.readahead:
             store.prefetch(np.concatenate(rows))
         for b, r in enumerate(rows):
             self.tokens_into(r, x[b])

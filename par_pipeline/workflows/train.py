@@ -110,8 +110,8 @@ class Trainer:
         if loading:
             loading(said, 0, len(rows) if held else 0)
         if held:
-            resident = ResidentRows(self.store, rows, (lambda done, total: loading(said, done, total)) if loading
-                                    else None, self.device if tier == "device" else None)
+            resident = ResidentRows(self.store, rows, self.device if tier == "device" else torch.device("cpu"),
+                                    (lambda done, total: loading(said, done, total)) if loading else None)
             train_set.resident = eval_set.resident = resident
             self.workers = 0  # the rows live in this process; a worker would need a copy of them
 
