@@ -97,9 +97,9 @@ class Trainer:
         return train_set, eval_set
 
     def hold_in_memory(self, train_set: TrackletTokens, eval_set: TrackletTokens, loading: Loading | None) -> None:
-        """--cache ram/auto: every row the run can draw (its training tracklets' valid frames and views, its
-        evaluation rows) read once into memory, or, for auto when they do not fit, left on disk; `loading` hears
-        which and why, then the rows loaded."""
+        """--cache ram/device/auto: every row the run can draw (its training tracklets' valid frames and views, its
+        evaluation rows) read once into host or GPU memory, or, for auto when they fit neither, left on disk;
+        `loading` hears which and why, then the rows loaded."""
         rows = rows_of([*(train_set.possible_rows(int(i), True) for i in self.train_idx),
                         *(eval_set.possible_rows(int(i), False) for i in (*self.eval_idx, *self.val_idx))])
         tier, why = choose_cache(self.cfg.cache, len(rows) * row_bytes(self.store), available_memory(),
