@@ -232,6 +232,10 @@ def test_log_to_from_a_config_file_and_credentials_never_written(store_path, tmp
     loss = expected_curve(tmp_path / "run")["loss"]
     assert tensorboard_scalars(tmp_path / "run" / "tensorboard")["loss"] == \
         [(e, pytest.approx(v, rel=1e-7)) for e, v in loss]
+    # a damaged trackers.json: the evaluation is written, the trackers' copy is a warning
+    (tmp_path / "run" / "trackers.json").write_text("{")
+    evaluated = run_par("eval", store_path, "--checkpoint", tmp_path / "run", "--workers", 0)
+    assert "trackers.json: damaged" in evaluated.stderr and (tmp_path / "run" / "eval-test" / "metrics.json").is_file()
     assert masked("MlflowException: http://ann:s3cret@10.0.0.1:5000/api failed") == \
         "MlflowException: http://***@10.0.0.1:5000/api failed"
 

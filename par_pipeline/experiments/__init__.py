@@ -272,7 +272,11 @@ def log_evaluation(run_folder: Path, name: str, figures_: dict[str, float], epoc
                    warn: Warn | None = None) -> list[str]:
     """`par eval`'s figures added to the tracked run of the run it evaluated (as `eval/<name>/...` at the
     checkpoint's epoch), for each tracker that run was logged to; returns those trackers."""
-    log = ExperimentLog.of_folder(TrackedRun(run_folder, continuing=False), warn)
+    try:
+        log = ExperimentLog.of_folder(TrackedRun(run_folder, continuing=False), warn)
+    except ParError as exc:  # the evaluation is written and stands; only its copy in the trackers is missing
+        (warn or log_warning)(str(exc))
+        return []
     log.final({f"eval/{name}/{k}": v for k, v in figures_.items()}, epoch)
     logged = sorted(log.trackers)
     log.close(ok=True)
