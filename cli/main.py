@@ -307,8 +307,14 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
             progress.update(run, completed=r["epoch"],
                             description=f"{progress.tasks[run].description.split(' F1')[0]} F1 {100 * r['f1']:.1f}")
 
+        def loading(what: str, done: int, total: int) -> None:  # --cache ram/device: the sweep's rows, once
+            if done == 0:
+                console.print(what, highlight=False, soft_wrap=True)
+            if total:
+                progress.update(run, description="rows into memory", completed=done, total=total)
+
         rows = run_ablation(own["store"], own["out"], frame_list, own["variants"].split(), own["seeds"], own["recipe"],
-                            base, on_point, on_epoch, warn)
+                            base, on_point, on_epoch, warn, loading)
         progress.update(sweep, completed=progress.tasks[sweep].total)
     t = Table(title=f"ablation ({own['seeds']} seed(s))", title_justify="left")
     for col in ("variant", "T", "P", "R", "F1", "mA"):

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import TRAIN, one_error_line, run_par, tiny_train, train_config
+from conftest import SMALL_TRAIN, TRAIN, one_error_line, run_par, tiny_train, train_config
 from par_pipeline.engine.resident import MEMORY_MARGIN, choose_cache
 from par_pipeline.errors import ParError
 
@@ -66,3 +66,20 @@ def test_cli_says_the_choice_and_a_corrupt_row_is_an_error_while_loading(store_p
     line = one_error_line(run_par("train", broken, "--out", tmp_path / "r2", *TRAIN, "--cache", "ram", check=False))
     assert "checksum" in line and str(broken) in line
     assert not (tmp_path / "r2").exists()
+
+
+def test_a_sweep_holds_its_rows_once_and_gives_the_disk_sweep(store_path, tmp_path):
+    """par ablation --cache ram: one load for every point (the union of their rows), each point's checkpoint the one
+    its disk sweep gives."""
+    from par_pipeline.workflows.ablation import run_ablation
+
+    base = {**SMALL_TRAIN, "epochs": 1}
+    run_ablation(str(store_path), tmp_path / "disk", [1, 3], ["fusion"], 1, None, base)
+    said = []
+    run_ablation(str(store_path), tmp_path / "ram", [1, 3], ["fusion"], 1, None, {**base, "cache": "ram"},
+                 loading=lambda what, done, total: said.append(what))
+    assert len(set(said)) == 1 and said[0].startswith("cache ram: asked for") and "loaded once for the sweep" in said[0]
+    points = sorted(p.name for p in (tmp_path / "disk" / "runs").iterdir())
+    assert len(points) == 2 and points == sorted(p.name for p in (tmp_path / "ram" / "runs").iterdir())
+    for name in points:
+        same_run(tmp_path / "disk" / "runs" / name, tmp_path / "ram" / "runs" / name)

@@ -136,6 +136,23 @@ def choose_cache(requested: str, needed: int, host: int, device: int | None) -> 
     return "disk", f"auto: {sizes(host, 'of host memory available')} do not fit with a {MEMORY_MARGIN:.0%} margin"
 
 
+def hold(requested: str, store: TokenStore, rows: np.ndarray, device: torch.device,
+         loading: Callable[[str, int, int], None] | None = None, note: str = "") -> ResidentRows | None:
+    """The --cache decision for `rows` and, for ram/device, the rows loaded; None for disk. `loading(what, done,
+    total)` hears the tier and why (with `note` when rows are held), then the rows as they load."""
+    import torch
+
+    tier, why = choose_cache(requested, len(rows) * row_bytes(store), available_memory(), device_free_memory(device))
+    held = tier in ("ram", "device")
+    said = f"cache {tier}: {why}" + (note if held else "")
+    if loading:
+        loading(said, 0, len(rows) if held else 0)
+    if not held:
+        return None
+    return ResidentRows(store, rows, device if tier == "device" else torch.device("cpu"),
+                        (lambda done, total: loading(said, done, total)) if loading else None)
+
+
 def rows_of(parts: Iterable[np.ndarray]) -> np.ndarray:
     parts = list(parts)
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import torch
+
 from ..config import EvalConfig, TrainConfig, configure
 from ..engine.metrics import headline
+from ..engine.resident import ResidentRows, hold, rows_of
 from ..errors import ParError
 from ..experiments import Warn, check_trackers, open_sweep, sweep_figures
 from ..options import results_view
@@ -24,7 +27,7 @@ from ..run import RunFolder, read_checkpoint_meta
 from ..store.reader import TokenStore
 from ..sweep import f1_against_frames, load_variants, main_frames
 from .evaluate import evaluate_checkpoint
-from .train import train
+from .train import Loading, rows_to_hold, train
 
 ABLATION_FORMAT = "par-ablation"
 ABLATION_VERSION = 2
@@ -70,9 +73,10 @@ def plan_sweep(store_path: str, out: Path, frames: list[int], variants: list[str
 
 
 def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-              group: dict[str, dict[str, Any]] | None = None, warn: Warn | None = None) -> dict[str, Any]:
+              group: dict[str, dict[str, Any]] | None = None, warn: Warn | None = None,
+              resident: ResidentRows | None = None) -> dict[str, Any]:
     """Train (or resume, or reuse) one point and evaluate its selected checkpoint; returns the metrics. With
-    --log-to, the point is a tracked run of its own in the sweep's `group`."""
+    --log-to, the point is a tracked run of its own in the sweep's `group`; `resident`: the sweep's rows in memory."""
     run = RunFolder(point.config.out)
     metrics_path = point_metrics(point)
     if metrics_path.exists():
@@ -80,10 +84,23 @@ def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | No
     finished = run.exists() and read_checkpoint_meta(run.checkpoint_json("last"))[1]["epoch"] >= point.config.epochs
     if not finished:
         train(point.config, point.recipe, resume=run.config_path.exists(), on_epoch=on_epoch, group=group,
-              warn=warn)
+              warn=warn, resident=resident)
     return evaluate_checkpoint(EvalConfig(store=point.config.store, checkpoint=str(run.path),
                                           out=str(metrics_path.parent), workers=point.config.workers,
                                           device=point.config.device), warn)
+
+
+def _hold_for_sweep(points: list[SweepPoint], loading: Loading | None) -> ResidentRows | None:
+    """--cache ram/device for a sweep: the rows every point still to train can draw, loaded once for all of them
+    (the same bytes each point would load itself)."""
+    todo = [p for p in points if not point_metrics(p).exists()]
+    first = points[0].config
+    if first.cache == "disk" or not todo:
+        return None
+    store = TokenStore(first.store)
+    store.check_shards()
+    return hold(first.cache, store, rows_of(rows_to_hold(p.config, store) for p in todo), torch.device(first.device),
+                loading, "; loaded once for the sweep's points")
 
 
 def point_metrics(point: SweepPoint) -> Path:
@@ -145,7 +162,7 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
 def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[str], seeds: int, recipe: str | None,
                  base: Mapping[str, Any], on_point: Callable[[int, int, SweepPoint, bool], None] | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 warn: Warn | None = None) -> list[dict[str, Any]]:
+                 warn: Warn | None = None, loading: Loading | None = None) -> list[dict[str, Any]]:
     out = Path(out)
     points = plan_sweep(store_path, out, frames, variants, seeds, recipe, base)
     first = points[0].config
@@ -154,11 +171,12 @@ def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[s
     with exclusive(out, "ablation"):
         sweep = open_sweep(first.log_to, out, first.experiment, warn) if first.log_to else None
         try:
+            resident = _hold_for_sweep(points, loading)
             results = []
             for i, p in enumerate(points):
                 if on_point:
                     on_point(i, len(points), p, point_metrics(p).exists())
-                results.append(run_point(p, on_epoch, sweep.group() if sweep else None, warn))
+                results.append(run_point(p, on_epoch, sweep.group() if sweep else None, warn, resident))
         except BaseException:
             if sweep:
                 sweep.close(ok=False)

@@ -22,14 +22,7 @@ from ..config import TrainConfig, check_device
 from ..distributed import DistContext
 from ..engine.inference import predict_split
 from ..engine.metrics import evaluate_predictions, headline
-from ..engine.resident import (
-    ResidentRows,
-    available_memory,
-    choose_cache,
-    device_free_memory,
-    row_bytes,
-    rows_of,
-)
+from ..engine.resident import ResidentRows, hold, rows_of
 from ..engine.splits import training_and_validation
 from ..engine.step import TrainingStep, deterministic
 from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
@@ -63,6 +56,16 @@ def build_model(cfg: TrainConfig, store: TokenStore) -> tuple[VTFPAR, dict[str, 
     return model, load_fusion_init(model, cfg.fusion_init or "random")
 
 
+def rows_to_hold(cfg: TrainConfig, store: TokenStore) -> np.ndarray:
+    """Every store row a run of `cfg` can draw (what --cache ram/device holds): its training tracklets' valid frames
+    (every stored view when views are drawn) and its evaluation and validation tracklets' evaluation rows."""
+    train_idx, val_idx = training_and_validation(store, cfg.train_split, cfg.val_fraction, cfg.seed)
+    train_set = TrackletTokens(str(store.path), cfg.frames, cfg.seed, use_views=cfg.use_views)
+    eval_set = TrackletTokens(str(store.path), cfg.eval_frames or cfg.frames, cfg.seed, sampling=cfg.eval_sampling)
+    return rows_of([*(train_set.possible_rows(int(i), True) for i in train_idx),
+                    *(eval_set.possible_rows(int(i), False) for i in (*store.indices(cfg.eval_split), *val_idx))])
+
+
 class Trainer:
     """One training run: its store, splits, model, loaders and run folder."""
 
@@ -86,34 +89,22 @@ class Trainer:
             check_trackers(cfg.log_to)
         self.workers = default_workers(cfg.workers, self.device)
 
-    def datasets(self, model: VTFPAR, loading: Loading | None = None) -> tuple[TrackletTokens, TrackletTokens]:
+    def datasets(self, model: VTFPAR, loading: Loading | None = None,
+                 resident: ResidentRows | None = None) -> tuple[TrackletTokens, TrackletTokens]:
+        """The training and evaluation datasets; with --cache ram/device their rows held in memory (`resident`: rows
+        a sweep loaded once for all its points; else loaded here)."""
         cfg, keep = self.cfg, model.cfg.needs_frames
         dtype = input_dtype(self.device, cfg.precision)
         train_set = TrackletTokens(cfg.store, cfg.frames, cfg.seed, dtype, keep_frames=keep, use_views=cfg.use_views)
         eval_set = TrackletTokens(cfg.store, cfg.eval_frames or cfg.frames, cfg.seed, dtype, keep_frames=keep,
                                   sampling=cfg.eval_sampling)
-        if cfg.cache != "disk":
-            self.hold_in_memory(train_set, eval_set, loading)
-        return train_set, eval_set
-
-    def hold_in_memory(self, train_set: TrackletTokens, eval_set: TrackletTokens, loading: Loading | None) -> None:
-        """--cache ram/device/auto: every row the run can draw (its training tracklets' valid frames and views, its
-        evaluation rows) read once into host or GPU memory, or, for auto when they fit neither, left on disk;
-        `loading` hears which and why, then the rows loaded."""
-        rows = rows_of([*(train_set.possible_rows(int(i), True) for i in self.train_idx),
-                        *(eval_set.possible_rows(int(i), False) for i in (*self.eval_idx, *self.val_idx))])
-        tier, why = choose_cache(self.cfg.cache, len(rows) * row_bytes(self.store), available_memory(),
-                                 device_free_memory(self.device))
-        held = tier in ("ram", "device")
-        said = f"cache {tier}: {why}" + ("; batches are built in this process (no loader workers)"
-                                          if held and self.workers else "")
-        if loading:
-            loading(said, 0, len(rows) if held else 0)
-        if held:
-            resident = ResidentRows(self.store, rows, self.device if tier == "device" else torch.device("cpu"),
-                                    (lambda done, total: loading(said, done, total)) if loading else None)
+        if resident is None and cfg.cache != "disk":
+            note = "; batches are built in this process (no loader workers)" if self.workers else ""
+            resident = hold(cfg.cache, self.store, rows_to_hold(cfg, self.store), self.device, loading, note)
+        if resident is not None:
             train_set.resident = eval_set.resident = resident
             self.workers = 0  # the rows live in this process; a worker would need a copy of them
+        return train_set, eval_set
 
     def training_loader(self, train_set: TrackletTokens) -> tuple[DataLoader, EpochBatches]:
         sampler = EpochBatches(self.train_idx, self.cfg.batch_size, self.cfg.seed, shuffle=True, rank=self.dist.rank,
@@ -129,10 +120,12 @@ class Trainer:
 
 def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: DistContext | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None, group: dict[str, dict[str, Any]] | None = None,
-          warn: Warn | None = None, loading: Loading | None = None) -> dict[str, Any]:
+          warn: Warn | None = None, loading: Loading | None = None,
+          resident: ResidentRows | None = None) -> dict[str, Any]:
     """Train; returns the selected epoch's record. Writes the run folder `cfg.out` (README: checkpoints); with
     `cfg.log_to`, the main process also logs to those experiment trackers (`group`: a sweep's, from
-    `experiments.open_sweep`; `warn` hears of a tracker that fails)."""
+    `experiments.open_sweep`; `warn` hears of a tracker that fails); `loading` hears --cache's choice and load,
+    `resident` gives rows already held (a sweep's)."""
     dist = dist or DistContext.single()
     trainer = Trainer(cfg, recipe, dist)
     run = trainer.run
@@ -160,7 +153,7 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
                                       "recipe": recipe})
                 dist.barrier()
                 with deterministic(det):
-                    return _train(trainer, model, fusion_init, resume, on_epoch, group or {}, warn, loading)
+                    return _train(trainer, model, fusion_init, resume, on_epoch, group or {}, warn, loading, resident)
         except BaseException:
             if created and not run.exists():  # this call made the folder and committed nothing: leave nothing behind
                 remove_own(run.path)
@@ -169,7 +162,7 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
 
 def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume: bool,
            on_epoch: Callable[[dict[str, Any]], None] | None, group: dict[str, dict[str, Any]],
-           warn: Warn | None, loading: Loading | None) -> dict[str, Any]:
+           warn: Warn | None, loading: Loading | None, resident: ResidentRows | None) -> dict[str, Any]:
     cfg, dist, store, run, device = trainer.cfg, trainer.dist, trainer.store, trainer.run, trainer.device
     model.to(device)
     ddp = model
@@ -181,7 +174,7 @@ def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume:
     steps = TrainingStep(model, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
                          warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=trainer.amp,
                          pos_rate=pos_rate if cfg.loss == "weighted" else None, ddp=ddp)
-    train_set, eval_set = trainer.datasets(model, loading)
+    train_set, eval_set = trainer.datasets(model, loading, resident)
     loader, sampler = trainer.training_loader(train_set)
 
     start_epoch, best, history = 0, None, []
