@@ -6,7 +6,8 @@
 # the same script runs on a CPU with tiny sizes (the test suite does). Packages missing on a lent machine travel as
 # wheels in $WHEELS (.whl/).
 # Time: on one H200 (2026-11-29) the four extraction runs alone took 430 s at TRACKLETS=1000, then train+predict
-# (EPOCHS=2) about 100 s and track (TRACK_MINUTES=1) about 40 s; to fit one call of a 15-minute lease, halve them
+# (EPOCHS=2) about 100 s (since then the train part trains twice more, from --cache ram and --cache device: allow
+# for it) and track (TRACK_MINUTES=1) about 40 s; to fit one call of a 15-minute lease, halve them
 # (an estimate: PRECISIONS=bf16 TRACKLETS=500 EPOCHS=2 TRACK_MINUTES=1). Where only a few files come back (the
 # device tool: 8), write OUT elsewhere and pack it: OUT=/tmp/g bash scripts/gpu_check.sh; tar czf "$OUT/gpu.tgz" -C
 # /tmp g
