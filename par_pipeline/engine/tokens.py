@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from ..data.sampling import sample_frames
+from ..data.sampling import sample_frames, training_draw
 from ..errors import ParError
 from ..store.reader import TokenStore
 from ..workers import stop_with_parent
@@ -72,13 +72,11 @@ class TrackletTokens(Dataset):
             raise ParError(f"{self.store_path}: tracklet {store.tracklets[i]} has no readable frames (all were skipped "
                            f"at extraction); fix or replace its frames and extract again")
         if epoch >= 0:
-            rng = np.random.default_rng([self.seed, epoch, i])
-        else:
-            rng = np.random.default_rng([self.seed, i, 2**32 - 1]) if self.sampling == "random" else None
-        frames = valid[sample_frames(len(valid), self.frames, rng)]
-        views = int(store.views[i])
-        view = rng.integers(views, size=len(frames)) if epoch >= 0 and self.use_views and views > 1 else 0
-        return store.rows(i, frames, view)
+            picked, view = training_draw(len(valid), self.frames, int(store.views[i]) if self.use_views else 1,
+                                         (self.seed, epoch, i))
+            return store.rows(i, valid[picked], view)
+        rng = np.random.default_rng([self.seed, i, 2**32 - 1]) if self.sampling == "random" else None
+        return store.rows(i, valid[sample_frames(len(valid), self.frames, rng)], 0)
 
     def possible_rows(self, i: int, training: bool) -> np.ndarray:
         """Every store row tracklet i can contribute: in training any valid frame and (with use_views) any view; in
@@ -164,7 +162,10 @@ def _whole_batch(batch: Any) -> Any:
 def tracklet_batches(dataset: TrackletTokens, batches: Sampler, workers: int, pin_memory: bool,
                      persistent: bool = False) -> DataLoader:
     """The one DataLoader over stored tokens (training and evaluation): workers build whole batches."""
+    # its own generator: iterating a loader then draws nothing from the global RNG, which is the model's alone
+    # (initialisation, DropPath), so runs trained side by side (a fused sweep) draw as each would alone
     return DataLoader(dataset, batch_sampler=batches, collate_fn=_whole_batch, num_workers=workers,
+                      generator=torch.Generator().manual_seed(0),
                       pin_memory=pin_memory and not dataset.on_device, persistent_workers=persistent and workers > 0,
                       prefetch_factor=4 if workers > 0 else None, worker_init_fn=stop_with_parent())
 
