@@ -7,12 +7,12 @@ A killed run resumes from its last committed epoch and ends bit-identical to an 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -118,6 +118,43 @@ class Trainer:
                                     self.cfg.threshold)
 
 
+@contextlib.contextmanager
+def opened_run(cfg: TrainConfig, recipe: dict[str, Any], resume: bool,
+               dist: DistContext) -> Iterator[tuple[Trainer, VTFPAR, dict[str, Any], bool]]:
+    """A run's trainer and freshly initialised model (from the global RNG, which the caller seeds), its folder
+    claimed, locked and holding its options; (trainer, model, fusion_init, resume). A folder this call made and
+    committed nothing to is removed on failure."""
+    trainer = Trainer(cfg, recipe, dist)
+    run = trainer.run
+    model, fusion_init = build_model(cfg, trainer.store)  # every option checked before anything is written
+    created = False
+    if resume and not run.config_path.exists():
+        marker = read_marker(run.path) if run.path.is_dir() else None
+        if marker is None or marker.get("kind") != RUN_KIND:
+            raise ParError(f"{cfg.out}: no run to resume there; drop --resume to start one")
+        resume = False  # a run killed before it wrote its options: nothing to resume, so it starts
+    if dist.is_main:
+        created = not run.path.exists()
+        claim_dir(run.path, RUN_KIND)
+    try:
+        with exclusive(run.path, "train") if dist.is_main else contextlib.nullcontext():
+            if dist.is_main and not resume:
+                if run.config_path.exists():
+                    raise ParError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose "
+                                   f"another --out")
+                run.write_config({"format": RUN_CONFIG_FORMAT, "version": 1, "train": as_dict(cfg), "recipe": recipe})
+            dist.barrier()
+            yield trainer, model, fusion_init, resume
+    except BaseException:
+        if created and not run.exists():  # this call made the folder and committed nothing: leave nothing behind
+            remove_own(run.path)
+        raise
+
+
+def _deterministic(cfg: TrainConfig, device: torch.device) -> bool:
+    return {"auto": device.type == "cpu", "on": True, "off": False}[cfg.deterministic]
+
+
 def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: DistContext | None = None,
           on_epoch: Callable[[dict[str, Any]], None] | None = None, group: dict[str, dict[str, Any]] | None = None,
           warn: Warn | None = None, loading: Loading | None = None,
@@ -127,101 +164,80 @@ def train(cfg: TrainConfig, recipe: dict[str, Any], resume: bool = False, dist: 
     `experiments.open_sweep`; `warn` hears of a tracker that fails); `loading` hears --cache's choice and load,
     `resident` gives rows already held (a sweep's)."""
     dist = dist or DistContext.single()
-    trainer = Trainer(cfg, recipe, dist)
-    run = trainer.run
-    det = {"auto": trainer.device.type == "cpu", "on": True, "off": False}[cfg.deterministic]
-    devices = [trainer.device] if trainer.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):  # the seed is this run's; the caller's RNG state comes back after
+    check_device(cfg.device)
+    device = torch.device(cfg.device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # the caller's RNG comes back
         torch.manual_seed(cfg.seed)
-        model, fusion_init = build_model(cfg, trainer.store)  # every option checked before anything is written
-        created = False
-        if resume and not run.config_path.exists():
-            marker = read_marker(run.path) if run.path.is_dir() else None
-            if marker is None or marker.get("kind") != RUN_KIND:
-                raise ParError(f"{cfg.out}: no run to resume there; drop --resume to start one")
-            resume = False  # a run killed before it wrote its options: nothing to resume, so it starts
-        if dist.is_main:
-            created = not run.path.exists()
-            claim_dir(run.path, RUN_KIND)
-        try:
-            with exclusive(run.path, "train") if dist.is_main else nullcontext():
-                if dist.is_main and not resume:
-                    if run.config_path.exists():
-                        raise ParError(f"{cfg.out}: already holds a run; pass --resume to continue it or choose "
-                                       f"another --out")
-                    run.write_config({"format": RUN_CONFIG_FORMAT, "version": 1, "train": as_dict(cfg),
-                                      "recipe": recipe})
-                dist.barrier()
-                with deterministic(det):
-                    return _train(trainer, model, fusion_init, resume, on_epoch, group or {}, warn, loading, resident)
-        except BaseException:
-            if created and not run.exists():  # this call made the folder and committed nothing: leave nothing behind
-                remove_own(run.path)
-            raise
+        with opened_run(cfg, recipe, resume, dist) as (trainer, model, fusion_init, resume):
+            with deterministic(_deterministic(cfg, trainer.device)):
+                point = PointRun(trainer, model, fusion_init, resume, on_epoch, group or {}, warn, loading, resident)
+                loader, sampler = trainer.training_loader(point.train_set)
+                try:
+                    for epoch in range(point.start_epoch, cfg.epochs):
+                        sampler.set_epoch(epoch)
+                        point.begin_epoch(epoch)
+                        for x, y, _ in loader:
+                            point.train_step(x.to(trainer.device, non_blocking=True),
+                                             y.to(trainer.device, non_blocking=True))
+                        point.end_epoch(epoch)
+                        dist.barrier()
+                except BaseException:
+                    point.close(ok=False)
+                    raise
+                return point.finish()
 
 
-def _train(trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume: bool,
-           on_epoch: Callable[[dict[str, Any]], None] | None, group: dict[str, dict[str, Any]],
-           warn: Warn | None, loading: Loading | None, resident: ResidentRows | None) -> dict[str, Any]:
-    cfg, dist, store, run, device = trainer.cfg, trainer.dist, trainer.store, trainer.run, trainer.device
-    model.to(device)
-    ddp = model
-    if dist.enabled:
-        ddp = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    pos_rate = torch.from_numpy(store.labels[trainer.train_idx].mean(0).astype(np.float32)).to(device)
-    steps = TrainingStep(model, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
-                         warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=trainer.amp,
-                         pos_rate=pos_rate if cfg.loss == "weighted" else None, ddp=ddp)
-    train_set, eval_set = trainer.datasets(model, loading, resident)
-    loader, sampler = trainer.training_loader(train_set)
+class PointRun:
+    """One run through its epochs: its model, optimiser step, evaluation, commits, trackers and, when it trains side
+    by side with others (`train_together`), its own torch RNG state between its turns."""
 
-    start_epoch, best, history = 0, None, []
-    if resume:
-        if dist.is_main:
-            run.recover()
-        dist.barrier()
-        start_epoch, best, history = _restore(trainer, model, steps)
-    meta_base = checkpoint_meta(cfg, trainer.recipe, store, fusion_init)
-    log = None
-    if dist.is_main and cfg.log_to:  # one tracked run per run folder: DDP logs from rank 0 only
-        log = ExperimentLog(cfg.log_to, TrackedRun(run.path, cfg.experiment, group), warn)
-        log.start(hyperparameters(run.read_config(), store.identity), history)
-    try:
-        best = _epochs(trainer, model, ddp, steps, loader, sampler, eval_set, meta_base, start_epoch, best, history,
-                       on_epoch, log)
-    except BaseException:
-        if log:
-            log.close(ok=False)
-        raise
-    if log:
-        log.selected(best)
-        log.close(ok=True)
-    store.close()
-    return best
+    def __init__(self, trainer: Trainer, model: VTFPAR, fusion_init: dict[str, Any], resume: bool,
+                 on_epoch: Callable[[dict[str, Any]], None] | None, group: dict[str, dict[str, Any]],
+                 warn: Warn | None, loading: Loading | None, resident: ResidentRows | None):
+        cfg, dist, store, run, device = trainer.cfg, trainer.dist, trainer.store, trainer.run, trainer.device
+        self.trainer, self.model, self.on_epoch = trainer, model, on_epoch
+        model.to(device)
+        self.ddp = model
+        if dist.enabled:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        pos_rate = torch.from_numpy(store.labels[trainer.train_idx].mean(0).astype(np.float32)).to(device)
+        self.steps = TrainingStep(model, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
+                                  warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
+                                  amp=trainer.amp, pos_rate=pos_rate if cfg.loss == "weighted" else None, ddp=self.ddp)
+        self.train_set, self.eval_set = trainer.datasets(model, loading, resident)
+        self.start_epoch, self.best, self.history = 0, None, []
+        if resume:
+            if dist.is_main:
+                run.recover()
+            dist.barrier()
+            self.start_epoch, self.best, self.history = _restore(trainer, model, self.steps)
+        self.meta_base = checkpoint_meta(cfg, trainer.recipe, store, fusion_init)
+        self.log = None
+        if dist.is_main and cfg.log_to:  # one tracked run per run folder: DDP logs from rank 0 only
+            self.log = ExperimentLog(cfg.log_to, TrackedRun(run.path, cfg.experiment, group), warn)
+            self.log.start(hyperparameters(run.read_config(), store.identity), self.history)
 
-
-def _epochs(trainer: Trainer, model: VTFPAR, ddp: torch.nn.Module, steps: TrainingStep, loader: DataLoader,
-            sampler: EpochBatches, eval_set: TrackletTokens, meta_base: dict[str, Any], start_epoch: int,
-            best: dict[str, Any] | None, history: list[dict[str, Any]],
-            on_epoch: Callable[[dict[str, Any]], None] | None, log: ExperimentLog | None) -> dict[str, Any]:
-    """Epochs `start_epoch`.. of the run, each committed whole; returns the selected epoch's record."""
-    cfg, dist, run, device = trainer.cfg, trainer.dist, trainer.run, trainer.device
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        lr = steps.start_epoch(epoch)
-        ddp.train()
+    def begin_epoch(self, epoch: int) -> None:
+        self.lr = self.steps.start_epoch(epoch)
+        self.ddp.train()
         # The loss is summed on the device: reading it every step would stall the GPU queue each step.
-        total_loss, seen, first, t_first = torch.zeros((), device=device), 0, 0, 0.0
-        for step, (x, y, _) in enumerate(loader):
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            total_loss += steps.step(x, y) * len(y)
-            seen += len(y)
-            if step == 0:  # the rate leaves out the epoch's first batch (loader start-up)
-                first, t_first = len(y), time.perf_counter()
-        loss = float(total_loss) / max(1, seen)  # waits for the epoch's last step: the rate below is of finished work
-        elapsed = time.perf_counter() - t_first
+        self.total_loss = torch.zeros((), device=self.trainer.device)
+        self.seen, self.first, self.t_first = 0, 0, 0.0
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.total_loss += self.steps.step(x, y) * len(y)
+        if self.seen == 0:  # the rate leaves out the epoch's first batch (loader start-up)
+            self.first, self.t_first = len(y), time.perf_counter()
+        self.seen += len(y)
+
+    def end_epoch(self, epoch: int) -> None:
+        """The epoch's loss, evaluation and commit (main process), then its trackers and callback."""
+        trainer, seen, first = self.trainer, self.seen, self.first
+        cfg, dist, run = trainer.cfg, trainer.dist, trainer.run
+        loss = float(self.total_loss) / max(1, seen)  # waits for the epoch's last step: the rate is of finished work
+        elapsed = time.perf_counter() - self.t_first
         if not math.isfinite(loss):
             raise ParError(
                 f"{cfg.out}: the training loss became {loss} in epoch {epoch + 1}; nothing of this epoch was "
@@ -231,37 +247,50 @@ def _epochs(trainer: Trainer, model: VTFPAR, ddp: torch.nn.Module, steps: Traini
         record: dict[str, Any] = {
             "epoch": epoch + 1,
             "loss": loss,
-            "lr": lr,
+            "lr": self.lr,
             "samples_per_s": (seen - first) * dist.world_size / elapsed if seen > first and elapsed > 0 else None,
         }
-        if dist.is_main:
-            metrics = trainer.evaluate(model, eval_set, trainer.eval_idx)
-            record.update(headline(metrics))
-            val_metrics = None
-            if len(trainer.val_idx):
-                val_metrics = trainer.evaluate(model, eval_set, trainer.val_idx)
-                record["val_f1"] = val_metrics["protocol"]["mean"]["f1"]
-            key = "val_f1" if val_metrics is not None else "f1"
-            history.append(record)
-            is_best = best is None or record[key] > best[key]
-            meta = {**meta_base, "epoch": epoch + 1, "metrics": metrics, "val_metrics": val_metrics}
-            if is_best:
-                best = record
-            state = {"epoch": epoch + 1, "step": steps.state_dict(), "torch_rng": torch.get_rng_state(),
-                     "best": best, "history": history}
-            files = checkpoint_files(model, "last", meta, state)
-            if is_best:
-                files.update(checkpoint_files(model, "best", meta))
-            lines = "".join(json.dumps(r) + "\n" for r in history)
-            files[LOG_FILE] = lambda p, text=lines: p.write_text(text)
-            run.commit(files)
-            fault_point("epoch-committed")
-            if log:
-                log.epoch(record)
-            if on_epoch:
-                on_epoch(record)
-        dist.barrier()
-    return best or {}
+        if not dist.is_main:
+            return
+        metrics = trainer.evaluate(self.model, self.eval_set, trainer.eval_idx)
+        record.update(headline(metrics))
+        val_metrics = None
+        if len(trainer.val_idx):
+            val_metrics = trainer.evaluate(self.model, self.eval_set, trainer.val_idx)
+            record["val_f1"] = val_metrics["protocol"]["mean"]["f1"]
+        key = "val_f1" if val_metrics is not None else "f1"
+        self.history.append(record)
+        is_best = self.best is None or record[key] > self.best[key]
+        meta = {**self.meta_base, "epoch": epoch + 1, "metrics": metrics, "val_metrics": val_metrics}
+        if is_best:
+            self.best = record
+        state = {"epoch": epoch + 1, "step": self.steps.state_dict(), "torch_rng": torch.get_rng_state(),
+                 "best": self.best, "history": self.history}
+        files = checkpoint_files(self.model, "last", meta, state)
+        if is_best:
+            files.update(checkpoint_files(self.model, "best", meta))
+        lines = "".join(json.dumps(r) + "\n" for r in self.history)
+        files[LOG_FILE] = lambda p, text=lines: p.write_text(text)
+        run.commit(files)
+        fault_point("epoch-committed")
+        if self.log:
+            self.log.epoch(record)
+        if self.on_epoch:
+            self.on_epoch(record)
+
+    def close(self, ok: bool) -> None:
+        if self.log:
+            self.log.close(ok=ok)
+            self.log = None
+
+    def finish(self) -> dict[str, Any]:
+        """The selected epoch's record (to its trackers too); the run's store closed."""
+        best = self.best or {}
+        if self.log and best:
+            self.log.selected(best)
+        self.close(ok=True)
+        self.trainer.store.close()
+        return best
 
 
 def _restore(
