@@ -101,10 +101,11 @@ class TrackletTokens(Dataset):
             }
         return self._scratch
 
-    def tokens_into(self, rows: np.ndarray, out: torch.Tensor) -> None:
-        """out = the rows' tokens in float32, their mean [N, D] or all of them [T, N, D], cast to out's dtype."""
+    def tokens_into(self, rows: np.ndarray, out: torch.Tensor, source: Any = None) -> None:
+        """out = the rows' tokens in float32, their mean [N, D] or all of them [T, N, D], cast to out's dtype; read
+        from the store, or from `source` (rows already read: `RowBlock`)."""
         b = self._buffers()
-        self.store.read_rows_into(rows, b["raw"], b["scales"])
+        (source or self.store).read_rows_into(rows, b["raw"], b["scales"])
         raw = torch.from_numpy(b["raw"])
         if b["scales"] is None and not self.keep_frames:
             torch.mean(raw, 0, dtype=torch.float32, out=b["acc"])
@@ -144,6 +145,56 @@ class TrackletTokens(Dataset):
         return x[0], y[0], int(index[0])
 
 
+class RowBlock:
+    """Store rows read once (sorted), served to `TrackletTokens.tokens_into` as the store serves them."""
+
+    def __init__(self, store: TokenStore, rows: np.ndarray):
+        self.rows = rows
+        self.tokens, self.scales = store.read_rows(rows)
+
+    def read_rows_into(self, rows: np.ndarray, tokens: np.ndarray, scales: np.ndarray | None = None) -> None:
+        slots = np.searchsorted(self.rows, rows)
+        np.take(self.tokens, slots, axis=0, out=tokens)
+        if scales is not None:
+            np.take(self.scales, slots, axis=0, out=scales)
+
+
+class TogetherTokens(Dataset):
+    """Batches for runs trained side by side (a fused sweep), keyed like `sets` (one dataset per input kind: frames
+    T, and whether frames are kept): per tracklet the rows every kind's draw takes (nested prefixes of one draw) are
+    read once, their union, and each kind's input is computed from them by its own dataset's code, so each run gets
+    exactly the batch it reads alone."""
+
+    def __init__(self, sets: dict[Any, TrackletTokens]):
+        self.sets = sets
+        self.first = next(iter(sets.values()))
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    @property
+    def on_device(self) -> bool:
+        return self.first.on_device
+
+    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[dict[Any, torch.Tensor], torch.Tensor,
+                                                                     torch.Tensor]:
+        store = self.first.store
+        index = torch.tensor([i for i, _ in keys], dtype=torch.int64)
+        y = torch.from_numpy(store.labels[index.numpy()].astype(np.float32))
+        rows = {k: [s.picked_rows(i, epoch) for i, epoch in keys] for k, s in self.sets.items()}
+        if self.first.resident is not None:
+            return ({k: self.first.resident.batch(np.stack(rows[k]), s.keep_frames, s.out_dtype)
+                     for k, s in self.sets.items()}, y, index)
+        xs = {k: _batch_tensor((len(keys), *s.sample_shape), s.out_dtype) for k, s in self.sets.items()}
+        if self.first.readahead:
+            store.prefetch(np.concatenate([r for per_kind in rows.values() for r in per_kind]))
+        for b in range(len(keys)):
+            block = RowBlock(store, np.unique(np.concatenate([rows[k][b] for k in self.sets])))
+            for k, s in self.sets.items():
+                s.tokens_into(rows[k][b], xs[k][b], block)
+        return xs, y, index
+
+
 def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     """An empty batch tensor; in a loader worker it is allocated in shared memory, as torch's default_collate does,
     so handing it to the main process copies nothing."""
@@ -159,7 +210,7 @@ def _whole_batch(batch: Any) -> Any:
     return batch
 
 
-def tracklet_batches(dataset: TrackletTokens, batches: Sampler, workers: int, pin_memory: bool,
+def tracklet_batches(dataset: TrackletTokens | TogetherTokens, batches: Sampler, workers: int, pin_memory: bool,
                      persistent: bool = False) -> DataLoader:
     """The one DataLoader over stored tokens (training and evaluation): workers build whole batches."""
     # its own generator: iterating a loader then draws nothing from the global RNG, which is the model's alone

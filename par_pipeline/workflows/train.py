@@ -25,7 +25,7 @@ from ..engine.metrics import evaluate_predictions, headline
 from ..engine.resident import ResidentRows, hold, rows_of
 from ..engine.splits import training_and_validation
 from ..engine.step import TrainingStep, deterministic
-from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
+from ..engine.tokens import EpochBatches, TogetherTokens, TrackletTokens, default_workers, tracklet_batches
 from ..errors import ParError
 from ..experiments import ExperimentLog, TrackedRun, Warn, check_trackers, hyperparameters
 from ..model.block import load_model_config
@@ -218,6 +218,7 @@ class PointRun:
         if dist.is_main and cfg.log_to:  # one tracked run per run folder: DDP logs from rank 0 only
             self.log = ExperimentLog(cfg.log_to, TrackedRun(run.path, cfg.experiment, group), warn)
             self.log.start(hyperparameters(run.read_config(), store.identity), self.history)
+        self.rng = _rng_state(device)  # after initialisation (or the restored state): what `turn` starts from
 
     def begin_epoch(self, epoch: int) -> None:
         self.lr = self.steps.start_epoch(epoch)
@@ -278,6 +279,17 @@ class PointRun:
         if self.on_epoch:
             self.on_epoch(record)
 
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """This run's torch RNG (initialisation and DropPath draws) while it acts among others."""
+        torch.set_rng_state(self.rng[0])
+        if self.rng[1] is not None:
+            torch.cuda.set_rng_state(self.rng[1], self.trainer.device)
+        try:
+            yield
+        finally:
+            self.rng = _rng_state(self.trainer.device)
+
     def close(self, ok: bool) -> None:
         if self.log:
             self.log.close(ok=ok)
@@ -314,3 +326,63 @@ def _restore(
     steps.load_state_dict(state["step"])
     torch.set_rng_state(state["torch_rng"])
     return int(state["epoch"]), state["best"], list(state["history"])
+
+
+# The options that make runs read the same batches in the same order: runs equal in these train side by side.
+TOGETHER_KEYS = ("store", "seed", "batch_size", "epochs", "train_split", "val_fraction", "use_views", "precision",
+                 "device", "cache", "workers", "deterministic")
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def train_together(runs: list[tuple[TrainConfig, dict[str, Any], bool]],
+                   on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                   group: dict[str, dict[str, Any]] | None = None, warn: Warn | None = None,
+                   resident: ResidentRows | None = None) -> list[dict[str, Any]]:
+    """Runs (config, recipe, resume) equal in `TOGETHER_KEYS`, trained side by side from one read of each batch
+    (the rows of every run's draw, nested prefixes of one draw, read once): each run keeps its own model, optimiser,
+    RNG, evaluation, commits and trackers, and ends with the checkpoint, log and figures `train` gives it alone.
+    Each resumes from its own last committed epoch. Returns each run's selected epoch's record."""
+    first = runs[0][0]
+    for cfg, _, _ in runs:
+        differ = [k for k in TOGETHER_KEYS if getattr(cfg, k) != getattr(first, k)]
+        if differ:
+            raise ParError(f"{cfg.out}: cannot train side by side with {first.out}: they differ in {differ}")
+    check_device(first.device)
+    device, dist = torch.device(first.device), DistContext.single()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), contextlib.ExitStack() as stack:
+        stack.enter_context(deterministic(_deterministic(first, device)))
+        points: list[PointRun] = []
+        for cfg, recipe, resume in runs:
+            torch.manual_seed(cfg.seed)
+            trainer, model, fusion_init, resume = stack.enter_context(opened_run(cfg, recipe, resume, dist))
+            points.append(PointRun(trainer, model, fusion_init, resume, on_epoch, group or {}, warn, None, resident))
+        sets = {}
+        for p in points:
+            sets.setdefault((p.trainer.cfg.frames, p.train_set.keep_frames), p.train_set)
+        sampler = EpochBatches(points[0].trainer.train_idx, first.batch_size, first.seed, shuffle=True)
+        loader = tracklet_batches(TogetherTokens(sets), sampler, points[0].trainer.workers, device.type == "cuda",
+                                  persistent=True)
+        try:
+            for epoch in range(min(p.start_epoch for p in points), first.epochs):
+                active = [p for p in points if p.start_epoch <= epoch]
+                sampler.set_epoch(epoch)
+                for p in active:
+                    with p.turn():
+                        p.begin_epoch(epoch)
+                for xs, y, _ in loader:
+                    y = y.to(device, non_blocking=True)
+                    for p in active:
+                        x = xs[(p.trainer.cfg.frames, p.train_set.keep_frames)].to(device, non_blocking=True)
+                        with p.turn():
+                            p.train_step(x, y)
+                for p in active:
+                    with p.turn():
+                        p.end_epoch(epoch)
+        except BaseException:
+            for p in points:
+                p.close(ok=False)
+            raise
+        return [p.finish() for p in points]
