@@ -27,7 +27,7 @@ from ..run import RunFolder, read_checkpoint_meta
 from ..store.reader import TokenStore
 from ..sweep import f1_against_frames, load_variants, main_frames
 from .evaluate import evaluate_checkpoint
-from .train import Loading, rows_to_hold, train
+from .train import TOGETHER_KEYS, Loading, rows_to_hold, train, train_together
 
 ABLATION_FORMAT = "par-ablation"
 ABLATION_VERSION = 2
@@ -88,6 +88,29 @@ def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | No
     return evaluate_checkpoint(EvalConfig(store=point.config.store, checkpoint=str(run.path),
                                           out=str(metrics_path.parent), workers=point.config.workers,
                                           device=point.config.device), warn)
+
+
+def to_train(point: SweepPoint) -> bool:
+    """The point has no evaluation yet and its run is not finished (absent, or killed before its last epoch)."""
+    run = RunFolder(point.config.out)
+    if point_metrics(point).exists():
+        return False
+    return not (run.exists() and read_checkpoint_meta(run.checkpoint_json("last"))[1]["epoch"] >= point.config.epochs)
+
+
+def _train_together(points: list[SweepPoint], on_epoch: Callable[[dict[str, Any]], None] | None,
+                    group: dict[str, dict[str, Any]] | None, warn: Warn | None, resident: ResidentRows | None) -> None:
+    """Every point still to train, in groups that read the same batches (one seed: all frame counts and variants),
+    each group side by side from one read of each batch (`train_together`); each point resumes from its own last
+    committed epoch."""
+    groups: dict[str, list[SweepPoint]] = {}
+    for p in points:
+        if to_train(p):
+            key = json.dumps({k: getattr(p.config, k) for k in TOGETHER_KEYS}, sort_keys=True, default=str)
+            groups.setdefault(key, []).append(p)
+    for members in groups.values():
+        train_together([(p.config, p.recipe, RunFolder(p.config.out).config_path.exists()) for p in members],
+                       on_epoch, group, warn, resident)
 
 
 def _hold_for_sweep(points: list[SweepPoint], loading: Loading | None) -> ResidentRows | None:
@@ -172,6 +195,7 @@ def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[s
         sweep = open_sweep(first.log_to, out, first.experiment, warn) if first.log_to else None
         try:
             resident = _hold_for_sweep(points, loading)
+            _train_together(points, on_epoch, sweep.group() if sweep else None, warn, resident)
             results = []
             for i, p in enumerate(points):
                 if on_point:
