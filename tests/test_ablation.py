@@ -103,3 +103,66 @@ def test_report_side_by_side(store_path, run_path, tmp_path):
     with pytest.raises(ParError, match="neither a run folder"):
         from par_pipeline.workflows.report import compare_runs
         compare_runs([tmp_path], tmp_path / "rep2")
+
+
+def _epochs(run) -> list[dict]:
+    """log.jsonl without samples_per_s (a measurement; the rest is the run)."""
+    return [{k: v for k, v in json.loads(line).items() if k != "samples_per_s"}
+            for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def _same_run(a, b) -> None:
+    for name in ("best.safetensors", "last.safetensors"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), (a, name)
+    assert _epochs(a) == _epochs(b)
+
+
+FUSED = ["--sweep-frames", "1 3", "--variants", "fusion no-fusion", "--epochs", "2", "--model", "vtf-par-small",
+         "--batch-size", "4", "--workers", "0", "--warmup-epochs", "1", "--fusion-init", "random"]
+
+
+@pytest.fixture(scope="module")
+def fused_sweep(store_path, tmp_path_factory):
+    """`par ablation` whose four points (T 1 and 3, fusion and not, one seed) train side by side, and the fault
+    points it passed."""
+    res = tmp_path_factory.mktemp("fused") / "res"
+    log = res.with_name("faults.log")
+    run_par("ablation", store_path, "--out", res, *FUSED, env={"PAR_TEST_FAULT_LOG": str(log)})
+    return res, log.read_text().split()
+
+
+def test_a_point_of_a_fused_sweep_is_that_point_trained_alone(fused_sweep, store_path, tmp_path):
+    """Every point trained side by side ends with the checkpoint and log `par train` gives it alone, bit for bit
+    on a CPU (its own initialisation and DropPath draws; its frames nested prefixes of the same draw)."""
+    from dataclasses import replace
+
+    from par_pipeline.workflows.train import train
+
+    res, _ = fused_sweep
+    points = A.plan_sweep(str(store_path), res, [1, 3], ["fusion", "no-fusion"], 1, None, {
+        "epochs": 2, "model": "vtf-par-small", "batch_size": 4, "workers": 0, "warmup_epochs": 1,
+        "fusion_init": "random"})
+    assert len(points) == 4
+    for p in points:
+        train(replace(p.config, out=str(tmp_path / p.key)), p.recipe)
+        _same_run(res / "runs" / p.key, tmp_path / p.key)
+
+
+def test_kill_9_of_a_fused_sweep_then_the_same_command(fused_sweep, store_path, tmp_path):
+    """Killed when some points have committed epoch 2 and others only epoch 1: the same command resumes each from
+    its own last committed epoch, and every point ends as in the uninterrupted sweep."""
+    from conftest import run_par_forked
+
+    res, points = fused_sweep
+    committed = [k for k, p in enumerate(points, 1) if p == "epoch-committed"]
+    assert len(committed) == 8  # 4 points x 2 epochs
+    out = tmp_path / "res"
+    killed = run_par_forked("ablation", store_path, "--out", out, *FUSED, env={"PAR_TEST_KILL_AT": committed[5]})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    epochs = sorted(len(_epochs(p)) for p in (out / "runs").iterdir())
+    assert epochs == [1, 1, 2, 2]
+    run_par("ablation", store_path, "--out", out, *FUSED)
+    for point in (res / "runs").iterdir():
+        _same_run(point, out / "runs" / point.name)
+    assert json.loads((out / "ablation.json").read_text())["rows"] == \
+        json.loads((res / "ablation.json").read_text())["rows"]

@@ -1,7 +1,8 @@
 """Stage-two inputs from the store: T frames per tracklet, combined over time in float32.
 
 Training draws T frames at random each time a tracklet is loaded (without replacement; with replacement when
-it has fewer than T), and, when the store holds several views of the training frames, one view per drawn frame.
+it has fewer than T), and, when the store holds several views of the training frames, one view per drawn frame
+(`data.sampling.training_draw`: nested prefixes of one permutation, so a sweep's frame counts share one read).
 The draw depends only on (seed, epoch, tracklet), so neither worker count, rank nor resumption changes it.
 Evaluation takes T evenly spaced frames (positions round(linspace(0, n-1, T)) of the tracklet's n valid
 frames), or with `sampling="random"` a random draw keyed by (seed, tracklet), as the reference's test loader.
