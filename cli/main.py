@@ -298,14 +298,20 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
         sweep = progress.add_task("sweep", total=None)
         run = progress.add_task("run", total=None)
 
-        def on_point(i: int, n: int, p, reused: bool) -> None:
-            progress.update(sweep, total=n, completed=i, description=f"sweep (run {i + 1}/{n})")
-            progress.reset(run, total=p.config.epochs, description=f"{p.variant} T={p.frames} seed {p.seed}" +
-                           (" (reused)" if reused else ""))
+        def on_point(i: int, n: int, p, reused: bool) -> None:  # each point evaluated (or reused), once trained
+            progress.update(sweep, total=n, completed=i, description=f"sweep (point {i + 1}/{n})")
+            progress.reset(run, total=1, description=f"{p.variant} T={p.frames} seed {p.seed}" +
+                           (" (reused)" if reused else ": evaluating"))
+
+        def on_together(points: list) -> None:  # one seed's points train side by side: one epoch bar for them all
+            p = points[0]
+            progress.reset(run, total=len(points) * p.config.epochs,
+                           description=f"{len(points)} points side by side (seed {p.seed})")
 
         def on_epoch(r: dict) -> None:
-            progress.update(run, completed=r["epoch"],
-                            description=f"{progress.tasks[run].description.split(' F1')[0]} F1 {100 * r['f1']:.1f}")
+            progress.advance(run)
+            progress.update(run, description=f"{progress.tasks[run].description.split(' F1')[0]} F1 "
+                                             f"{100 * r['f1']:.1f}")
 
         def loading(what: str, done: int, total: int) -> None:  # --cache ram/device: the sweep's rows, once
             if done == 0:
@@ -314,7 +320,7 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
                 progress.update(run, description="rows into memory", completed=done, total=total)
 
         rows = run_ablation(own["store"], own["out"], frame_list, own["variants"].split(), own["seeds"], own["recipe"],
-                            base, on_point, on_epoch, warn, loading)
+                            base, on_point, on_epoch, warn, loading, on_together)
         progress.update(sweep, completed=progress.tasks[sweep].total)
     t = Table(title=f"ablation ({own['seeds']} seed(s))", title_justify="left")
     for col in ("variant", "T", "P", "R", "F1", "mA"):

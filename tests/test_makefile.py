@@ -169,6 +169,7 @@ class TestMakeBench:
             and t["checksum_verification"]["ms_per_row_verify_always"] > 0
         )
         assert p["tracklets"] == 4 and set(s["reference_s"]) == {"1", "2"} and s["projected_speedup"] > 0
+        assert s["together_same_checkpoints"] is True and s["together_s"] > 0  # the sweep side by side: same runs
         for dtype in ("float16", "int8"):
             host = e["host_loop"][dtype]
             assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0

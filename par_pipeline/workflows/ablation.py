@@ -99,7 +99,8 @@ def to_train(point: SweepPoint) -> bool:
 
 
 def _train_together(points: list[SweepPoint], on_epoch: Callable[[dict[str, Any]], None] | None,
-                    group: dict[str, dict[str, Any]] | None, warn: Warn | None, resident: ResidentRows | None) -> None:
+                    group: dict[str, dict[str, Any]] | None, warn: Warn | None, resident: ResidentRows | None,
+                    on_together: Callable[[list[SweepPoint]], None] | None) -> None:
     """Every point still to train, in groups that read the same batches (one seed: all frame counts and variants),
     each group side by side from one read of each batch (`train_together`); each point resumes from its own last
     committed epoch."""
@@ -109,6 +110,8 @@ def _train_together(points: list[SweepPoint], on_epoch: Callable[[dict[str, Any]
             key = json.dumps({k: getattr(p.config, k) for k in TOGETHER_KEYS}, sort_keys=True, default=str)
             groups.setdefault(key, []).append(p)
     for members in groups.values():
+        if on_together:
+            on_together(members)
         train_together([(p.config, p.recipe, RunFolder(p.config.out).config_path.exists()) for p in members],
                        on_epoch, group, warn, resident)
 
@@ -185,7 +188,10 @@ def write_results(out: Path, rows: list[dict[str, Any]], meta: dict[str, Any]) -
 def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[str], seeds: int, recipe: str | None,
                  base: Mapping[str, Any], on_point: Callable[[int, int, SweepPoint, bool], None] | None = None,
                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                 warn: Warn | None = None, loading: Loading | None = None) -> list[dict[str, Any]]:
+                 warn: Warn | None = None, loading: Loading | None = None,
+                 on_together: Callable[[list[SweepPoint]], None] | None = None) -> list[dict[str, Any]]:
+    """Train every point (those that read the same batches side by side: `on_together(points)` before each such
+    group, `on_epoch(record)` after each point's epoch), evaluate each, write the results; returns the rows."""
     out = Path(out)
     points = plan_sweep(store_path, out, frames, variants, seeds, recipe, base)
     first = points[0].config
@@ -195,7 +201,7 @@ def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[s
         sweep = open_sweep(first.log_to, out, first.experiment, warn) if first.log_to else None
         try:
             resident = _hold_for_sweep(points, loading)
-            _train_together(points, on_epoch, sweep.group() if sweep else None, warn, resident)
+            _train_together(points, on_epoch, sweep.group() if sweep else None, warn, resident, on_together)
             results = []
             for i, p in enumerate(points):
                 if on_point:
