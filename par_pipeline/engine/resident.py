@@ -39,8 +39,7 @@ class ResidentRows:
         self.path = store.path
         self.rows = np.unique(np.asarray(rows, dtype=np.int64))
         n, shape = len(self.rows), (store.num_tokens, store.dim)
-        dtype = torch.from_numpy(np.empty(0, dtype=store.codec.numpy_dtype)).dtype
-        self.tokens = torch.empty((n, *shape), dtype=dtype, device=device)
+        self.tokens = torch.empty((n, *shape), dtype=store.codec.torch_dtype, device=device)
         self.scales = torch.empty((n, shape[0]), device=device) if store.codec.scaled else None
         host = device.type == "cpu"
         # read a chunk at a time (straight into the tensor in host memory; through one chunk buffer for a GPU, so the
@@ -84,12 +83,6 @@ class ResidentRows:
         if self.scales is not None:
             x.mul_(self.scales.index_select(0, index).view(b, t, -1, 1))
         return (x if keep_frames else x.mean(1)).to(dtype)
-
-
-def row_bytes(store: TokenStore) -> int:
-    """Bytes one resident row takes (its tokens, and int8's per-token scales)."""
-    return store.num_tokens * store.dim * np.dtype(store.codec.numpy_dtype).itemsize + \
-        (store.num_tokens * 4 if store.codec.scaled else 0)
 
 
 def available_memory() -> int:
@@ -142,7 +135,8 @@ def hold(requested: str, store: TokenStore, rows: np.ndarray, device: torch.devi
     total)` hears the tier and why (with `note` when rows are held), then the rows as they load."""
     import torch
 
-    tier, why = choose_cache(requested, len(rows) * row_bytes(store), available_memory(), device_free_memory(device))
+    needed = len(rows) * store.codec.bytes_per_frame(store.num_tokens, store.dim)  # a row as stored: tokens, scales
+    tier, why = choose_cache(requested, needed, available_memory(), device_free_memory(device))
     held = tier in ("ram", "device")
     said = f"cache {tier}: {why}" + (note if held else "")
     if loading:
