@@ -47,7 +47,7 @@ def test_sweep_files_and_reuse(store_path, tmp_path):
 
 def test_interrupted_sweep_resumes(store_path, tmp_path, monkeypatch):
     calls = []
-    real = A.run_point
+    real = A.evaluate_point
 
     def flaky(point, *args):
         calls.append(point.key)
@@ -55,12 +55,12 @@ def test_interrupted_sweep_resumes(store_path, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(point, *args)
 
-    monkeypatch.setattr(A, "run_point", flaky)
+    monkeypatch.setattr(A, "evaluate_point", flaky)
     with pytest.raises(KeyboardInterrupt):
         A.run_ablation(str(store_path), tmp_path, [1, 2], ["fusion"], 1, None, BASE)
     first = next(tmp_path.glob(f"runs/{calls[0]}/eval-test/metrics.json"))
     stamp = os.path.getmtime(first)
-    monkeypatch.setattr(A, "run_point", real)
+    monkeypatch.setattr(A, "evaluate_point", real)
     seen = []
     rows = A.run_ablation(str(store_path), tmp_path, [1, 2], ["fusion"], 1, None, BASE,
                           on_point=lambda i, n, p, reused: seen.append(reused))

@@ -27,7 +27,7 @@ from ..run import RunFolder, read_checkpoint_meta
 from ..store.reader import TokenStore
 from ..sweep import f1_against_frames, load_variants, main_frames
 from .evaluate import evaluate_checkpoint
-from .train import TOGETHER_KEYS, Loading, rows_to_hold, train, train_together
+from .train import TOGETHER_KEYS, Loading, rows_to_hold, train_together
 
 ABLATION_FORMAT = "par-ablation"
 ABLATION_VERSION = 2
@@ -72,20 +72,13 @@ def plan_sweep(store_path: str, out: Path, frames: list[int], variants: list[str
     return points
 
 
-def run_point(point: SweepPoint, on_epoch: Callable[[dict[str, Any]], None] | None = None,
-              group: dict[str, dict[str, Any]] | None = None, warn: Warn | None = None,
-              resident: ResidentRows | None = None) -> dict[str, Any]:
-    """Train (or resume, or reuse) one point and evaluate its selected checkpoint; returns the metrics. With
-    --log-to, the point is a tracked run of its own in the sweep's `group`; `resident`: the sweep's rows in memory."""
-    run = RunFolder(point.config.out)
+def evaluate_point(point: SweepPoint, warn: Warn | None = None) -> dict[str, Any]:
+    """A trained point's selected checkpoint evaluated (or its evaluation reused); returns the metrics. Points are
+    trained before, side by side (`_train_together`)."""
     metrics_path = point_metrics(point)
     if metrics_path.exists():
         return json.loads(metrics_path.read_text())
-    finished = run.exists() and read_checkpoint_meta(run.checkpoint_json("last"))[1]["epoch"] >= point.config.epochs
-    if not finished:
-        train(point.config, point.recipe, resume=run.config_path.exists(), on_epoch=on_epoch, group=group,
-              warn=warn, resident=resident)
-    return evaluate_checkpoint(EvalConfig(store=point.config.store, checkpoint=str(run.path),
+    return evaluate_checkpoint(EvalConfig(store=point.config.store, checkpoint=point.config.out,
                                           out=str(metrics_path.parent), workers=point.config.workers,
                                           device=point.config.device), warn)
 
@@ -206,7 +199,7 @@ def run_ablation(store_path: str, out: Path, frames: list[int], variants: list[s
             for i, p in enumerate(points):
                 if on_point:
                     on_point(i, len(points), p, point_metrics(p).exists())
-                results.append(run_point(p, on_epoch, sweep.group() if sweep else None, warn, resident))
+                results.append(evaluate_point(p, warn))
         except BaseException:
             if sweep:
                 sweep.close(ok=False)
