@@ -371,7 +371,11 @@ def open_page(browser):
         ctx = browser.new_context(viewport={"width": width, "height": height})
         contexts.append(ctx)
         page = ctx.new_page()
-        page.set_default_timeout(5000)  # a page from disk answers at once; a missing element fails fast
+        # A page from disk loads in under a second here, but a CI machine's two test processes can starve the
+        # browser's renderer for seconds (a 5 s load limit failed there): loading gets a minute, a missing element
+        # still fails in seconds.
+        page.set_default_navigation_timeout(60_000)
+        page.set_default_timeout(15_000)
         console: list[str] = []
         requests: list[str] = []
         page.on("console", lambda m: console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
