@@ -446,25 +446,26 @@ def verify(path: str = typer.Argument(..., help="token store, run folder or chec
 def _track(own: dict[str, Any], given: dict[str, Any]) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from par_pipeline.footage.stream import is_live
     from par_pipeline.workflows.track import track_sources
 
-    cfg = _command_config("track", own, given, {"checkpoint": own["checkpoint"], "out": str(own["out"])})
+    sources = own["sources"] or []
+    extra = {"checkpoint": own["checkpoint"], "out": str(own["out"])}
+    if own["alert"]:
+        extra["alerts"] = own["alert"]
+    cfg = _command_config("track", own, given, extra)
+    if cfg.live or any(is_live(s) for s in sources):
+        _track_live(sources, cfg)
+        return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                   TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("track", total=None, unit="frames")
 
         def update(stage: str, done: int, total: int | None) -> None:
             progress.update(task, description=stage, completed=done, total=total)
-        docs = track_sources(own["sources"] or [], cfg, update)
+        docs = track_sources([Path(s) for s in sources], cfg, update)
     for doc in docs:
-        t = Table(title=f"{doc['source']}: {len(doc['tracks'])} people in {doc['frames_read']:,} frames",
-                  title_justify="left")
-        for col in ("track", "frames", "first", "last", "attributes"):
-            t.add_column(col, justify="left" if col == "attributes" else "right")
-        for r in doc["tracks"][:40]:
-            t.add_row(str(r["id"]), str(r["frames"]), str(r["first_frame"]), str(r["last_frame"]),
-                      r["line"].partition(" ")[2])
-        console.print(t)
+        _tracks_table(doc)
         if doc["stopped"]:
             console.print(f"[yellow]the video stopped early: {doc['stopped']['reason']}; the tracks above cover the "
                           f"{doc['frames_read']:,} frames before it[/]")
@@ -472,13 +473,58 @@ def _track(own: dict[str, Any], given: dict[str, Any]) -> None:
                   (f"; {cfg.annotate}" if cfg.annotate else "") + (f"; {cfg.save_crops}/" if cfg.save_crops else ""))
 
 
+def _tracks_table(doc: dict[str, Any]) -> None:
+    t = Table(title=f"{doc['source']}: {len(doc['tracks'])} people in {doc['frames_read']:,} frames",
+              title_justify="left")
+    for col in ("track", "frames", "first", "last", "attributes"):
+        t.add_column(col, justify="left" if col == "attributes" else "right")
+    for r in doc["tracks"][:40]:
+        t.add_row(str(r["id"]), str(r["frames"]), str(r["first_frame"]), str(r["last_frame"]),
+                  r["line"].partition(" ")[2])
+    console.print(t)
+
+
+def _track_live(sources: list[str], cfg: Any) -> None:
+    """Each person's line as they leave, alerts in bold, until the streams end or Ctrl-C (which finishes cleanly)."""
+    from par_pipeline.workflows.live import track_live
+
+    def on_event(kind: str, camera: str, payload: dict[str, Any]) -> None:
+        where = f"[dim]{escape(camera)}[/] " if len(sources) > 1 else ""
+        if kind == "alert":
+            console.print(f"[bold red]alert[/] {where}{escape(payload['rule'])}: {escape(payload['line'])}")
+        elif kind == "record":
+            state = " (provisional)" if payload["provisional"] else ""
+            console.print(f"{where}{escape(payload['line'])}{state}  [dim]frames {payload['first_frame']}-"
+                          f"{payload['last_frame']}[/]", highlight=False)
+
+    console.print(f"following {len(sources)} source(s); Ctrl-C ends the run and writes every output", style="dim")
+    docs = track_live(sources, cfg, on_event)
+    for doc in docs:
+        _tracks_table(doc)
+        live = doc["live"]
+        console.print(f"{doc['source']}: {live['frames_read']:,} frames read, {live['dropped']:,} dropped, "
+                      f"{live['reconnects']} reconnect(s), ended: {live['ended']}; delay from a person's last frame "
+                      f"to their record: median {live['delay_s']['median']} s, p95 {live['delay_s']['p95']} s",
+                      highlight=False)
+        if live["webhook"] and (live["webhook"]["failed"] or live["webhook"]["undelivered"]):
+            warn(f"webhook {live['webhook']['url']}: {live['webhook']['failed']} alert(s) failed, "
+                 f"{live['webhook']['undelivered']} undelivered ({live['webhook']['last_error']})")
+    console.print(f"wrote {cfg.out}: tracks.jsonl, alerts.jsonl, tracks.json, tracks.csv, tracks.txt, tracks.html")
+
+
 command_with_config(app, "track", TrackConfig, [
-    parameter("sources", typer.Argument(None, help="video files (mp4/avi/mkv/mov/webm) or folders of numbered frames "
-                                        "(MOTChallenge img1/)"), Optional[list[Path]]),
+    parameter("sources", typer.Argument(None, help="video files (mp4/avi/mkv/mov/webm), folders of numbered frames "
+                                        "(MOTChallenge img1/), or live: rtsp:// rtmp:// http(s):// udp:// tcp:// "
+                                        "srt:// streams and capture devices (/dev/video0); NAME=SOURCE names one"),
+              Optional[list[str]]),
     CHECKPOINT,
     parameter("out", typer.Option(..., "--out", "-o", help="output folder"), Path),
+    parameter("alert", typer.Option([], "--alert", help="live: a rule that raises an alert, in the `par search` "
+                                    "grammar with conditions joined by commas (\"top color = red, backpack\"); "
+                                    "repeatable"), list[str]),
     CONFIG,
-], _track, "People in footage: detect, track, and name each person's attributes over their whole track.")
+], _track, "People in footage, recorded or live: detect, track, and name each person's attributes over their whole "
+           "track.")
 
 
 def _bench(own: dict[str, Any], given: dict[str, Any]) -> None:

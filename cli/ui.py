@@ -17,13 +17,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from par_pipeline.errors import masked
+
 console = Console()
 err_console = Console(stderr=True)
 
 
 def warn(message: str) -> None:
     """A warning that does not stop the command (an experiment tracker that failed), on stderr."""
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(masked(message))}", highlight=False, soft_wrap=True)
 
 
 class RateColumn(TextColumn):

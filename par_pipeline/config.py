@@ -260,6 +260,17 @@ class TrackConfig:
                                     "mars_attributes.csv to this folder (for `par manifest mars`)")
     device: str = option("cpu", "cpu, cuda or cuda:N")
     batch_size: int = option(32, "crops per CLIP batch", minimum=1)
+    live: bool = option(False, "read files as live streams: one pass at their own rate (streams and capture devices "
+                        "are always live); each person's record in tracks.jsonl as they leave")
+    speed: float = option(1.0, "--live files: play at this many times their frame rate", above=0.0)
+    keep_crops: int = option(16, "live: crops kept per open track, thinned evenly as it grows (at least T)",
+                             minimum=1)
+    update_every: float | None = option(None, "live: also write a provisional record of a track still in view "
+                                        "every this many seconds", above=0.0)
+    reconnect: int = option(5, "live: attempts to reconnect a stream that drops, with backoff", minimum=0)
+    alerts: list[str] = option([], "live: attribute rules (the `par search` grammar, conditions joined by commas) "
+                               "that raise an alert", cli=False)
+    alert_webhook: str | None = option(None, "live: POST each alert as JSON to this URL")
 
 
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}

@@ -1,4 +1,5 @@
-"""The one exception type the CLI turns into a one-line error."""
+"""The one exception type the CLI turns into a one-line error, and the rule that keeps credentials out of it."""
+import re
 
 
 class ParError(Exception):
@@ -12,4 +13,13 @@ def one_line(exc: BaseException) -> str:
     if "Original Traceback" in text:
         last = text.splitlines()[-1]
         text = last.split(f"{type(exc).__name__}: ", 1)[-1]
-    return " ".join(text.split())
+    return masked(" ".join(text.split()))
+
+
+_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def masked(text: str) -> str:
+    """URLs with their user:password replaced (`rtsp://***@host/...`): errors, warnings, records and pages name
+    servers and cameras, never credentials."""
+    return _CREDENTIALS.sub(r"\1***@", text)

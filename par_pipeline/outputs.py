@@ -192,6 +192,11 @@ def _write_marker(folder: Path, kind: str, files: list[str]) -> None:
                                              "par_version": __version__}, indent=2) + "\n")
 
 
+def mark_own(folder: Path, kind: str, files: list[str]) -> None:
+    """Record in a folder's marker the files par writes there (a live output names them before it writes them)."""
+    _write_marker(folder, kind, files)
+
+
 def claim_dir(path: str | os.PathLike, kind: str) -> Path:
     """A folder this output may write into: created (with its marker) when missing; an empty folder is adopted;
     a folder with the marker of another kind, or without a marker and not empty, is refused."""

@@ -223,7 +223,7 @@ def test_tracker_options_errors_are_one_line_and_write_nothing(store_path, tmp_p
 def test_log_to_from_a_config_file_and_credentials_never_written(store_path, tmp_path):
     """`log_to` in a --config file works as the flag does; a tracking URI's user:password is masked wherever par
     writes or says it."""
-    from par_pipeline.experiments import masked
+    from par_pipeline.errors import masked
 
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"log_to": ["tensorboard"]}))

@@ -15,12 +15,11 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from ..errors import ParError
+from ..errors import ParError, masked
 from ..outputs import write_json
 
 # name -> (the package its extra installs, the module of par's side of it)
@@ -145,14 +144,6 @@ def hyperparameters(config: dict[str, Any], store_identity: dict[str, Any] | Non
 
     walk({"train": config["train"], "recipe": config["recipe"], "store": store_identity or {}}, "")
     return flat
-
-
-_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
-
-
-def masked(text: str) -> str:
-    """URLs with their user:password replaced: trackers' errors and records name servers, never credentials."""
-    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def read_record(folder: Path) -> dict[str, dict[str, Any]]:

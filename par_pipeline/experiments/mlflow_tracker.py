@@ -16,7 +16,8 @@ from mlflow import MlflowClient  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 
-from . import TrackedRun, masked  # noqa: E402
+from ..errors import masked  # noqa: E402
+from . import TrackedRun  # noqa: E402
 
 EPOCH_KEY = "loss"  # a figure every epoch's record has
 PARAMS_PER_CALL = 100  # MLflow's limit for one log_batch

@@ -99,6 +99,8 @@ class MotionDetector:
     """Foreground blobs against a running-median background (the last `history` sampled frames)."""
 
     def __init__(self, threshold: float = 30.0, min_height: int = 24, history: int = 25, every: int = 5):
+        from scipy import ndimage  # noqa: F401 (imported now, not in the first frame of a live stream)
+
         self.threshold, self.min_height, self.history, self.every = threshold, min_height, history, every
         self.samples: list[np.ndarray] = []
         self.background: np.ndarray | None = None

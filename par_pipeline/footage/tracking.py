@@ -42,6 +42,7 @@ class TrackerOptions:
 
 class PersonTracker:
     def __init__(self, options: TrackerOptions):
+        import supervision  # noqa: F401 (update's; imported now, not in the first frame of a live stream)
         from trackers import ByteTrackTracker
 
         self.options = options
@@ -74,6 +75,18 @@ class PersonTracker:
         for tid in [t for t, track in self.open.items() if index - track.last > self.options.lost_frames]:
             self.closed.append(self.open.pop(tid))
         return seen
+
+    def take_closed(self) -> list[Track]:
+        """The tracks closed since the last call, handed over and forgotten (a live run keeps no finished track)."""
+        closed, self.closed = self.closed, []
+        return closed
+
+    def pass_time(self, after: int, frames: int) -> None:
+        """The `frames` frames after frame `after` went by without video (dropped, or the stream away): the tracker
+        predicts through them, and tracks unmatched for longer than `lost_frames` close. Beyond that many, more
+        empty frames change nothing, so at most lost_frames + 1 are stepped."""
+        for k in range(1, min(frames, self.options.lost_frames + 1) + 1):
+            self.update(after + k, Detections.empty())
 
     def finish(self) -> list[Track]:
         """Every track, closed or still open, by id."""

@@ -62,6 +62,18 @@ def parse_condition(text: str, groups: list[str], attributes: list[str]) -> Cond
     return Condition(text.strip(), name, value, f"{name} {value}", False, at_least)
 
 
+def match(conditions: list[Condition], track: dict[str, Any]) -> tuple[float, dict[str, float]] | None:
+    """(score, each condition's probability) when every condition holds for this person (a tracks.json record),
+    else None: what `par search` ranks and what `par track --alert` fires on."""
+    scores = [c.score(track) for c in conditions]
+    if any(s is None for s in scores):
+        return None
+    total = 1.0
+    for s in scores:
+        total *= s
+    return total, {c.text: s for c, s in zip(conditions, scores)}
+
+
 def track_files(out: Path) -> list[Path]:
     files = [out / "tracks.json"] if (out / "tracks.json").is_file() else sorted(out.glob("*/tracks.json"))
     if not files:
@@ -83,14 +95,10 @@ def search(out: Path, conditions: list[str]) -> dict[str, Any]:
             raise ParError(f"{path}: not a par track output")
         parsed = [parse_condition(c, doc["groups"], doc["attributes"]) for c in conditions]
         for t in doc["tracks"]:
-            scores = [c.score(t) for c in parsed]
-            if all(s is not None for s in scores):
-                total = 1.0
-                for s in scores:
-                    total *= s
+            found = match(parsed, t)
+            if found is not None:
                 results.append({"source": doc["source"], "folder": str(path.parent), "track": t["id"],
                                 "first_frame": t["first_frame"], "last_frame": t["last_frame"], "frames": t["frames"],
-                                "score": total, "scores": {c.text: s for c, s in zip(parsed, scores)},
-                                "line": t["line"]})
+                                "score": found[0], "scores": found[1], "line": t["line"]})
     results.sort(key=lambda r: (-r["score"], r["folder"], r["track"]))
     return {"format": SEARCH_FORMAT, "version": 1, "conditions": conditions, "results": results}

@@ -153,7 +153,7 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     results = _attributes(source, read, tracks, T, model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg,
                           clock, on_progress, thumbnails)
     fault_point("track-pass-2")
-    records = [_record(t, *results[t.id], schema, meta["threshold"]) for t in tracks]
+    records = [track_record(t, *results[t.id], schema, meta["threshold"]) for t in tracks]
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": str(source_path), "fps": source.fps,
            "frames_read": read, "stopped": None if stopped is None else stopped.__dict__,
            "checkpoint": meta["_path"], "detector": detector.record(), "tracker": options.record(),
@@ -169,8 +169,8 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     def build(folder: Path) -> None:
         (folder / "tracks.json").write_text(json.dumps(doc, indent=1) + "\n")
         (folder / "tracks.html").write_text(page)
-        (folder / "tracks.csv").write_text(_tracks_csv(records, schema, meta["attributes"]))
-        (folder / "tracks.txt").write_text(_mot_rows(tracks))
+        (folder / "tracks.csv").write_text(tracks_csv(records, schema, meta["attributes"]))
+        (folder / "tracks.txt").write_text(mot_rows(tracks))
 
     t = time.perf_counter()
     replace_dir(out, TRACKS_KIND, build)
@@ -243,7 +243,7 @@ def crop_box(rgb: np.ndarray, box: tuple[float, ...]) -> Image.Image:
     return Image.fromarray(rgb[y0:y1, x0:x1])
 
 
-def _record(t: Track, probs: np.ndarray, used: list[int], schema: AttributeSchema, threshold: float
+def track_record(t: Track, probs: np.ndarray, used: list[int], schema: AttributeSchema, threshold: float
             ) -> dict[str, Any]:
     description, confidence = describe(probs, schema, threshold)
     record = {"id": t.id, "first_frame": t.first + 1, "last_frame": t.last + 1, "frames": len(t.frames),
@@ -256,14 +256,14 @@ def _record(t: Track, probs: np.ndarray, used: list[int], schema: AttributeSchem
     return record
 
 
-def _tracks_csv(records: list[dict[str, Any]], schema: AttributeSchema, attributes: list[str]) -> str:
+def tracks_csv(records: list[dict[str, Any]], schema: AttributeSchema, attributes: list[str]) -> str:
     groups = [g.name for g in schema.groups]
     rows = [[r["id"], r["first_frame"], r["last_frame"], r["frames"], *(r["description"][g] for g in groups),
              *(f"{r['probabilities'][a]:.4f}" for a in attributes)] for r in records]
     return csv_text(["track", "first_frame", "last_frame", "frames", *groups, *(f"p({a})" for a in attributes)], rows)
 
 
-def _mot_rows(tracks: list[Track]) -> str:
+def mot_rows(tracks: list[Track]) -> str:
     """MOTChallenge result rows: frame,id,x,y,w,h,conf,-1,-1,-1 (frames and ids from 1), by frame."""
     rows = sorted((f + 1, t.id, b, s) for t in tracks for f, b, s in zip(t.frames, t.boxes, t.scores))
     return "".join(f"{f},{i},{b[0]:.2f},{b[1]:.2f},{b[2] - b[0]:.2f},{b[3] - b[1]:.2f},{s:.4f},-1,-1,-1\n"

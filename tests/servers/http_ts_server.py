@@ -1,0 +1,57 @@
+"""An HTTP MPEG-TS stream for the live tests, as `ffmpeg -re -i VIDEO -c copy -f mpegts -listen 1 URL` serves one:
+each client that GETs /live.ts receives the video as MPEG-TS (MPEG-4 video with its headers in the stream, as an encoder
+sends it; PyAV's FFmpeg, no ffmpeg binary) at the video's own rate, from its start (or from --start-frame).
+
+    python http_ts_server.py VIDEO.mp4 PORT [--start-frame N]
+
+Prints `ready` once listening; serves until killed."""
+import argparse
+import http.server
+import time
+
+import av
+
+args = argparse.ArgumentParser()
+args.add_argument("video")
+args.add_argument("port", type=int)
+args.add_argument("--start-frame", type=int, default=0)
+a = args.parse_args()
+
+
+class Stream(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path != "/live.ts":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp2t")
+        self.end_headers()
+        try:
+            with av.open(a.video) as source, av.open(self.wfile, "w", format="mpegts") as out:
+                video = source.streams.video[0]
+                rate = video.average_rate
+                stream = out.add_stream("mpeg4", rate=rate)
+                stream.width, stream.height = video.codec_context.width, video.codec_context.height
+                stream.pix_fmt, stream.bit_rate, stream.gop_size = "yuv420p", 2_000_000, int(rate)
+                start = time.monotonic()
+                for n, frame in enumerate(source.decode(video)):
+                    if n < a.start_frame:
+                        continue
+                    time.sleep(max(0.0, start + (n - a.start_frame) / rate - time.monotonic()))  # -re
+                    frame = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
+                    frame.pts, frame.time_base = n - a.start_frame, 1 / rate
+                    for packet in stream.encode(frame):
+                        out.mux(packet)
+                    self.wfile.flush()
+                for packet in stream.encode():
+                    out.mux(packet)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("127.0.0.1", a.port), Stream)
+print("ready", flush=True)
+server.serve_forever()
