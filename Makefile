@@ -44,13 +44,17 @@ TRACK_SECONDS ?= 20
 TRACK_MINUTES ?= 1 10
 # The page tests open report.html and tracks.html in Debian's chromium (Playwright drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
+# The live-camera tests serve the synthetic scene over RTSP with GStreamer's RTSP server (Debian's packages, reached
+# through Debian's own python3, which has python3-gi).
+STREAM_PYTHON ?= /usr/bin/python3
+STREAM_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
 # make test: every behaviour once, on 2 processes; make test-all adds the slow variants (kill -9 at ten random points).
 # Scopes of tests (a file, or a class in one: tests/conftest.py) go to the processes whole, longest first, and the
 # 15 slowest steps are listed at the end, so every run shows where the time went.
 TEST_PROCESSES ?= 2
 TEST_DIST := --dist loadscope --no-loadscope-reorder --durations=15
 
-.PHONY: setup browser test test-all lint demo bench track-bench ablation clean
+.PHONY: setup browser stream-servers test test-all lint demo bench track-bench ablation clean
 
 setup: $(STAMP)
 
@@ -67,11 +71,18 @@ browser:
 		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); $$SUDO apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
 
-test: $(STAMP) browser
-	PAR_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES) $(TEST_DIST)
+stream-servers:
+	@$(STREAM_PYTHON) tests/servers/rtsp_server.py --check 2>/dev/null || { command -v apt-get >/dev/null || { echo \
+		"error: GStreamer's RTSP server is missing and there is no apt-get here: install $(STREAM_PACKAGES) and pass \
+		STREAM_PYTHON=/path/to/its/python3" >&2; exit 2; }; SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+		--no-install-recommends $(STREAM_PACKAGES) >/dev/null; }
 
-test-all: $(STAMP) browser
-	PAR_CHROMIUM=$(CHROMIUM) $(PY) -m pytest tests -n $(TEST_PROCESSES) $(TEST_DIST)
+test: $(STAMP) browser stream-servers
+	PAR_CHROMIUM=$(CHROMIUM) PAR_STREAM_PYTHON=$(STREAM_PYTHON) $(PY) -m pytest tests -m "not slow" -n $(TEST_PROCESSES) $(TEST_DIST)
+
+test-all: $(STAMP) browser stream-servers
+	PAR_CHROMIUM=$(CHROMIUM) PAR_STREAM_PYTHON=$(STREAM_PYTHON) $(PY) -m pytest tests -n $(TEST_PROCESSES) $(TEST_DIST)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

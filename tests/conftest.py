@@ -421,9 +421,9 @@ def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
 # processes run side by side. Scopes start in this order, the longest first, so that neither process ends with a
 # long one alone; the builders of shared state come first, so that its users find it ready.
 LONGEST_FIRST = ("TestMarsWorkflow", "TestMakeDemo", "test_bench.py", "TestMakeBench", "test_kill.py", "test_track.py",
-                 "test_experiments.py", "TestTrackers", "TestAblationAndComparison", "test_packaging.py",
-                 "test_train.py", "TestFootage", "test_faults.py", "TestDuke", "TestTorchrun", "TestImport",
-                 "TestMakeAblation", "TestPredict")
+                 "test_experiments.py", "test_live.py", "TestTrackers", "TestAblationAndComparison",
+                 "test_packaging.py", "test_train.py", "TestFootage", "TestLive", "test_faults.py", "TestDuke",
+                 "TestTorchrun", "TestImport", "TestMakeAblation", "TestPredict")
 
 
 def test_scope(item) -> str:

@@ -132,9 +132,10 @@ def readme_block(containing: str) -> list[str]:
 
 
 # What identifies each README workflow block (the first block, `make demo` / `make test`, is test_makefile's)
-BLOCKS = {"mars": "par manifest mars $MARS", "torchrun": "torchrun", "ablation": "make ablation",
+BLOCKS = {"mars": "par manifest mars $MARS", "torchrun": "torchrun --nproc-per-node $GPUS", "ablation": "make ablation",
           "duke": "par manifest duke", "import": "par import vtf-par", "compare": "--val-fraction",
-          "predict": "par predict", "footage": "par track $FOOTAGE", "trackers": "par export-logs"}
+          "predict": "par predict", "footage": "par track $FOOTAGE", "live": "--alert-webhook",
+          "trackers": "par export-logs"}
 ENV = {"OMP_NUM_THREADS": "1", "FRAMES": "1 2"}  # make ablation takes the frame counts as a Makefile variable
 
 
@@ -145,11 +146,12 @@ class UserFolder:
     values: dict[str, str]
     out: str
 
-    def run(self, *blocks: str) -> str:
-        """The named blocks as written, in one shell, after the MARS block's variable lines (later blocks use them)."""
+    def run(self, *blocks: str, values: dict[str, str] | None = None) -> str:
+        """The named blocks as written, in one shell, after the MARS block's variable lines (later blocks use them);
+        `values`: the test's values of variables only it can know (a server's address)."""
         assignments = [line for line in readme_block(BLOCKS["mars"]) if ASSIGNMENT.match(line)]
         lines = assignments + [line for name in blocks for line in readme_block(BLOCKS[name])]
-        return run_script(lines, self.values, self.work, par_env(ENV), timeout=1200)
+        return run_script(lines, {**self.values, **(values or {})}, self.work, par_env(ENV), timeout=1200)
 
 
 def _user_folder(base: Path) -> UserFolder:
@@ -281,6 +283,35 @@ class TestFootage:
         assert json.loads((work / "found.json").read_text())["format"] == "par-search"
         scene = json.loads((work / "scene-people" / "tracks.json").read_text())
         assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
+
+
+class TestLive:
+    """The live cameras block, continuing the MARS folder: an RTSP camera with a login (GStreamer's RTSP server,
+    switched off after the scene) and a webhook receiver on 127.0.0.1; two files played live under torchrun."""
+
+    def test_readme_live_cameras(self, mars_folder, user_data):
+        from test_live import SECRET, Webhook, rtsp_server
+
+        server, camera = rtsp_server(Path(user_data["FOOTAGE"]), user="ann", once=True)
+        hook = Webhook()
+        try:
+            out = mars_folder.run("live", values={"CAMERA": camera, "HOOK": hook.url})
+        finally:
+            server.kill()
+        work = mars_folder.work
+        door = json.loads((work / "door" / "tracks.json").read_text())
+        assert door["tracks"] and door["live"]["frames_read"] == 40 and door["live"]["ended"].startswith("could not")
+        alerts = [json.loads(line) for line in (work / "door" / "alerts.jsonl").read_text().splitlines()]
+        assert sorted((a["rule"], a["track"]) for a in hook.received) == sorted((a["rule"], a["track"]) for a in alerts)
+        found = json.loads(run_par("search", work / "door", "backpack", "--json").stdout)["results"]
+        assert sorted(a["track"] for a in alerts if a["rule"] == "backpack") == sorted(r["track"] for r in found)
+        for name in ("yard", "street"):  # one rank each
+            doc = json.loads((work / "cameras" / name / "tracks.json").read_text())
+            assert doc["tracks"] and doc["live"]["camera"] == name and doc["live"]["frames_read"] == 40
+        assert (work / "cameras" / "yard" / "tracks.txt").read_text() == \
+            (work / "cameras" / "street" / "tracks.txt").read_text()
+        assert SECRET not in out and all(SECRET not in p.read_text(errors="replace")
+                                         for p in (work / "door").iterdir())
 
 
 class TestTrackers:

@@ -2,9 +2,10 @@
 each client that GETs /live.ts receives the video as MPEG-TS (MPEG-4 video with its headers in the stream, as an encoder
 sends it; PyAV's FFmpeg, no ffmpeg binary) at the video's own rate, from its start (or from --start-frame).
 
-    python http_ts_server.py VIDEO.mp4 PORT [--start-frame N]
+    python http_ts_server.py VIDEO.mp4 PORT [--start-frame N] [--once]
 
-Prints `ready` once listening; serves until killed."""
+Prints `ready` once listening; serves until killed (--once: exits after its first client, as a camera that is
+switched off at the end of the scene)."""
 import argparse
 import http.server
 import time
@@ -15,6 +16,7 @@ args = argparse.ArgumentParser()
 args.add_argument("video")
 args.add_argument("port", type=int)
 args.add_argument("--start-frame", type=int, default=0)
+args.add_argument("--once", action="store_true")
 a = args.parse_args()
 
 
@@ -52,6 +54,9 @@ class Stream(http.server.BaseHTTPRequestHandler):
         pass
 
 
-server = http.server.ThreadingHTTPServer(("127.0.0.1", a.port), Stream)
+server = (http.server.HTTPServer if a.once else http.server.ThreadingHTTPServer)(("127.0.0.1", a.port), Stream)
 print("ready", flush=True)
-server.serve_forever()
+if a.once:
+    server.handle_request()  # in this thread: the process ends when the client has the whole video
+else:
+    server.serve_forever()

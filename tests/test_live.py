@@ -1,0 +1,276 @@
+"""`par track` on live footage, against real servers on 127.0.0.1: an RTSP camera (GStreamer's gst-rtsp-server,
+Debian's packages, `make stream-servers`) and an HTTP MPEG-TS stream (FFmpeg's muxer through PyAV), each serving the
+synthetic scene at its own rate; a webhook receiver. `par` runs as a real process: what matters is what a reader sees
+in OUT while it runs, signals and a server that goes away."""
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PAR, ROOT, one_error_line, par_env, run_par
+
+SERVERS = Path(__file__).parent / "servers"
+DEBIAN_PYTHON = os.environ.get("PAR_STREAM_PYTHON", "/usr/bin/python3")  # python3-gi: GStreamer's RTSP server
+SECRET = "s3cret-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A stream server process that prints `ready` once it listens."""
+
+    def __init__(self, argv: list[str]):
+        self.argv = argv
+        self.proc = self.start()
+
+    def start(self) -> subprocess.Popen:
+        proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()
+        assert line.strip() == "ready", (line, proc.stderr.read() if proc.poll() is not None else "")
+        return proc
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def rtsp_server(video: Path, user: str | None = None, once: bool = False) -> tuple[Server, str]:
+    """An RTSP camera serving `video` (with a login when `user`; switched off after one session when `once`)."""
+    if subprocess.run([DEBIAN_PYTHON, str(SERVERS / "rtsp_server.py"), "--check"], capture_output=True).returncode:
+        pytest.fail(f"GStreamer's RTSP server is not reachable through {DEBIAN_PYTHON}: `make stream-servers`")
+    port = free_port()
+    extra = (["--user", user, "--password", SECRET] if user else []) + (["--once"] if once else [])
+    return Server([DEBIAN_PYTHON, str(SERVERS / "rtsp_server.py"), str(video), str(port), *extra]), \
+        f"rtsp://{user + ':' + SECRET + '@' if user else ''}127.0.0.1:{port}/live"
+
+
+def http_server(video: Path, start_frame: int = 0, port: int | None = None) -> tuple[Server, str]:
+    """Serves the video from `start_frame` to one client, then exits."""
+    port = port or free_port()
+    return Server([sys.executable, str(SERVERS / "http_ts_server.py"), str(video), str(port), "--start-frame",
+                   str(start_frame), "--once"]), f"http://127.0.0.1:{port}/live.ts"
+
+
+class Webhook:
+    """A local HTTP server that keeps every JSON body POSTed to it."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def start_par(*args) -> subprocess.Popen:
+    """`par` as a user starts it from a shell (SIGINT at its default)."""
+    return subprocess.Popen([*PAR, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=par_env({"OMP_NUM_THREADS": "1"}),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def records(out: Path) -> list[dict]:
+    path = out / "tracks.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def everything_in(folder: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def test_kept_crops_stay_bounded_and_span_the_track():
+    from par_pipeline.workflows.live import KeptCrops
+
+    keep = KeptCrops(8)
+    for frame in range(1000):
+        keep.add(frame, lambda: None)
+        assert len(keep.frames) <= 8
+    gaps = {b - a for a, b in zip(keep.frames, keep.frames[1:])}
+    assert keep.frames[0] == 0 and len(gaps) == 1 and 1000 - keep.frames[-1] <= next(iter(gaps))  # even, spanning
+    frames, _ = keep.chosen(3)
+    assert len(frames) == 3 and frames[0] == keep.frames[0] and frames[-1] == keep.frames[-1]
+
+
+def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_path, tmp_path):
+    """An RTSP camera with a login, followed with an alert rule and a webhook, beside the same footage played live
+    from the file as two cameras at once: records appear while the stream plays, the tracks and attributes agree,
+    the alerts are the people `par search` finds, the webhook hears each alert once, no credential anywhere."""
+    from test_track import mot_scores
+
+    server, url = rtsp_server(scene / "video.mp4", user="ann")
+    hook = Webhook()
+    try:
+        streamed = start_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "cam", "--alert", "backpack",
+                             "--alert", "top color = black, bottom length short", "--alert-webhook", hook.url,
+                             "--reconnect", 0)
+        from_file = start_par("track", f"door={scene / 'video.mp4'}", f"hall={scene / 'video.mp4'}", "--live",
+                              "--checkpoint", run_path, "--out", tmp_path / "file")
+        seen_while_playing = 0
+        while streamed.poll() is None and not seen_while_playing:
+            seen_while_playing = len(records(tmp_path / "cam"))
+            time.sleep(0.05)
+        assert seen_while_playing, "no record appeared while the stream was playing"
+        out, err = finish(streamed)
+        finish(from_file)
+    finally:
+        server.kill()
+    cam, file = tmp_path / "cam", tmp_path / "file" / "door"
+    doc = json.loads((cam / "tracks.json").read_text())
+    live = doc["live"]
+    assert live["frames_read"] == 80 and live["dropped"] == 0 and live["ended"]
+    assert doc["source"] == url.replace(f"ann:{SECRET}@", "***@")
+    # the stream carries the file's own packets: the same tracks, identity agreement of the two >= 0.95
+    reference = tmp_path / "reference-gt.txt"  # the file's tracks as ground truth (consider = 1, pedestrian, visible)
+    reference.write_text("".join(",".join(line.split(",")[:6] + ["1", "1", "1"]) + "\n"
+                                 for line in (file / "tracks.txt").read_text().splitlines()))
+    _, idf1, _ = mot_scores(reference, cam / "tracks.txt")
+    assert idf1 >= 0.95, idf1
+    by_id = {t["id"]: t for t in json.loads((file / "tracks.json").read_text())["tracks"]}
+    for t in doc["tracks"]:
+        twin = by_id[t["id"]]
+        assert t["frames_used"] == twin["frames_used"] and t["description"] == twin["description"]
+        assert all(abs(p - twin["probabilities"][a]) < 1e-4 for a, p in t["probabilities"].items())
+    assert (tmp_path / "file" / "hall" / "tracks.txt").read_text() == (file / "tracks.txt").read_text()
+    # each record was written once, whole, a lost_frames wait after the person's last frame
+    lines = records(cam)
+    assert sorted(r["id"] for r in lines) == sorted(t["id"] for t in doc["tracks"])
+    # a person who left while the stream played: lost_frames (30) frames at 10 fps = 3 s, then the model; who was
+    # still in view when the stream ended is written at once
+    left = [r for r in lines if r["last_frame"] + 31 <= 80]
+    assert left and all(3.0 <= r["delay_s"] < 20 for r in left) and all(r["delay_s"] < 20 for r in lines)
+    # alerts: exactly the people par search finds on the final output, each POSTed once
+    alerts = [json.loads(line) for line in (cam / "alerts.jsonl").read_text().splitlines()]
+    for rule, conditions in (("backpack", ["backpack"]),
+                             ("top color = black, bottom length short", ["top color = black", "bottom length short"])):
+        found = json.loads(run_par("search", cam, *conditions, "--json").stdout)["results"]
+        assert sorted(a["track"] for a in alerts if a["rule"] == rule) == sorted(r["track"] for r in found), rule
+    assert alerts and sorted((a["rule"], a["track"]) for a in hook.received) == \
+        sorted((a["rule"], a["track"]) for a in alerts)
+    assert live["webhook"]["sent"] == len(alerts) and live["webhook"]["failed"] == 0
+    assert "alert" in out and live["alerts"] == len(alerts)
+    # no credential in any output, on the screen, or in what the webhook got
+    for text in (everything_in(cam), out, err, json.dumps(hook.received)):
+        assert SECRET not in text
+
+
+def test_a_camera_that_drops_is_reconnected(scene, run_path, tmp_path):
+    """The HTTP stream's server is killed mid-stream and comes back (the scene going on): par reconnects, says how
+    long it was away, closes the tracks before the gap, and goes on writing records after it."""
+    server, url = http_server(scene / "video.mp4")
+    port = int(url.split(":")[2].split("/")[0])
+    proc = start_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "cam", "--reconnect", 3,
+                     "--lost-frames", 10)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (tmp_path / "cam").exists():  # made once the stream answered
+            time.sleep(0.05)
+        time.sleep(3)
+        server.kill()
+        time.sleep(1.5)
+        server, _ = http_server(scene / "video.mp4", start_frame=50, port=port)
+        finish(proc)
+    finally:
+        server.kill()
+    doc = json.loads((tmp_path / "cam" / "tracks.json").read_text())
+    live = doc["live"]
+    assert live["reconnects"] == 1 and len(live["gaps"]) == 1, live
+    gap = live["gaps"][0]
+    assert gap["frames"] >= 10 and ("dropped" in gap["reason"] or "ended" in gap["reason"]), gap
+    after = gap["after_frame"] + gap["frames"]
+    assert any(t["first_frame"] > after for t in doc["tracks"]), "no record from after the reconnect"
+    assert all(t["last_frame"] <= gap["after_frame"] or t["first_frame"] > after for t in doc["tracks"])  # closed
+
+
+def test_ctrl_c_and_sigterm_write_the_open_tracks(scene, run_path, tmp_path):
+    """Stopped while people are in view: their tracks are closed and written, then every output; provisional
+    records of long tracks came first (--update-every)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = tmp_path / sig.name
+        proc = start_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", out,
+                         "--update-every", 0.5, "--lost-frames", 200)  # nobody closes before the signal
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(r["provisional"] for r in records(out)):
+            time.sleep(0.05)
+        os.kill(proc.pid, sig)
+        finish(proc)
+        doc = json.loads((out / "tracks.json").read_text())
+        assert doc["live"]["ended"] == f"stopped by {sig.name}" and doc["tracks"], doc["live"]
+        assert all(not t["provisional"] for t in doc["tracks"])
+        final = [r for r in records(out) if not r["provisional"]]
+        assert sorted(r["id"] for r in final) == [t["id"] for t in doc["tracks"]]
+        assert (out / "tracks.html").is_file() and (out / "tracks.csv").is_file()
+
+
+def test_falling_behind_drops_frames_and_counts_them(scene, run_path, tmp_path):
+    """A file played at 40x its rate is faster than the loop: frames are dropped (counted per minute), not queued,
+    and the tracker is told the time that passed."""
+    run_par("track", scene / "video.mp4", "--live", "--speed", 40, "--checkpoint", run_path, "--out", tmp_path / "o")
+    live = json.loads((tmp_path / "o" / "tracks.json").read_text())["live"]
+    assert live["dropped"] > 0 and sum(live["dropped_per_minute"]) == live["dropped"]
+    assert live["frames_read"] == 80
+
+
+def test_bad_live_sources_are_one_line_each_and_write_nothing(scene, run_path, tmp_path):
+    server, url = rtsp_server(scene / "video.mp4", user="ann")
+    try:
+        wrong = url.replace(SECRET, "not-the-" + SECRET)
+        cases = [(wrong, "refused the login"),
+                 (f"rtsp://127.0.0.1:{free_port()}/live", "could not connect"),
+                 ("ftp://127.0.0.1/x", "ftp:// is not a stream par reads"),
+                 ("/dev/video99", "no such capture device")]
+        for source, says in cases:
+            result = run_par("track", source, "--checkpoint", run_path, "--out", tmp_path / "o", "--reconnect", 0,
+                             check=False)
+            line = one_error_line(result)
+            assert result.returncode == 2 and says in line and SECRET not in result.stderr, line
+            assert not (tmp_path / "o").exists()
+    finally:
+        server.kill()
+    result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "o",
+                     "--alert", "colour of the hat", check=False)
+    assert result.returncode == 2 and "no attribute group 'colour of the hat'" in one_error_line(result)
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "notes.txt").write_text("mine")
+    result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "theirs",
+                     check=False)
+    assert result.returncode == 2 and "was not written by par" in one_error_line(result)
+
+
+def test_torchrun_ranks_split_the_cameras(monkeypatch):
+    from par_pipeline.workflows.live import for_this_rank, source_names
+
+    named = source_names(["rtsp://u:p@10.0.0.1/door", "rtsp://10.0.0.2/stream1", "yard=udp://239.0.0.1:5000"])
+    assert [n for n, _ in named] == ["door", "stream1", "yard"]
+    seen = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        seen += [n for n, _ in for_this_rank(named)]
+    assert sorted(seen) == ["door", "stream1", "yard"]
