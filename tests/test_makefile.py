@@ -185,6 +185,11 @@ class TestMakeBench:
         assert set(k["stage_share"]) >= {"decode", "detect", "track", "crop", "clip", "fusion"}
         assert abs(sum(k["stage_share"].values()) - 1) < 1e-6 and k["frames_per_s"] > 0
         assert set(k["peak_memory_mb"]) == {"0.1 min", "0.2 min"} and "track peak memory" in bench.out["bench"]
+        live = k["live"]  # `par track --live` on the scene: delays, drops at 1x/2x/4x, cameras, memory
+        assert live["delay_s"]["median"] is not None and live["delay_s"]["p95"] >= live["delay_s"]["median"] > 0
+        assert set(live["dropped"]) == {"1x", "2x", "4x"} and all(0 <= d < 1 for d in live["dropped"].values())
+        assert live["cameras_without_dropping"] >= 0 and set(live["peak_memory_mb"]) == {"0.1 min", "0.2 min"}
+        assert "live: cameras at 10 fps followed without dropping" in " ".join(bench.out["bench"].split())
 
 
 class TestMakeClean:

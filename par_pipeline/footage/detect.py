@@ -185,7 +185,8 @@ class TorchvisionDetector:
         import torch
 
         with torch.inference_mode():
-            images = [torch.from_numpy(f).to(self.device).permute(2, 0, 1).float() / 255 for f in frames]
+            images = [torch.from_numpy(f if f.flags.writeable else f.copy()).to(self.device).permute(2, 0, 1).float()
+                      / 255 for f in frames]  # frames read from images are read-only arrays
             outputs = self.model(images)
         found = []
         for out in outputs:

@@ -565,4 +565,12 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                      k["stage_share"].items(), key=lambda kv: -kv[1])), ""),
                  ("track peak memory", " / ".join(f"{m}: {v:,.0f} MB" for m, v in k["peak_memory_mb"].items()),
                   "flat")]
+        v = k["live"]
+        rows += [("live: a person's last frame -> their record, median / p95",
+                  f"{v['delay_s']['median']} / {v['delay_s']['p95']} s", ""),
+                 ("live: frames dropped at 1x / 2x / 4x what this machine keeps up with",
+                  " / ".join(f"{100 * d:.1f}%" for d in v["dropped"].values()), "0% at 1x"),
+                 ("live: cameras at 10 fps followed without dropping", str(v["cameras_without_dropping"]), ""),
+                 ("live peak memory", " / ".join(f"{m}: {x:,.0f} MB" for m, x in v["peak_memory_mb"].items()),
+                  "flat")]
     return rows

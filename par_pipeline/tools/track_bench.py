@@ -155,30 +155,69 @@ def bench_track(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
         "stage_share": {k: v / sum(stage_seconds.values()) for k, v in stage_seconds.items()},
         "peak_memory_mb": _peak_memory(work, run, sizes, log),
     }
+    summary["live"] = bench_live(work, run, sizes, summary["frames_per_s"], log)
     return summary
 
 
-def _peak_memory(work: Path, run: str, sizes: BenchConfig, log: Log) -> dict[str, float]:
+def _peak_memory(work: Path, run: str, sizes: BenchConfig, log: Log, live_speed: float | None = None
+                 ) -> dict[str, float]:
     """Peak RSS (MB) of `par track` (motion detector) on a video of `track_minutes[0]` and of `track_minutes[1]`
-    minutes (320 x 180 at 5 fps)."""
+    minutes (320 x 180 at 5 fps); with `live_speed`, played live at that many times its rate."""
     peaks = {}
     for minutes in sizes.track_minutes:
         scene = work / f"memory-{minutes:g}min"
         if not scene.exists():
             write_scene(scene, max(2, int(sizes.track_people * minutes)), minutes * 60, 5, 320, 180, 11)
-        out = work / f"tracks-memory-{minutes:g}min"
+        out = work / f"{'live' if live_speed else 'tracks'}-memory-{minutes:g}min"
         shutil.rmtree(out, ignore_errors=True)
         # the package's root goes first, the caller's PYTHONPATH stays (a lent GPU machine's wheels live there);
         # stderr goes to a file, since a pipe read only after the wait could fill and stall the child
         path = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]))
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen([sys.executable, "-m", "cli.main", "track", str(scene / "video.mp4"),
-                                     "--checkpoint", run, "--out", str(out), "--device", sizes.device],
+                                     "--checkpoint", run, "--out", str(out), "--device", sizes.device,
+                                     *(["--live", "--speed", f"{live_speed:.3f}"] if live_speed else [])],
                                     stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": path})
             _, status, usage = os.wait4(proc.pid, 0)
             if os.waitstatus_to_exitcode(status) != 0:
                 err.seek(0)
                 raise RuntimeError(f"par track on {scene} failed: {err.read().decode()[-500:]}")
         peaks[f"{minutes:g} min"] = usage.ru_maxrss / 1024  # Linux reports KiB
-        log(f"track memory, {minutes:g} min of video: {peaks[f'{minutes:g} min']:.0f} MB peak")
+        log(f"track{' --live' if live_speed else ''} memory, {minutes:g} min of video: "
+            f"{peaks[f'{minutes:g} min']:.0f} MB peak")
     return peaks
+
+
+def bench_live(work: Path, run: str, sizes: BenchConfig, keep_up_fps: float, log: Log) -> dict[str, Any]:
+    """`par track --live` on scene 0 (640 x 360 at 10 fps): the delay from a person's last frame to their record
+    at the stream's own rate; frames dropped when the stream runs at 1x, 2x and 4x what this machine keeps up with
+    (`keep_up_fps`: the file-mode rate of the same scenes); how many cameras at 10 fps one process follows without
+    dropping; peak memory of a live run over the short and the long memory video, played as fast as it keeps up."""
+    from ..workflows.live import track_live
+
+    scene = work / "scene-s0" / "video.mp4"
+
+    def live(name: str, sources: list[str], speed: float) -> list[dict[str, Any]]:
+        cfg = build_config("track", [("bench", {"checkpoint": run, "out": str(work / f"live-{name}"), "live": True,
+                                                "speed": speed, "device": sizes.device})])
+        shutil.rmtree(cfg.out, ignore_errors=True)  # the bench's own folder, from an earlier run
+        return [d["live"] for d in track_live(sources, cfg)]
+
+    [at_rate] = live("1x", [str(scene)], 1.0)
+    result: dict[str, Any] = {"delay_s": at_rate["delay_s"], "processing_s": at_rate["processing_s"],
+                              "keep_up_fps": keep_up_fps, "dropped": {}}
+    log(f"live at the stream's rate: delay {at_rate['delay_s']}")
+    for k in (1, 2, 4):
+        [d] = live(f"{k}x-keep-up", [str(scene)], k * keep_up_fps / 10)
+        result["dropped"][f"{k}x"] = d["dropped"] / d["frames_read"]
+        log(f"live at {k}x what this machine keeps up with: {100 * result['dropped'][f'{k}x']:.1f}% dropped")
+    cameras = 0
+    for n in (1, 2, 3, 4, 6, 8):
+        docs = live(f"cameras-{n}", [f"cam{i}={scene}" for i in range(n)], 1.0)
+        if any(d["dropped"] for d in docs):
+            break
+        cameras = n
+    result["cameras_without_dropping"] = cameras
+    log(f"live: {cameras} camera(s) at 10 fps followed without dropping")
+    result["peak_memory_mb"] = _peak_memory(work, run, sizes, log, live_speed=keep_up_fps / 5)
+    return result
