@@ -106,7 +106,7 @@ def everything_in(folder: Path) -> str:
 
 
 def test_kept_crops_stay_bounded_and_span_the_track():
-    from par_pipeline.workflows.live import KeptCrops
+    from par_pipeline.footage.tracking import KeptCrops
 
     keep = KeptCrops(8)
     for frame in range(1000):
@@ -226,6 +226,20 @@ def test_ctrl_c_and_sigterm_write_the_open_tracks(scene, run_path, tmp_path):
         final = [r for r in records(out) if not r["provisional"]]
         assert sorted(r["id"] for r in final) == [t["id"] for t in doc["tracks"]]
         assert (out / "tracks.html").is_file() and (out / "tracks.csv").is_file()
+
+
+def test_a_webhook_that_fails_never_stops_the_run(scene, run_path, tmp_path):
+    """Alerts to a webhook nobody answers: every record and alert is still written, the failures are counted in
+    tracks.json and said once at the end, and the run ends normally."""
+    dead = f"http://u:{SECRET}@127.0.0.1:{free_port()}/hook"
+    result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "o",
+                     "--alert", "backpack = no", "--alert", "backpack", "--alert-webhook", dead)
+    doc = json.loads((tmp_path / "o" / "tracks.json").read_text())
+    alerts = (tmp_path / "o" / "alerts.jsonl").read_text().splitlines()
+    hook = doc["live"]["webhook"]
+    assert len(alerts) == len(doc["tracks"]) > 0  # each person is either with a backpack or without
+    assert hook["sent"] == 0 and hook["failed"] == len(alerts) and hook["retries"] == 3 * len(alerts)
+    assert "alert(s) failed" in " ".join(result.stderr.split()) and SECRET not in result.stderr + json.dumps(doc)
 
 
 def test_falling_behind_drops_frames_and_counts_them(scene, run_path, tmp_path):

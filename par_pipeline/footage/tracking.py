@@ -5,10 +5,11 @@ beyond them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from ..data.sampling import sample_frames
 from .detect import Detections
 
 
@@ -95,3 +96,27 @@ class PersonTracker:
 
 def _scores(det: Any) -> np.ndarray:
     return det.confidence if det.confidence is not None else np.ones(len(det.xyxy))
+
+
+class KeptCrops:
+    """At most `limit` crops of a track, evenly spread over it however long it grows: every `stride`-th of its frames
+    is kept; when that makes more than `limit`, every other kept crop goes and the stride doubles."""
+
+    def __init__(self, limit: int):
+        self.limit, self.stride, self.seen = limit, 1, 0
+        self.frames: list[int] = []
+        self.crops: list[Any] = []  # PIL images of the boxes
+
+    def add(self, frame: int, crop: Callable[[], Any]) -> None:
+        if self.seen % self.stride == 0:
+            self.frames.append(frame)
+            self.crops.append(crop())
+            if len(self.frames) > self.limit:
+                self.frames, self.crops = self.frames[::2], self.crops[::2]
+                self.stride *= 2
+        self.seen += 1
+
+    def chosen(self, T: int) -> tuple[list[int], list[Any]]:
+        """T evenly spaced kept crops (`par eval`'s rule over what was kept) and their frames."""
+        picks = sample_frames(len(self.frames), T, None).tolist()
+        return [self.frames[k] for k in picks], [self.crops[k] for k in picks]

@@ -159,6 +159,21 @@ def bench_track(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
     return summary
 
 
+def _own_peak_kib(proc: subprocess.Popen) -> int:
+    """The child's own peak resident set (VmHWM, KiB), read while it runs until it exits. Not wait4's ru_maxrss:
+    on Linux a child's ru_maxrss starts from its parent's resident set at the fork, so a large bench process made
+    every child look as large as itself."""
+    peak = 0
+    while proc.poll() is None:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+            peak = max(peak, int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))))
+        except (OSError, StopIteration, ValueError):  # exiting: the last reading stands
+            pass
+        time.sleep(0.1)
+    return peak
+
+
 def _peak_memory(work: Path, run: str, sizes: BenchConfig, log: Log, live_speed: float | None = None
                  ) -> dict[str, float]:
     """Peak RSS (MB) of `par track` (motion detector) on a video of `track_minutes[0]` and of `track_minutes[1]`
@@ -178,11 +193,11 @@ def _peak_memory(work: Path, run: str, sizes: BenchConfig, log: Log, live_speed:
                                      "--checkpoint", run, "--out", str(out), "--device", sizes.device,
                                      *(["--live", "--speed", f"{live_speed:.3f}"] if live_speed else [])],
                                     stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONPATH": path})
-            _, status, usage = os.wait4(proc.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
+            peak = _own_peak_kib(proc)
+            if proc.returncode != 0:
                 err.seek(0)
                 raise RuntimeError(f"par track on {scene} failed: {err.read().decode()[-500:]}")
-        peaks[f"{minutes:g} min"] = usage.ru_maxrss / 1024  # Linux reports KiB
+        peaks[f"{minutes:g} min"] = peak / 1024
         log(f"track{' --live' if live_speed else ''} memory, {minutes:g} min of video: "
             f"{peaks[f'{minutes:g} min']:.0f} MB peak")
     return peaks

@@ -32,12 +32,11 @@ from PIL import Image
 
 from ..config import TrackConfig, check_device
 from ..data.preprocess import prepare_image
-from ..data.sampling import sample_frames
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..errors import ParError, masked
 from ..footage import TRACKS_FORMAT, TRACKS_VERSION
 from ..footage.stream import Gap, LiveSource, check_live_source
-from ..footage.tracking import PersonTracker, Track, TrackerOptions
+from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
 from ..outputs import MARKER, atomic_write, claim_dir, exclusive, mark_own, read_marker, remove_own
@@ -50,36 +49,10 @@ from .track import crop_box, make_detector, mot_rows, track_probabilities, track
 LIVE_KIND = "live tracks"
 RECORDS, MOT, ALERTS = "tracks.jsonl", "tracks.txt", "alerts.jsonl"
 LIVE_FILES = (RECORDS, MOT, ALERTS, "tracks.json", "tracks.csv", "tracks.html")
-WEBHOOK_TIMEOUT_S, WEBHOOK_RETRIES = 5.0, 3  # per POST; retried after 0.5, 1, 2 s
+WEBHOOK_TIMEOUT_S, WEBHOOK_RETRIES = 5.0, 3  # per POST; retried after 0.25, 0.5, 1 s
 FINISH_WAIT_S = 30.0  # at the end, how long the webhook's queue may take to drain
 
 Event = Callable[[str, str, dict[str, Any]], None]  # (kind: record|alert|warning, camera, payload)
-
-
-# --- what a track keeps --------------------------------------------------------------------------------------------
-
-class KeptCrops:
-    """At most `limit` crops of a track, evenly spread over it however long it grows: every `stride`-th of its frames
-    is kept; when that makes more than `limit`, every other kept crop goes and the stride doubles."""
-
-    def __init__(self, limit: int):
-        self.limit, self.stride, self.seen = limit, 1, 0
-        self.frames: list[int] = []
-        self.crops: list[Image.Image] = []
-
-    def add(self, frame: int, crop: Callable[[], Image.Image]) -> None:
-        if self.seen % self.stride == 0:
-            self.frames.append(frame)
-            self.crops.append(crop())
-            if len(self.frames) > self.limit:
-                self.frames, self.crops = self.frames[::2], self.crops[::2]
-                self.stride *= 2
-        self.seen += 1
-
-    def chosen(self, T: int) -> tuple[list[int], list[Image.Image]]:
-        """T evenly spaced kept crops (`par eval`'s rule over what was kept) and their frames."""
-        picks = sample_frames(len(self.frames), T, None).tolist()
-        return [self.frames[k] for k in picks], [self.crops[k] for k in picks]
 
 
 # --- alerts --------------------------------------------------------------------------------------------------------
@@ -133,7 +106,7 @@ class Webhook:
                         self.failed += 1
                     else:
                         self.retried += 1
-                        time.sleep(0.5 * 2 ** attempt)
+                        time.sleep(0.25 * 2 ** attempt)
 
     def close(self) -> dict[str, Any]:
         """Waits up to FINISH_WAIT_S for the alerts still queued; says what was delivered."""
