@@ -118,7 +118,7 @@ def test_kept_crops_stay_bounded_and_span_the_track():
     assert len(frames) == 3 and frames[0] == keep.frames[0] and frames[-1] == keep.frames[-1]
 
 
-def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_path, tmp_path):
+def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_path, tmp_path, open_page):
     """An RTSP camera with a login, followed with an alert rule and a webhook, beside the same footage played live
     from the file as two cameras at once: records appear while the stream plays, the tracks and attributes agree,
     the alerts are the people `par search` finds, the webhook hears each alert once, no credential anywhere."""
@@ -175,6 +175,13 @@ def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_pat
         sorted((a["rule"], a["track"]) for a in alerts)
     assert live["webhook"]["sent"] == len(alerts) and live["webhook"]["failed"] == 0
     assert "alert" in out and live["alerts"] == len(alerts)
+    # the page: a row per person with the crops their attributes came from, loaded clean from disk
+    opened = open_page(cam / "tracks.html")
+    opened.check_clean(cam / "tracks.html")
+    assert opened.page.eval_on_selector_all("#people tbody tr", "rs => rs.map(r => Number(r.dataset.id))") == \
+        [t["id"] for t in doc["tracks"]]
+    assert opened.page.locator("#people img").count() == sum(len(t["frames_used"]) for t in doc["tracks"])
+    assert "***@127.0.0.1" in opened.page.locator("h1").text_content()
     # no credential in any output, on the screen, or in what the webhook got
     for text in (everything_in(cam), out, err, json.dumps(hook.received)):
         assert SECRET not in text
