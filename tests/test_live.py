@@ -137,6 +137,14 @@ def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_pat
             seen_while_playing = len(records(tmp_path / "cam"))
             time.sleep(0.05)
         assert seen_while_playing, "no record appeared while the stream was playing"
+        # par search answers from what the running camera has written so far
+        def with_backpack() -> set[int]:
+            return {r["id"] for r in records(tmp_path / "cam") if r["description"]["backpack"] == "yes"}
+
+        before = with_backpack()
+        found_live = {r["track"] for r in json.loads(run_par("search", tmp_path / "cam", "backpack", "--json").stdout)
+                      ["results"]}
+        assert before <= found_live <= with_backpack() and streamed.poll() is None
         out, err = finish(streamed)
         finish(from_file)
     finally:

@@ -34,7 +34,7 @@ from ..config import TrackConfig, check_device
 from ..data.preprocess import prepare_image
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..errors import ParError, masked
-from ..footage import TRACKS_FORMAT, TRACKS_VERSION
+from ..footage import LIVE_RECORDS, TRACKS_FORMAT, TRACKS_VERSION, read_live_records
 from ..footage.stream import Gap, LiveSource, check_live_source
 from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
 from ..model.checkpoint import load_checkpoint
@@ -47,7 +47,7 @@ from .search import Condition, match, parse_condition
 from .track import crop_box, make_detector, mot_rows, track_probabilities, track_record, tracks_csv
 
 LIVE_KIND = "live tracks"
-RECORDS, MOT, ALERTS = "tracks.jsonl", "tracks.txt", "alerts.jsonl"
+RECORDS, MOT, ALERTS = LIVE_RECORDS, "tracks.txt", "alerts.jsonl"
 LIVE_FILES = (RECORDS, MOT, ALERTS, "tracks.json", "tracks.csv", "tracks.html")
 WEBHOOK_TIMEOUT_S, WEBHOOK_RETRIES = 5.0, 3  # per POST; retried after 0.25, 0.5, 1 s
 FINISH_WAIT_S = 30.0  # at the end, how long the webhook's queue may take to drain
@@ -471,19 +471,9 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
 def _finish(camera: Camera, meta: dict[str, Any], webhook: dict[str, Any] | None) -> dict[str, Any]:
     """The whole-run outputs from tracks.jsonl: each track's last record (a provisional one only if it never
     closed), MOT rows by frame, the page."""
-    records: dict[int, dict[str, Any]] = {}
-    thumbnails: dict[int, list[str]] = {}
     path = camera.out / RECORDS
-    if path.is_file():
-        with open(path) as f:
-            for line in f:
-                r = json.loads(line)
-                if r["id"] not in records or not r["provisional"] or records[r["id"]]["provisional"]:
-                    thumbnails[r["id"]] = r.pop("thumbnails")
-                    records[r["id"]] = r
-    tracks = [records[k] for k in sorted(records)]
-    for r in tracks:
-        r.pop("thumbnails", None)
+    tracks = read_live_records(path) if path.is_file() else []
+    thumbnails = {r["id"]: r.pop("thumbnails") for r in tracks}
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": camera.source.name, "fps": camera.source.fps,
            "frames_read": camera.source.stats.frames_read, "stopped": None, "checkpoint": meta["_path"],
            "detector": camera.detector.record(), "tracker": camera.options.record(),

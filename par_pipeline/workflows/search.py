@@ -5,7 +5,8 @@ A condition names an attribute group as `tracks.json` does, and optionally a val
 - `top color = red`: a group's answer is this value (`backpack = no` works too);
 - `gender female >= 0.7`, `top color = red >= 0.5`: the probability of that answer is at least this.
 All conditions must hold; people are ranked by the product of the conditions' probabilities. OUT is a `par track`
-output folder or a folder of them (several videos: OUT/<name>/ each), searched whole.
+output folder or a folder of them (several videos: OUT/<name>/ each), searched whole; a live run's folder is searched
+while it runs, through what its tracks.jsonl holds so far.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ParError
-from ..footage import TRACKS_FORMAT
+from ..footage import LIVE_RECORDS, TRACKS_FORMAT, read_live_records
 
 SEARCH_FORMAT = "par-search"
 CONDITION = re.compile(r"^\s*(?P<name>[^=<>]+?)\s*(?:=\s*(?P<value>[^=<>]+?))?\s*(?:>=\s*(?P<p>[0-9.]+))?\s*$")
@@ -75,10 +76,35 @@ def match(conditions: list[Condition], track: dict[str, Any]) -> tuple[float, di
 
 
 def track_files(out: Path) -> list[Path]:
-    files = [out / "tracks.json"] if (out / "tracks.json").is_file() else sorted(out.glob("*/tracks.json"))
-    if not files:
-        raise ParError(f"{out}: no tracks.json here or in its sub-folders; give a `par track` output folder")
-    return files
+    """Each `par track` output under `out`: its tracks.json, or a live run's tracks.jsonl while it still runs."""
+    folders = [out] if _answer_of(out) else sorted(f for f in out.glob("*/") if _answer_of(f))
+    if not folders:
+        raise ParError(f"{out}: no tracks.json (or a live run's tracks.jsonl) here or in its sub-folders; give a "
+                       f"`par track` output folder")
+    return [_answer_of(f) for f in folders]  # type: ignore[misc]
+
+
+def _answer_of(folder: Path) -> Path | None:
+    for name in ("tracks.json", LIVE_RECORDS):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def read_tracks(path: Path) -> dict[str, Any]:
+    """A tracks.json, or what a running live run has written so far (its tracks.jsonl) in the same shape."""
+    if path.name == LIVE_RECORDS:
+        tracks = read_live_records(path)
+        first = tracks[0] if tracks else {"description": {}, "probabilities": {}, "camera": path.parent.name}
+        return {"source": first["camera"], "groups": list(first["description"]),
+                "attributes": list(first["probabilities"]), "tracks": tracks}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ParError(f"{path}: not readable JSON; run `par track` again") from None
+    if doc.get("format") != TRACKS_FORMAT:
+        raise ParError(f"{path}: not a par track output")
+    return doc
 
 
 def search(out: Path, conditions: list[str]) -> dict[str, Any]:
@@ -87,12 +113,9 @@ def search(out: Path, conditions: list[str]) -> dict[str, Any]:
         raise ParError("give at least one condition, e.g. backpack or \"top color = red\"")
     results = []
     for path in track_files(Path(out)):
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise ParError(f"{path}: not readable JSON; run `par track` again") from None
-        if doc.get("format") != TRACKS_FORMAT:
-            raise ParError(f"{path}: not a par track output")
+        doc = read_tracks(path)
+        if not doc["tracks"]:
+            continue  # a live run that has written nobody yet
         parsed = [parse_condition(c, doc["groups"], doc["attributes"]) for c in conditions]
         for t in doc["tracks"]:
             found = match(parsed, t)
