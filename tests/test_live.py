@@ -56,11 +56,13 @@ def rtsp_server(video: Path, user: str | None = None, once: bool = False) -> tup
         f"rtsp://{user + ':' + SECRET + '@' if user else ''}127.0.0.1:{port}/live"
 
 
-def http_server(video: Path, start_frame: int = 0, port: int | None = None) -> tuple[Server, str]:
-    """Serves the video from `start_frame` to one client, then exits."""
+def http_server(video: Path, start_frame: int = 0, port: int | None = None, audio_only: bool = False
+                ) -> tuple[Server, str]:
+    """Serves the video from `start_frame` (or only silence) to one client, then exits."""
     port = port or free_port()
     return Server([sys.executable, str(SERVERS / "http_ts_server.py"), str(video), str(port), "--start-frame",
-                   str(start_frame), "--once"]), f"http://127.0.0.1:{port}/live.ts"
+                   str(start_frame), "--once", *(["--audio-only"] if audio_only else [])]), \
+        f"http://127.0.0.1:{port}/live.ts"
 
 
 class Webhook:
@@ -281,6 +283,13 @@ def test_bad_live_sources_are_one_line_each_and_write_nothing(scene, run_path, t
             line = one_error_line(result)
             assert result.returncode == 2 and says in line and SECRET not in result.stderr, line
             assert not (tmp_path / "o").exists()
+    finally:
+        server.kill()
+    server, url = http_server(scene / "video.mp4", audio_only=True)
+    try:
+        result = run_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "o", "--reconnect", 0,
+                         check=False)
+        assert "the stream has no video (only audio)" in one_error_line(result) and not (tmp_path / "o").exists()
     finally:
         server.kill()
     result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "o",
