@@ -259,6 +259,25 @@ def test_a_webhook_that_fails_never_stops_the_run(scene, run_path, tmp_path):
     assert "alert(s) failed" in " ".join(result.stderr.split()) and SECRET not in result.stderr + json.dumps(doc)
 
 
+def test_a_file_still_being_written_is_followed_as_it_grows(scene, run_path, tmp_path):
+    """`--live` on a recording under way (MPEG-TS written at the scene's rate): every frame is read, as it arrives,
+    and the run ends once the recorder has stopped writing."""
+    recording = tmp_path / "recording.ts"
+    recorder = subprocess.Popen([sys.executable, str(SERVERS / "recorder.py"), str(scene / "video.mp4"),
+                                 str(recording)])
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not (recording.exists() and recording.stat().st_size):
+            time.sleep(0.02)
+        run_par("track", recording, "--live", "--checkpoint", run_path, "--out", tmp_path / "o")
+        assert recorder.poll() == 0  # it had finished when par did
+    finally:
+        recorder.kill()
+        recorder.wait()
+    doc = json.loads((tmp_path / "o" / "tracks.json").read_text())
+    assert doc["live"]["frames_read"] == 80 and doc["live"]["dropped"] == 0 and doc["tracks"]
+
+
 def test_falling_behind_drops_frames_and_counts_them(scene, run_path, tmp_path):
     """A file played at 20x its rate (200 frames/s) to a detector that manages a few dozen (torchvision's SSDlite on
     a CPU): frames are dropped and counted per minute, not queued, and the tracker is told the time that passed."""

@@ -1,5 +1,6 @@
 """Live footage: a camera (an `rtsp://`, `rtmp://`, `http(s)://` (HLS, MPEG-TS), `udp://`, `tcp://` or `srt://`
-stream, a capture device such as `/dev/video0`) or a file played as one (`--live`), read in one pass through PyAV.
+stream, a capture device such as `/dev/video0`) or a file played as one (`--live`; a file still being written, a
+recorder's MPEG-TS or MKV, is followed as it grows), read in one pass through PyAV.
 
 A reader thread of its own decodes the source and hands frames to the caller through a short queue (a second of
 video). When the caller is slower than the stream, the oldest waiting frame is dropped and counted (per minute of the
@@ -12,6 +13,8 @@ refused login and a stream without video end in one line each. Names and errors 
 from __future__ import annotations
 
 import collections
+import io
+import os
 import stat
 import threading
 import time
@@ -28,6 +31,7 @@ QUEUE_SECONDS = 1.0  # video a reader holds for a slower caller before it drops 
 OPEN_TIMEOUT_S, READ_TIMEOUT_S = 5.0, 5.0  # a camera that does not answer / stops sending for this long
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits before the 1st, 2nd, ... attempt to reconnect, then 8 s each
 STREAM_OPTIONS = {"rtsp": {"rtsp_transport": "tcp"}, "rtsps": {"rtsp_transport": "tcp"}}  # no lost UDP packets
+GROWING_QUIET_S = 2.0  # a --live file modified this recently is still being written; unchanged this long, it ended
 
 
 def is_live(text: str) -> bool:
@@ -83,6 +87,30 @@ class StreamStats:
         return {"frames_read": self.frames_read, "dropped": self.dropped,
                 "dropped_per_minute": [self.dropped_per_minute.get(m, 0) for m in range(minutes)],
                 "reconnects": self.reconnects, "gaps": self.gaps, "ended": self.ended}
+
+
+class GrowingFile(io.RawIOBase):
+    """A file still being written (a recorder's MPEG-TS or MKV), read as it grows: at its end, a read waits for more
+    until the file has not changed for GROWING_QUIET_S. Not seekable, so FFmpeg reads it as the stream it is (a
+    seekable input would send it to the end to learn the duration, which is not there yet)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file = open(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            n = self._file.readinto(buffer)
+            if n or time.time() - os.stat(self.path).st_mtime > GROWING_QUIET_S:
+                return n
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
 
 
 class LiveSource:
@@ -160,6 +188,9 @@ class LiveSource:
         import av
 
         if self.is_file:
+            path = Path(self.spec)
+            if time.time() - path.stat().st_mtime < GROWING_QUIET_S:  # still being written: follow it as it grows
+                return av.open(GrowingFile(path))
             return av.open(self.spec)
         if self.spec.startswith("/dev/"):
             return av.open(self.spec, format="v4l2", timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
