@@ -485,20 +485,33 @@ def _tracks_table(doc: dict[str, Any]) -> None:
 
 
 def _track_live(sources: list[str], cfg: Any) -> None:
-    """Each person's line as they leave, alerts in bold, until the streams end or Ctrl-C (which finishes cleanly)."""
+    """Each person's line as they leave, alerts in bold, under a line per camera (frames read, rate, dropped), until
+    the streams end or Ctrl-C (which finishes cleanly)."""
+    from rich.progress import Progress, TextColumn, TimeElapsedColumn
+
     from par_pipeline.workflows.live import track_live
 
-    def on_event(kind: str, camera: str, payload: dict[str, Any]) -> None:
-        where = f"[dim]{escape(camera)}[/] " if len(sources) > 1 else ""
-        if kind == "alert":
-            console.print(f"[bold red]alert[/] {where}{escape(payload['rule'])}: {escape(payload['line'])}")
-        elif kind == "record":
-            state = " (provisional)" if payload["provisional"] else ""
-            console.print(f"{where}{escape(payload['line'])}{state}  [dim]frames {payload['first_frame']}-"
-                          f"{payload['last_frame']}[/]", highlight=False)
+    with Progress(TextColumn("[bold]{task.description}"), TextColumn("{task.completed:,.0f} frames"), RateColumn(),
+                  TextColumn("{task.fields[dropped]:,} dropped"), TimeElapsedColumn(), console=console) as progress:
+        tasks: dict[str, Any] = {}
 
-    console.print(f"following {len(sources)} source(s); Ctrl-C ends the run and writes every output", style="dim")
-    docs = track_live(sources, cfg, on_event)
+        def on_event(kind: str, camera: str, payload: dict[str, Any]) -> None:
+            where = f"[dim]{escape(camera)}[/] " if len(sources) > 1 else ""
+            if kind == "frames":
+                if camera not in tasks:
+                    tasks[camera] = progress.add_task(camera, total=None, unit="frames", dropped=0)
+                progress.update(tasks[camera], completed=payload["frames_read"], dropped=payload["dropped"])
+            elif kind == "alert":
+                progress.console.print(f"[bold red]alert[/] {where}{escape(payload['rule'])}: "
+                                       f"{escape(payload['line'])}")
+            elif kind == "record":
+                state = " (provisional)" if payload["provisional"] else ""
+                progress.console.print(f"{where}{escape(payload['line'])}{state}  [dim]frames "
+                                       f"{payload['first_frame']}-{payload['last_frame']}[/]", highlight=False)
+
+        progress.console.print(f"following {len(sources)} source(s); Ctrl-C ends the run and writes every output",
+                               style="dim")
+        docs = track_live(sources, cfg, on_event)
     for doc in docs:
         _tracks_table(doc)
         live = doc["live"]

@@ -52,7 +52,7 @@ LIVE_FILES = (RECORDS, MOT, ALERTS, "tracks.json", "tracks.csv", "tracks.html")
 WEBHOOK_TIMEOUT_S, WEBHOOK_RETRIES = 5.0, 3  # per POST; retried after 0.25, 0.5, 1 s
 FINISH_WAIT_S = 30.0  # at the end, how long the webhook's queue may take to drain
 
-Event = Callable[[str, str, dict[str, Any]], None]  # (kind: record|alert|warning, camera, payload)
+Event = Callable[[str, str, dict[str, Any]], None]  # (kind: frames|record|alert, camera, payload)
 
 
 # --- alerts --------------------------------------------------------------------------------------------------------
@@ -215,7 +215,6 @@ class Camera:
     delays: list[float] = field(default_factory=list)
     processing: list[float] = field(default_factory=list)
     error: BaseException | None = None
-    thumbnails: dict[int, list[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _alerted: set[tuple[int, str]] = field(default_factory=set)
 
@@ -238,6 +237,9 @@ class Camera:
                 if item.index - self.last_index > 1:  # frames dropped while we were busy
                     tracker.pass_time(self.last_index, item.index - self.last_index - 1)
                 self.last_index = item.index
+                if self.on_event:
+                    stats = self.source.stats
+                    self.on_event("frames", self.name, {"frames_read": stats.frames_read, "dropped": stats.dropped})
                 found = self.detector.detect(item.index, item.rgb)
                 for tid, box in tracker.update(item.index, found):
                     keep = kept.setdefault(tid, KeptCrops(self.cfg.keep_crops))
@@ -246,7 +248,8 @@ class Camera:
                     updated.setdefault(tid, item.time)
                 if self.cfg.update_every:
                     for tid, track in tracker.open.items():
-                        if track.last == item.index and item.time - updated[tid] >= self.cfg.update_every:
+                        if (track.last == item.index and item.time - updated[tid] >= self.cfg.update_every
+                                and len(track.frames) >= self.cfg.min_track_frames):  # one that will be kept
                             updated[tid] = item.time
                             self._submit(track, kept[tid], arrived[tid], provisional=True)
             for track in tracker.take_closed():
