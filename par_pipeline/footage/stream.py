@@ -281,8 +281,10 @@ def _why(exc: BaseException) -> str:
 
 
 def _login_refused(exc: BaseException) -> bool:
-    text = str(exc)
-    return any(k in text for k in ("401", "403", "Unauthorized", "Forbidden"))
+    """The server said 401 or 403 (RTSP and HTTP alike): by FFmpeg's error, never by the text, which holds the URL."""
+    import av
+
+    return isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError))
 
 
 def _open_error(name: str, exc: BaseException, attempts: int) -> str:
