@@ -278,6 +278,24 @@ def test_a_file_still_being_written_is_followed_as_it_grows(scene, run_path, tmp
     assert doc["live"]["frames_read"] == 80 and doc["live"]["dropped"] == 0 and doc["tracks"]
 
 
+def test_an_encoder_pushing_udp_mpeg_ts(scene, run_path, tmp_path):
+    """`udp://` as an encoder pushes it: par listens, the encoder sends the scene once; when it stops sending, the
+    read times out and the run ends with what it saw."""
+    port = free_port()
+    proc = start_par("track", f"udp://127.0.0.1:{port}", "--checkpoint", run_path, "--out", tmp_path / "o",
+                     "--reconnect", 0)
+    listening = f":{port:04X} "
+    deadline = time.time() + 60
+    while time.time() < deadline and listening not in Path("/proc/net/udp").read_text():
+        time.sleep(0.05)
+    subprocess.run([sys.executable, str(SERVERS / "recorder.py"), str(scene / "video.mp4"),
+                    f"udp://127.0.0.1:{port}?pkt_size=1316"], check=True, timeout=60)
+    finish(proc)
+    doc = json.loads((tmp_path / "o" / "tracks.json").read_text())
+    assert doc["live"]["frames_read"] >= 70 and doc["tracks"] and "nothing received for 5 s" in doc["live"]["ended"], \
+        doc["live"]
+
+
 def test_falling_behind_drops_frames_and_counts_them(scene, run_path, tmp_path):
     """A file played at 20x its rate (200 frames/s) to a detector that manages a few dozen (torchvision's SSDlite on
     a CPU): frames are dropped and counted per minute, not queued, and the tracker is told the time that passed."""

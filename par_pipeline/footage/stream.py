@@ -276,6 +276,10 @@ class LiveSource:
 
 
 def _why(exc: BaseException) -> str:
+    import av
+
+    if isinstance(exc, av.error.ExitError):  # FFmpeg's "immediate exit requested": our timeout fired
+        return f"nothing received for {READ_TIMEOUT_S:g} s"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return masked(text.split(": '")[0])[:160]
 

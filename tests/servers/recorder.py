@@ -1,7 +1,8 @@
-"""A recorder for the live tests: writes a video to FILE.ts as MPEG-TS at the video's own rate, flushing each packet,
-as a camera's recorder writes the file `par track --live` follows while it grows.
+"""A recorder / encoder for the live tests: sends a video as MPEG-TS at the video's own rate, flushing each packet, to
+a file (as a camera's recorder writes the file `par track --live` follows while it grows) or to a URL (as an encoder
+pushes `udp://HOST:PORT` to whoever listens there).
 
-    python recorder.py VIDEO.mp4 FILE.ts"""
+    python recorder.py VIDEO.mp4 FILE.ts | udp://127.0.0.1:PORT?pkt_size=1316"""
 import sys
 import time
 
