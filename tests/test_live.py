@@ -202,16 +202,16 @@ def test_a_camera_that_drops_is_reconnected(scene, run_path, tmp_path):
     long it was away, closes the tracks before the gap, and goes on writing records after it."""
     server, url = http_server(scene / "video.mp4")
     port = int(url.split(":")[2].split("/")[0])
-    proc = start_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "cam", "--reconnect", 3,
-                     "--lost-frames", 10)
+    proc = start_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "cam", "--reconnect", 4,
+                     "--lost-frames", 10)  # attempts 0.5, 1.5, 3.5 and 7.5 s after the drop
     try:
         deadline = time.time() + 60
         while time.time() < deadline and not (tmp_path / "cam").exists():  # made once the stream answered
             time.sleep(0.05)
         time.sleep(3)
         server.kill()
-        time.sleep(1.5)
-        server, _ = http_server(scene / "video.mp4", start_frame=50, port=port)
+        time.sleep(0.5)
+        server, _ = http_server(scene / "video.mp4", start_frame=50, port=port)  # back within a few seconds
         finish(proc)
     finally:
         server.kill()

@@ -1,4 +1,4 @@
-"""An HTTP MPEG-TS stream for the live tests, as `ffmpeg -re -i VIDEO -c copy -f mpegts -listen 1 URL` serves one:
+"""An HTTP MPEG-TS stream for the live tests, as `ffmpeg -re -i VIDEO -c:v mpeg4 -f mpegts -listen 1 URL` serves one:
 each client that GETs /live.ts receives the video as MPEG-TS (MPEG-4 video with its headers in the stream, as an encoder
 sends it; PyAV's FFmpeg, no ffmpeg binary) at the video's own rate, from its start (or from --start-frame).
 
@@ -9,9 +9,9 @@ switched off at the end of the scene). --audio-only sends a few seconds of silen
 misconfigured encoder would."""
 import argparse
 import http.server
-import time
 
 import av
+from recorder import send_mpeg_ts  # this folder: the script's own
 
 args = argparse.ArgumentParser()
 args.add_argument("video")
@@ -34,24 +34,8 @@ class Stream(http.server.BaseHTTPRequestHandler):
             if a.audio_only:
                 self.silence()
                 return
-            with av.open(a.video) as source, av.open(self.wfile, "w", format="mpegts") as out:
-                video = source.streams.video[0]
-                rate = video.average_rate
-                stream = out.add_stream("mpeg4", rate=rate)
-                stream.width, stream.height = video.codec_context.width, video.codec_context.height
-                stream.pix_fmt, stream.bit_rate, stream.gop_size = "yuv420p", 2_000_000, int(rate)
-                start = time.monotonic()
-                for n, frame in enumerate(source.decode(video)):
-                    if n < a.start_frame:
-                        continue
-                    time.sleep(max(0.0, start + (n - a.start_frame) / rate - time.monotonic()))  # -re
-                    frame = av.VideoFrame.from_ndarray(frame.to_ndarray(format="yuv420p"), format="yuv420p")
-                    frame.pts, frame.time_base = n - a.start_frame, 1 / rate
-                    for packet in stream.encode(frame):
-                        out.mux(packet)
-                    self.wfile.flush()
-                for packet in stream.encode():
-                    out.mux(packet)
+            with av.open(self.wfile, "w", format="mpegts", options={"flush_packets": "1"}) as out:
+                send_mpeg_ts(a.video, out, a.start_frame)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away
 
