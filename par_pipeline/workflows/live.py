@@ -39,7 +39,7 @@ from ..footage.stream import Gap, LiveSource, check_live_source
 from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
-from ..outputs import MARKER, atomic_write, claim_dir, exclusive, mark_own, read_marker, remove_own
+from ..outputs import atomic_write, check_dir_target, claim_dir, exclusive, mark_own, read_marker, remove_own
 from ..pages.render import thumbnail_uri
 from ..pages.tracks_page import tracks_html
 from ..store.codec import TokenCodec
@@ -366,20 +366,13 @@ def for_this_rank(named: list[tuple[str, str]]) -> list[tuple[str, str]]:
 
 def check_live_dir(out: Path) -> None:
     """OUT may be a new or empty folder, or an earlier live output of par's holding only what par wrote."""
-    if not out.is_dir():
-        if out.exists():
-            raise ParError(f"{out}: exists and is a file; a live run writes a folder - choose another --out")
-        return
-    marker = read_marker(out)
-    if marker is None and any(out.iterdir()):
+    if out.is_dir() and read_marker(out) is not None:
+        check_dir_target(out, LIVE_KIND)  # par's own: of this kind, with nothing but what par wrote
+    elif out.exists() and not out.is_dir():
+        raise ParError(f"{out}: exists and is a file; a live run writes a folder - choose another --out")
+    elif out.is_dir() and any(out.iterdir()):
         raise ParError(f"{out}: exists, is not empty and was not written by par; par does not write into folders it "
                        f"did not create - choose another --out")
-    if marker is not None and marker.get("kind") != LIVE_KIND:
-        raise ParError(f"{out}: holds a par {marker.get('kind')} output, not a {LIVE_KIND}; choose another --out")
-    extra = sorted(set(os.listdir(out)) - set((marker or {}).get("files", [])) - set(LIVE_FILES) - {MARKER})
-    if extra:
-        raise ParError(f"{out}: holds files par did not write ({', '.join(extra[:3])}); move them away or choose "
-                       f"another --out")
 
 
 def claim_live_dir(out: Path) -> None:
@@ -413,10 +406,10 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
         raise ParError("nothing to track: give a camera URL, a capture device or a video file")
     if cfg.annotate or cfg.save_crops:
         raise ParError("--annotate and --save-crops need the finished footage: run `par track` on the recorded file")
-    for _, s in source_names(sources):
+    named = source_names(sources)
+    for _, s in named:
         check_live_source(s)
     check_device(cfg.device)
-    named = source_names(sources)
     outs = {n: Path(cfg.out) if len(named) == 1 else Path(cfg.out) / n for n, _ in named}
     mine = for_this_rank(named)
     model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
