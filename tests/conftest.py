@@ -231,6 +231,19 @@ def fault_points(log: Path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_temp_dir(tmp_path_factory) -> Path:
+    """TMPDIR of this test process and of everything it starts (torchrun's rendezvous folders, MLflow's locks,
+    browser profiles): a folder of the session's own, removed with it when the session passes, so that a machine
+    running the suite often (CI) keeps nothing of it."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("tmp", numbered=False)
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # gettempdir() caches its answer: ask again
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     from par_pipeline.tools.synth import plan_random, write_synth

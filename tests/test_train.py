@@ -233,7 +233,7 @@ GOLDEN_STEP_LOSSES = [5.92785120010376, 4.957624435424805, 5.356688022613525, 4.
 GOLDEN_RUN = json.loads((Path(__file__).parent / "golden" / "tiny_run.json").read_text())
 LOSS_RTOL, PROB_ATOL = 1e-5, 0.01
 # F1 and mA of the golden probabilities at the checkpoint's threshold (0.45): the metric code on fixed numbers
-GOLDEN_F1, GOLDEN_MA = 0.4895266439909297, 0.29872448979591837
+GOLDEN_F1, GOLDEN_MA = 0.3947137188208617, 0.26927437641723356
 
 
 def test_golden_training_steps():

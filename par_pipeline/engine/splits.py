@@ -30,7 +30,7 @@ def training_and_validation(store: TokenStore, train_split: str, fraction: float
     """The tracklets a run trains on and the ones it holds out for validation (`--val-fraction`): training tracklets
     with readable frames, split by person. `par eval --split val` scores the same held-out tracklets."""
     train_idx = store.indices(train_split)
-    train_idx = np.array([i for i in train_idx if len(store.valid_frames(i))], dtype=np.int64)
+    train_idx = train_idx[store.valid_counts(train_idx) > 0]
     return split_validation(store, train_idx, fraction, seed)
 
 

@@ -2,7 +2,7 @@
 
 Training draws T frames at random each time a tracklet is loaded (without replacement; with replacement when
 it has fewer than T), and, when the store holds several views of the training frames, one view per drawn frame
-(`data.sampling.training_draw`: nested prefixes of one permutation, so a sweep's frame counts share one read).
+(`data.sampling.keyed_draws`: nested prefixes of one permutation, so a sweep's frame counts share one read).
 The draw depends only on (seed, epoch, tracklet), so neither worker count, rank nor resumption changes it.
 Evaluation takes T evenly spaced frames (positions round(linspace(0, n-1, T)) of the tracklet's n valid
 frames), or with `sampling="random"` a random draw keyed by (seed, tracklet), as the reference's test loader.
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from ..data.sampling import sample_frames, training_draw
+from ..data.sampling import evenly_spaced, keyed_draws
 from ..errors import ParError
 from ..store.reader import TokenStore
 from ..workers import stop_with_parent
@@ -65,31 +65,31 @@ class TrackletTokens(Dataset):
         s = self.store
         return (self.frames, s.num_tokens, s.dim) if self.keep_frames else (s.num_tokens, s.dim)
 
+    def batch_rows(self, indices: np.ndarray, epoch: int) -> np.ndarray:
+        """[B, T] store rows of the T frames (and views) each of these tracklets contributes under this key: a few
+        array operations for the whole batch (`data.sampling`), no per-tracklet Python."""
+        store = self.store
+        indices = np.asarray(indices, dtype=np.int64)
+        counts = store.valid_counts(indices)
+        if not counts.all():
+            raise ParError(f"{self.store_path}: tracklet {store.tracklets[indices[counts == 0][0]]} has no readable "
+                           f"frames (all were skipped at extraction); fix or replace its frames and extract again")
+        if epoch >= 0 or self.sampling == "random":
+            views = store.views[indices] if self.use_views and epoch >= 0 else 1
+            picks, view = keyed_draws(counts, self.frames, views, self.seed, epoch, indices)
+            return store.picked_rows(indices, picks, view)
+        return store.picked_rows(indices, evenly_spaced(counts, self.frames))
+
     def picked_rows(self, i: int, epoch: int) -> np.ndarray:
         """Store rows of the T frames (and views) tracklet i contributes under this key."""
-        store = self.store
-        valid = store.valid_frames(i)
-        if not len(valid):
-            raise ParError(f"{self.store_path}: tracklet {store.tracklets[i]} has no readable frames (all were skipped "
-                           f"at extraction); fix or replace its frames and extract again")
-        if epoch >= 0:
-            picked, view = training_draw(len(valid), self.frames, int(store.views[i]) if self.use_views else 1,
-                                         (self.seed, epoch, i))
-            return store.rows(i, valid[picked], view)
-        rng = np.random.default_rng([self.seed, i, 2**32 - 1]) if self.sampling == "random" else None
-        return store.rows(i, valid[sample_frames(len(valid), self.frames, rng)], 0)
+        return self.batch_rows(np.array([i]), epoch)[0]
 
-    def possible_rows(self, i: int, training: bool) -> np.ndarray:
-        """Every store row tracklet i can contribute: in training any valid frame and (with use_views) any view; in
-        evaluation its fixed frames, or any valid frame's first view with random sampling."""
-        store = self.store
-        valid = store.valid_frames(i)
-        if training:
-            views = int(store.views[i]) if self.use_views else 1
-            return np.concatenate([store.rows(i, valid, v) for v in range(views)])
-        if self.sampling == "fixed":
-            return self.picked_rows(i, EVAL)
-        return store.rows(i, valid, 0)
+    def possible_rows(self, indices: np.ndarray, training: bool) -> np.ndarray:
+        """Every store row these tracklets can contribute: in training any valid frame and (with use_views) any view;
+        in evaluation their fixed frames, or any valid frame's first view with random sampling."""
+        if not training and self.sampling == "fixed":
+            return self.batch_rows(indices, EVAL).reshape(-1)
+        return self.store.valid_rows(indices, all_views=training and self.use_views)
 
     def _buffers(self) -> dict[str, Any]:
         if self._scratch is None:
@@ -129,14 +129,15 @@ class TrackletTokens(Dataset):
 
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         store = self.store
-        index = torch.tensor([i for i, _ in keys], dtype=torch.int64)
-        rows = [self.picked_rows(i, epoch) for i, epoch in keys]
-        y = torch.from_numpy(store.labels[index.numpy()].astype(np.float32))
+        indices, epoch = batch_key(keys)
+        rows = self.batch_rows(indices, epoch)
+        y = torch.from_numpy(store.labels[indices].astype(np.float32))
+        index = torch.from_numpy(indices)
         if self.resident is not None:
-            return self.resident.batch(np.stack(rows), self.keep_frames, self.out_dtype), y, index
+            return self.resident.batch(rows, self.keep_frames, self.out_dtype), y, index
         x = _batch_tensor((len(keys), *self.sample_shape), self.out_dtype)
         if self.readahead:
-            store.prefetch(np.concatenate(rows))
+            store.prefetch(rows.reshape(-1))
         for b, r in enumerate(rows):
             self.tokens_into(r, x[b])
         return x, y, index
@@ -180,20 +181,30 @@ class TogetherTokens(Dataset):
     def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[dict[Any, torch.Tensor], torch.Tensor,
                                                                      torch.Tensor]:
         store = self.first.store
-        index = torch.tensor([i for i, _ in keys], dtype=torch.int64)
-        y = torch.from_numpy(store.labels[index.numpy()].astype(np.float32))
-        rows = {k: [s.picked_rows(i, epoch) for i, epoch in keys] for k, s in self.sets.items()}
+        indices, epoch = batch_key(keys)
+        y = torch.from_numpy(store.labels[indices].astype(np.float32))
+        index = torch.from_numpy(indices)
+        rows = {k: s.batch_rows(indices, epoch) for k, s in self.sets.items()}
         if self.first.resident is not None:
-            return ({k: self.first.resident.batch(np.stack(rows[k]), s.keep_frames, s.out_dtype)
+            return ({k: self.first.resident.batch(rows[k], s.keep_frames, s.out_dtype)
                      for k, s in self.sets.items()}, y, index)
         xs = {k: _batch_tensor((len(keys), *s.sample_shape), s.out_dtype) for k, s in self.sets.items()}
         if self.first.readahead:
-            store.prefetch(np.concatenate([r for per_kind in rows.values() for r in per_kind]))
+            store.prefetch(np.concatenate([r.reshape(-1) for r in rows.values()]))
         for b in range(len(keys)):
             block = RowBlock(store, np.unique(np.concatenate([rows[k][b] for k in self.sets])))
             for k, s in self.sets.items():
                 s.tokens_into(rows[k][b], xs[k][b], block)
         return xs, y, index
+
+
+def batch_key(keys: Sequence[tuple[int, int]]) -> tuple[np.ndarray, int]:
+    """The tracklets of a batch of (tracklet, epoch) keys, and their epoch (one per batch: `EpochBatches`)."""
+    indices = np.fromiter((i for i, _ in keys), dtype=np.int64, count=len(keys))
+    epochs = {epoch for _, epoch in keys} or {EVAL}
+    if len(epochs) != 1:
+        raise ValueError(f"a batch mixes epochs {sorted(epochs)}")
+    return indices, epochs.pop()
 
 
 def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:

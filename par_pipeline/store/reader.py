@@ -6,6 +6,7 @@ checksums verified); URL stores go through zarr (which verifies the same checksu
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -149,12 +150,49 @@ class TokenStore:
     def indices(self, split: str) -> np.ndarray:
         if split not in self.split:
             raise ParError(f"{self.path}: no split '{split}' in this store; it has {self.splits}")
-        return np.array([i for i, s in enumerate(self.split) if s == split], dtype=np.int64)
+        return np.flatnonzero(np.asarray(self.split) == split).astype(np.int64)
+
+    @functools.cached_property
+    def _valid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(starts [T+1], positions): tracklet i's valid frame positions are positions[starts[i]:starts[i + 1]]; the
+        whole store's in a few array operations, once."""
+        frames = (self.offsets[1:] - self.offsets[:-1]) // self.views
+        tracklet = np.repeat(np.arange(len(frames)), frames)
+        position = np.arange(int(frames.sum())) - np.repeat(np.cumsum(frames) - frames, frames)
+        ok = self.frame_ok[self.offsets[tracklet] + position * self.views[tracklet]]
+        starts = np.zeros(len(frames) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(tracklet[ok], minlength=len(frames)), out=starts[1:])
+        return starts, position[ok]
+
+    def valid_counts(self, indices: np.ndarray) -> np.ndarray:
+        """How many valid frames each of these tracklets has."""
+        starts = self._valid[0]
+        return starts[np.asarray(indices) + 1] - starts[indices]
 
     def valid_frames(self, i: int) -> np.ndarray:
         """Positions of tracklet i's frames that hold tokens (frames skipped at extraction left out)."""
-        frames = np.arange((self.offsets[i + 1] - self.offsets[i]) // self.views[i])
-        return np.flatnonzero(self.frame_ok[self.rows(i, frames)])
+        starts, positions = self._valid
+        return positions[starts[i]:starts[i + 1]]
+
+    def valid_rows(self, indices: np.ndarray, all_views: bool = False) -> np.ndarray:
+        """Store rows of every valid frame of these tracklets: its first view, or every stored view."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, positions = self._valid
+        counts = starts[indices + 1] - starts[indices]
+        tracklet = np.repeat(indices, counts)
+        at = np.arange(int(counts.sum())) + np.repeat(starts[indices] - (np.cumsum(counts) - counts), counts)
+        rows = self.offsets[tracklet] + positions[at] * self.views[tracklet]
+        if not all_views:
+            return rows
+        views = self.views[tracklet]
+        return np.concatenate([rows[views > v] + v for v in range(int(views.max(initial=1)))])
+
+    def picked_rows(self, indices: np.ndarray, picks: np.ndarray, views: np.ndarray | int = 0) -> np.ndarray:
+        """[B, T] store rows of picks [B, T] (indices among each tracklet's valid frames) and their views."""
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, positions = self._valid
+        frames = positions[starts[indices, None] + picks]
+        return self.offsets[indices, None] + frames * self.views[indices, None] + views
 
     def row(self, i: int, frame: int, view: int = 0) -> int:
         return int(row_of(self.offsets, self.views, i, frame, view))

@@ -234,6 +234,25 @@ def _loader_rate(store_path: str, indices: np.ndarray, batch_size: int, workers:
     return seen / busy if busy > 0 else float("nan")
 
 
+def draw_cost(store_path: str, indices: np.ndarray, batch_size: int, batches: int = 200) -> dict[str, float]:
+    """µs of host work to choose a training batch's rows (the keyed draw, valid frames, views, rows), for the whole
+    batch at once (`TrackletTokens.batch_rows`, what a step pays) and tracklet by tracklet (the same rule one
+    tracklet per call: what per-tracklet Python costs)."""
+    ds = TrackletTokens(store_path, 6, 0, use_views=True)
+    order = np.random.default_rng(0).permutation(np.resize(indices, batches * batch_size)).reshape(batches, -1)
+    ds.batch_rows(order[0], 0)  # the store's table of valid frames is built once, before the clock
+    t = time.perf_counter()
+    for epoch, batch in enumerate(order):
+        ds.batch_rows(batch, epoch)
+    together = (time.perf_counter() - t) / batches * 1e6
+    t = time.perf_counter()
+    for epoch, batch in enumerate(order[:max(1, batches // 10)]):
+        for i in batch:
+            ds.picked_rows(int(i), epoch)
+    alone = (time.perf_counter() - t) / max(1, batches // 10) * 1e6
+    return {"batch_size": batch_size, "batch_us": together, "tracklet_by_tracklet_us": alone}
+
+
 def disk_random_read(store: TokenStore, rows: int = 600, seed: int = 0) -> dict[str, float]:
     """The disk's own random-read rate for store rows (page cache dropped first): one row at a time, and with a
     batch's rows announced together (posix_fadvise WILLNEED), as the loader reads them."""
@@ -298,6 +317,7 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
     int8_cold = _loader_rate(str(int8_path), idx, sizes.train_batch, workers, dtype, cold=True)
     disk = disk_random_read(store)
     verify = _verify_cost(store)
+    draws = [draw_cost(str(store_path), idx, b) for b in (sizes.train_batch, 64)]
     log(f"loader alone ({workers} workers): warm {warm:,.1f} samples/s (no readahead {no_readahead:,.1f}), cold "
         f"{cold:,.1f}; int8 warm {int8_warm:,.1f}, cold {int8_cold:,.1f}; disk random rows/s {disk}")
     shutil.rmtree(work / "bench-run", ignore_errors=True)
@@ -322,6 +342,8 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
     model_sps = (before + after) / 2
     for c in cache.values():
         c["over_model"] = c["samples_per_s"] / model_sps
+    for d in draws:  # the draw's share of a model-only step of that batch size (at this batch size's rate)
+        d["share_of_model_step"] = d["batch_us"] * 1e-6 / (d["batch_size"] / model_sps)
     log(f"train model-only {model_sps:,.1f} samples/s (before {before:,.1f}, after {after:,.1f}); from the store "
         f"{store_sps:,.1f}; held in memory: " + ", ".join(f"{k} {c['samples_per_s']:,.1f}" for k, c in cache.items()))
     frame_rows = 6  # rows a sample reads
@@ -333,7 +355,7 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
             "loader_cold_samples_per_s": cold, "int8_loader_warm_samples_per_s": int8_warm,
             "int8_loader_cold_samples_per_s": int8_cold, "disk_random_read": disk,
             "cold_over_disk_bound": cold / (disk.get("batches_of_96_rows_per_s", float("nan")) / frame_rows)
-            if disk else None, "checksum_verification": verify}
+            if disk else None, "checksum_verification": verify, "draw": draws}
 
 
 def _verify_cost(store: TokenStore, rows: int = 2000) -> dict[str, float]:
@@ -530,6 +552,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                       f"{d['one_at_a_time_rows_per_s']:,.0f} / {d['batches_of_96_rows_per_s']:,.0f}", ""),
                      ("cold loader / what that disk rate allows (6 rows a sample)", f"{r['cold_over_disk_bound']:.3f}",
                       ">= 0.8")]
+        rows += [(f"choosing a batch's rows, batch {d['batch_size']}: whole batch / tracklet by tracklet",
+                  f"{d['batch_us']:,.0f} / {d['tracklet_by_tracklet_us']:,.0f} µs "
+                  f"({100 * d['share_of_model_step']:.2f}% of a model-only step)", "") for d in r.get("draw", [])]
         if r["checksum_verification"]:
             v = r["checksum_verification"]
             rows.append(("row read warm, checksum never / always", f"{v['ms_per_row_verify_never']:.4f} / "

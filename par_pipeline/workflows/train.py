@@ -62,8 +62,8 @@ def rows_to_hold(cfg: TrainConfig, store: TokenStore) -> np.ndarray:
     train_idx, val_idx = training_and_validation(store, cfg.train_split, cfg.val_fraction, cfg.seed)
     train_set = TrackletTokens(str(store.path), cfg.frames, cfg.seed, use_views=cfg.use_views)
     eval_set = TrackletTokens(str(store.path), cfg.eval_frames or cfg.frames, cfg.seed, sampling=cfg.eval_sampling)
-    return rows_of([*(train_set.possible_rows(int(i), True) for i in train_idx),
-                    *(eval_set.possible_rows(int(i), False) for i in (*store.indices(cfg.eval_split), *val_idx))])
+    return rows_of([train_set.possible_rows(train_idx, True),
+                    eval_set.possible_rows(np.concatenate([store.indices(cfg.eval_split), val_idx]), False)])
 
 
 class Trainer:
@@ -76,7 +76,7 @@ class Trainer:
         self.store = store = TokenStore(cfg.store)
         store.check_shards()
         self.eval_idx = store.indices(cfg.eval_split)
-        empty = [store.tracklets[i] for i in self.eval_idx if not len(store.valid_frames(i))]
+        empty = [store.tracklets[i] for i in self.eval_idx[store.valid_counts(self.eval_idx) == 0]]
         if empty:
             raise ParError(f"{cfg.store}: {len(empty)} '{cfg.eval_split}' tracklet(s) have no readable frames (e.g. "
                            f"{empty[0]}; all skipped at extraction); fix their frames and extract again")
