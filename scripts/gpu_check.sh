@@ -65,9 +65,10 @@ out = pathlib.Path(sys.argv[1])
 print(open(out / "machine.txt").read().strip())
 for f in sorted(out.glob("extract_*.json")):
     e = json.loads(f.read_text())["extract"]
-    h = e["host_loop"]["float16"]["direct"]["frames_per_s"]
+    h = {k: v["frames_per_s"] for k, v in e["host_loop"]["float16"].items() if k.startswith("direct")}
     print(f"{f.stem:28s} model-only {e['model_only_fps']:9,.0f} f/s  pipeline {e['pipeline_fps']:9,.0f} f/s  "
-          f"ratio {e['pipeline_over_model']:.2f}  host loop {h:,.0f} f/s")
+          f"ratio {e['pipeline_over_model']:.2f}  host loop {h['direct']:,.0f} f/s "
+          f"({h['direct_2_writers']:,.0f} with 2 writers)")
     for k, a in {**e["precision_vs_fp32"], **e["dtype_vs_fp32"]}.items():
         print(f"{'':28s} {k:8s} vs fp32: min cosine {a['min_token_cosine']:.6f}, mean {a['mean_token_cosine']:.6f}")
 t = json.loads((out / "train.json").read_text())

@@ -201,9 +201,14 @@ def test_views_are_the_references_augmentation_and_recorded(manifest_path, views
     i = next(k for k, r in enumerate(m.records) if r.split == "train")
     a, b = s.read_rows(np.array([s.row(i, 0, 0), s.row(i, 0, 1)]))[0]
     assert not np.array_equal(a, b)  # the flip gives other tokens
-    tiny_extract(m, tmp_path / "v2.zarr", views=3)
+    tiny_extract(m, tmp_path / "v2.zarr", views=3, writers=3)  # shards written by three threads, in any order
     rows = np.arange(s.tokens.shape[0])
     assert np.array_equal(s.read_rows(rows)[0], TokenStore(tmp_path / "v2.zarr").read_rows(rows)[0])
+    for name in ("tokens", "frame_ok", "done"):
+        files = {f.relative_to(views_store): f.read_bytes() for f in (views_store / name).rglob("*") if f.is_file()}
+        again = {f.relative_to(tmp_path / "v2.zarr"): f.read_bytes() for f in (tmp_path / "v2.zarr" / name).rglob("*")
+                 if f.is_file()}
+        assert files == again and len(files) > 2, name
 
 
 def test_int8_store(int8_store, store_path):
@@ -314,6 +319,44 @@ def test_direct_shard_writes_equal_zarr_bytes(tmp_path, dtype):
     assert np.array_equal(zarr.open_array(str(paths["direct"]))[:], data)
     rows = np.array([r for r in range(F)[::-1] if present[r]])
     assert np.array_equal(ShardFileReader.for_array(paths["direct"]).read(rows), data[rows])
+
+
+def test_direct_flag_writes_equal_zarr_bytes(tmp_path):
+    """The per-shard flags (`frame_ok`: a chunk per shard with its crc32c; `done`: a zstd chunk per shard) written
+    directly are byte for byte zarr-python's: a partial last chunk, a chunk of fill values only (not stored, and an
+    earlier one removed), and what zarr reads back; another codec chain is left to zarr-python."""
+    import zarr
+
+    from par_pipeline.store.codec import TokenCodec
+    from par_pipeline.store.shard_files import FlagChunkWriter
+    from par_pipeline.store.writer import StorePlan, create_zarr
+
+    S, F = 8, 21
+    plan = StorePlan.one_tracklet(F, num_tokens=2, dim=4)
+    ok = [np.array([1, 0, 1, 1, 1, 1, 0, 1], np.uint8), np.ones(8, np.uint8), np.zeros(5, np.uint8)]
+    stores = {}
+    for name in ("by-zarr", "direct"):
+        g = create_zarr(str(tmp_path / name), plan, {}, {}, TokenCodec("float16"), S)
+        stores[name] = tmp_path / name
+        flags = {a: FlagChunkWriter.for_array(stores[name] / a) for a in ("frame_ok", "done")}
+        for s, values in enumerate(ok):
+            if name == "by-zarr":
+                g["frame_ok"][s * S:s * S + len(values)] = np.ones(len(values), np.uint8)  # then rewritten
+                g["frame_ok"][s * S:s * S + len(values)] = values
+                g["done"][s] = 1
+            else:
+                flags["frame_ok"].write(s, np.ones(len(values), np.uint8))
+                flags["frame_ok"].write(s, values)
+                flags["done"].write(s, np.ones(1, np.uint8))
+    for a in ("frame_ok", "done"):
+        files = [{f.relative_to(stores[n]): f.read_bytes() for f in (stores[n] / a / "c").iterdir()} for n in stores]
+        assert files[0] == files[1], a
+    assert len(list((stores["direct"] / "frame_ok" / "c").iterdir())) == 2  # the all-zero chunk is not stored
+    direct = zarr.open_group(str(stores["direct"]), mode="r")
+    assert np.array_equal(direct["frame_ok"][:], np.concatenate(ok)) and direct["done"][:].tolist() == [1, 1, 1]
+    zarr.open_group(str(tmp_path / "other"), mode="w").create_array("a", shape=(4,), chunks=(2,), dtype="uint8",
+                                                                    compressors=None)
+    assert FlagChunkWriter.for_array(tmp_path / "other" / "a") is None
 
 
 def test_write_failure_is_one_line_and_resumable(store_path, manifest_path, tmp_path, monkeypatch):

@@ -2,8 +2,8 @@
 the HDF5 copy.
 
 The sink is the host side of the encode loop: a few shard buffers (pinned on CUDA) that the device copies each
-encoded batch straight into on a side stream, and a writer thread that writes every full shard (one `writev`
-per array; zarr itself for URL stores), then marks it done and frees the buffer. The loop therefore never waits
+encoded batch straight into on a side stream, and writer threads that each write a full shard (one `writev`
+per array; zarr itself for URL stores), then mark it done and free its buffer. The loop therefore never waits
 for the GPU and never copies tokens on the host; the bounded pool of buffers is the back-pressure when the disk
 is the slower side. Non-finite tokens are detected on the device and refused before anything is written.
 """
@@ -23,7 +23,7 @@ from ..errors import ParError
 from ..outputs import fault_point
 from .codec import TokenCodec, finite_rows
 from .format import TEXT_ARRAYS, is_url
-from .shard_files import ShardFileWriter
+from .shard_files import FlagChunkWriter, ShardFileWriter
 
 if TYPE_CHECKING:
     from .reader import TokenStore
@@ -45,6 +45,13 @@ class StorePlan:
     @property
     def num_rows(self) -> int:
         return int(self.offsets[-1])
+
+    @classmethod
+    def one_tracklet(cls, rows: int, num_tokens: int, dim: int) -> "StorePlan":
+        """A plan of one training tracklet of `rows` frames and one attribute (the benchmark's write-only stores)."""
+        return cls(tracklets=["t"], split=["train"], person_ids=np.zeros(1, np.int64),
+                   labels=np.zeros((1, 1), np.uint8), offsets=np.array([0, rows]), views=np.ones(1, np.uint8),
+                   frame_index=np.arange(rows, dtype=np.int32), num_tokens=num_tokens, dim=dim)
 
 
 def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs: dict[str, Any], codec: TokenCodec,
@@ -167,17 +174,22 @@ class ShardSink:
 
     def __init__(self, g: Any, target: str, shard_frames: int, num_tokens: int, dim: int, codec: TokenCodec,
                  device: torch.device, report: Callable[[int], None], describe_row: Callable[[int], str],
-                 depth: int = 3, direct_writes: bool = True):
+                 writers: int = 1, direct_writes: bool = True):
         self.g, self.shard_frames, self.codec = g, shard_frames, codec
         self.report, self.describe_row = report, describe_row
         local = direct_writes and not is_url(target)
         self.direct = {name: ShardFileWriter.for_array(Path(target) / name) for name in self.arrays} if local else None
-        if self.direct is not None and None in self.direct.values():
+        self.flags = {name: FlagChunkWriter.for_array(Path(target) / name) for name in ("frame_ok", "done")} \
+            if local else None
+        if self.direct is not None and (None in self.direct.values() or None in self.flags.values() or (
+                self.flags["frame_ok"].chunk, self.flags["done"].chunk) != (shard_frames, 1)):
             raise ParError(f"{target}: unexpected array layout; extract into a new store")
+        self.reporting = threading.Lock()  # writers report finished shards one at a time
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
         self.free: queue.Queue = queue.Queue()
-        for _ in range(depth):
+        for _ in range(writers + 2):  # a buffer per writer, one filling, one ready
+
             buf = {
                 "tokens": torch.empty((shard_frames, num_tokens, dim), dtype=codec.torch_dtype, pin_memory=self.cuda),
                 "finite": torch.empty(shard_frames, dtype=torch.bool, pin_memory=self.cuda),
@@ -187,8 +199,9 @@ class ShardSink:
             self.free.put(buf)
         self.todo: queue.Queue = queue.Queue()
         self.failure: list[BaseException] = []
-        self.thread = threading.Thread(target=self._write_loop, daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._write_loop, daemon=True) for _ in range(max(1, writers))]
+        for thread in self.threads:
+            thread.start()
 
     @property
     def arrays(self) -> tuple[str, ...]:
@@ -216,8 +229,10 @@ class ShardSink:
         self.todo.put((s, buf, ok, copied))
 
     def close(self, surface: bool = True) -> None:
-        self.todo.put(None)
-        self.thread.join()
+        for _ in self.threads:
+            self.todo.put(None)
+        for thread in self.threads:
+            thread.join()
         if surface:
             self.raise_failure()
 
@@ -255,7 +270,13 @@ class ShardSink:
             else:
                 self.g[name][start:start + n] = rows
             fault_point("shard-written")
-        self.g["frame_ok"][start:start + n] = ok
-        self.g["done"][s] = 1  # only after the shard's data: a killed run redoes this shard
+        # each shard has its own chunk of frame_ok and of done, so writers never share one
+        if self.flags is not None:
+            self.flags["frame_ok"].write(s, ok)
+            self.flags["done"].write(s, np.ones(1, np.uint8))  # only after the shard's data: a killed run redoes it
+        else:
+            self.g["frame_ok"][start:start + n] = ok
+            self.g["done"][s] = 1
         fault_point("shard-done")
-        self.report(n)
+        with self.reporting:
+            self.report(n)

@@ -163,10 +163,15 @@ class _InstantEncoder:
         return self.tokens[:len(images)]
 
 
+HOST_LOOP_WRITES = {"direct": "direct writes", "direct_2_writers": "direct writes, 2 writer threads",
+                    "zarr": "zarr-python writes"}
+
+
 def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) -> dict[str, Any]:
     """The extraction loop's serial host capacity: `par extract`'s own loop (`encode_shards`: loader hand-off,
     encoding into the shard buffers, checksummed shard writes by the writer thread) with JPEG decoding and CLIP
-    stubbed out, once per write path (direct shard files, as `par extract` writes local stores, vs zarr-python's).
+    stubbed out, once per write path (direct shard files, as `par extract` writes local stores, with one and two
+    writer threads, vs zarr-python's).
     The store goes to /dev/shm where there is one, so this machine's disk does not set the figure."""
     codec = TokenCodec(dtype)
     frame_bytes = codec.bytes_per_frame(enc.num_tokens, enc.dim)
@@ -181,13 +186,10 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) 
         "shard_frames": shard,
         "store_on": str(base),
     }
-    for name, direct in (("direct", True), ("zarr", False)):
+    for name, (direct, writers) in {"direct": (True, 1), "direct_2_writers": (True, 2), "zarr": (False, 1)}.items():
         target = base / f"par-bench-host-{os.getpid()}-{dtype}-{name}.zarr"
         shutil.rmtree(target, ignore_errors=True)
-        plan = StorePlan(tracklets=["t"], split=["train"], person_ids=np.zeros(1, np.int64),
-                         labels=np.zeros((1, 1), np.uint8), offsets=np.array([0, frames]), views=np.ones(1, np.uint8),
-                         frame_index=np.arange(frames, dtype=np.int32), num_tokens=enc.num_tokens, dim=enc.dim)
-        g = create_zarr(str(target), plan, {}, {}, codec, shard)
+        g = create_zarr(str(target), StorePlan.one_tracklet(frames, enc.num_tokens, enc.dim), {}, {}, codec, shard)
         stamps: list[tuple[float, int]] = []
         written = [0]
 
@@ -196,7 +198,7 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) 
             stamps.append((time.perf_counter(), written[0]))
 
         sink = ShardSink(g, str(target), shard, enc.num_tokens, enc.dim, codec, enc.device, report, str,
-                         direct_writes=direct)
+                         writers=writers, direct_writes=direct)
         t, cpu = time.perf_counter(), os.times()
         encode_shards(stub, _InstantFrames(frames, enc.preprocess.size), shards=list(range(frames // shard)),
                       shard_frames=shard, batch_size=sizes.batch_size, workers=sizes.workers, sink=sink,
@@ -209,7 +211,7 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) 
                      "bytes_per_frame": _dir_bytes(target / "tokens") / frames + (
                          _dir_bytes(target / "token_scales") / frames if codec.scaled else 0)}
         shutil.rmtree(target, ignore_errors=True)
-        log(f"extract host loop, {dtype}, {name} writes: {fps:,.0f} frames/s, user CPU "
+        log(f"extract host loop, {dtype}, {HOST_LOOP_WRITES[name]}: {fps:,.0f} frames/s, user CPU "
             f"{out[name]['user_ms_per_frame']:.3f} ms/frame")
     return out
 
@@ -523,9 +525,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append((f"stored {d} vs float32 tokens: min / mean cosine", f"{a['min_token_cosine']:.6f} / "
                          f"{a['mean_token_cosine']:.6f}", ">= 0.999" if d == "int8" else ""))
         for d, h in e["host_loop"].items():
-            for name in ("direct", "zarr"):
+            for name, how in HOST_LOOP_WRITES.items():
                 w = h[name]
-                rows.append((f"extract host loop ({d}), CLIP+decode stubbed, {name} writes",
+                rows.append((f"extract host loop ({d}), CLIP+decode stubbed, {how}",
                              f"{w['frames_per_s']:,.0f} frames/s ({w['user_ms_per_frame']:.3f} ms user CPU)",
                              ">= 10,000" if name == "direct" else ""))
     if "train" in results:

@@ -222,7 +222,8 @@ def _extract_into(manifest: Manifest, cfg: ExtractConfig, attrs: dict[str, Any],
         return f"{rows.paths[r]} (view {int(rows.view[r])})"
 
     frames = FrameRows(rows.paths, enc.preprocess, rows.view, rows.tracklet, rows.position, cfg.view_seed, cfg.view_pad)
-    sink = ShardSink(g, target, cfg.shard_frames, enc.num_tokens, enc.dim, codec, enc.device, report, describe_row)
+    sink = ShardSink(g, target, cfg.shard_frames, enc.num_tokens, enc.dim, codec, enc.device, report, describe_row,
+                     writers=cfg.writers)
     t_start = time.perf_counter()
     encoded = encode_shards(enc, frames, shards=mine, shard_frames=cfg.shard_frames, batch_size=cfg.batch_size,
                             workers=cfg.workers, sink=sink, on_bad_frame=cfg.on_bad_frame)
