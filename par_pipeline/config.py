@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .compiling import COMPILE_MODES
 from .data.layouts import LAYOUTS
 from .data.texts import TEXT_SOURCES
 from .engine.resident import CACHE_TIERS
@@ -122,6 +123,9 @@ class TrainConfig:
                         "auto (ram when they fit in the available memory with a 20% margin, else disk); results "
                         "are the same", choices=CACHE_TIERS, affects_results=False)
     device: str = option("cpu", "cpu, cuda or cuda:N", affects_results=False)
+    fusion_compile: str = option("eager", "the fusion model's training forward and backward: eager, compile "
+                                 "(torch.compile) or cudagraphs (torch.compile with CUDA graphs; CUDA only); losses "
+                                 "stay within float tolerance of eager", choices=COMPILE_MODES, affects_results=False)
     log_to: list[str] = option([], "experiment trackers that also receive every epoch's figures (none by default; "
                                "each is an optional extra: pip install 'par[NAME]')", choices=tuple(TRACKERS),
                                affects_results=False)
@@ -203,6 +207,8 @@ class BenchConfig:
     tracklets: int = option(16, "synthetic tracklets per split", minimum=2)
     frames_per_tracklet: int = option(8, "frames per synthetic tracklet", minimum=1)
     train_batch: int = option(16, "tracklets per training batch", minimum=2)
+    step_modes: str = option("eager", "how the train part's model-only step runs, each timed: eager, compile, "
+                             "cudagraphs (separated by commas; scripts/gpu_check.sh times all three)")
     epochs: int = option(2, "epochs of the train part", minimum=1)
     sweep_epochs: int = option(2, "epochs of each sweep point", minimum=1)
     sweep_frames: list[int] = option([1, 2, 4, 6], "frame counts T of the sweep")

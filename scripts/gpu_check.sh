@@ -2,7 +2,7 @@
 # GPU checks in one run: a profile of the CLIP encoder (scripts/profile_clip.py), real ViT-B/16 extraction in fp16
 # and bf16 (model-only vs pipeline, agreement with fp32, PIL vs GPU JPEG decoding), store bytes and int8 agreement,
 # the extraction host loop, paper-size training from the store (warm and cold page cache, disk random-read rate,
-# int8), predict, par track (throughput, stage shares, memory); then a one-screen summary. Sizes are variables, so
+# int8; the fusion step eager vs torch.compile vs CUDA graphs), predict, par track (throughput, stage shares, memory); then a one-screen summary. Sizes are variables, so
 # the same script runs on a CPU with tiny sizes (the test suite does). Packages missing on a lent machine travel as
 # wheels in $WHEELS (.whl/).
 # Time: on one H200 (2026-11-29) the four extraction runs alone took 430 s at TRACKLETS=1000, then train+predict
@@ -20,6 +20,7 @@ TRACKLETS=${TRACKLETS:-1500}        # x2 splits x FRAMES frames: 48,000 frames, 
 FRAMES=${FRAMES:-16}
 BATCH=${BATCH:-256}
 TRAIN_BATCH=${TRAIN_BATCH:-64}
+STEP_MODES=${STEP_MODES:-eager,compile,cudagraphs}  # the fusion step eager, torch.compile'd, with CUDA graphs
 EPOCHS=${EPOCHS:-5}
 HOST_FRAMES=${HOST_FRAMES:-16384}
 PRECISIONS=${PRECISIONS:-fp16 bf16}
@@ -54,7 +55,7 @@ for P in $PRECISIONS; do
   done
 done
 $PY -m cli.main bench --part train,predict --device "$DEVICE" --fusion-model "$FUSION" --train-batch "$TRAIN_BATCH" \
-  --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/train.txt"
+  --step-modes "$STEP_MODES" --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/train.txt"
 cp "$WORK/b-$FIRST-$FIRST_D/bench.json" "$OUT/train.json"
 $PY -m cli.main bench --part track --device "$DEVICE" --track-seeds 1 --track-seconds "$TRACK_SECONDS" \
   --track-minutes "$TRACK_MINUTES" --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/track.txt"
@@ -76,6 +77,9 @@ r, p = t["train"], t["predict"]
 print(f"train {r['model']}: store {r['store_samples_per_s']:,.0f} vs model-only {r['model_only_samples_per_s']:,.0f} "
       f"samples/s = {r['store_over_model']:.2f}; " + ", ".join(f"--cache {k} {c['samples_per_s']:,.0f} = "
       f"{c['over_model']:.2f}" for k, c in r.get("cache", {}).items()))
+print("model-only step: eager " + ", ".join([f"{r['model_only_samples_per_s']:,.0f} samples/s"] + [
+      f"{k} {c['samples_per_s']:,.0f} = {c['over_model']:.2f} (first step {c['first_step_s']:.0f} s)"
+      for k, c in r.get("step_modes", {}).items()]))
 print(f"loader warm {r['loader_warm_samples_per_s']:,.0f}, cold {r['loader_cold_samples_per_s']:,.0f} samples/s; int8 warm "
       f"{r['int8_loader_warm_samples_per_s']:,.0f}, cold {r['int8_loader_cold_samples_per_s']:,.0f}; disk {r['disk_random_read']}")
 print(f"predict {p['tracklets_per_s']:,.1f} tracklets/s ({p['frames_per_s']:,.0f} frames/s)")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, SMALL_TRAIN, TRAIN, par_env, run_par, tiny_eval, tiny_train, train_config
+from conftest import ROOT, SMALL_TRAIN, TRAIN, one_error_line, par_env, run_par, tiny_eval, tiny_train, train_config
 from par_pipeline.errors import ParError
 from par_pipeline.model.checkpoint import load_checkpoint
 from par_pipeline.workflows.train import train
@@ -278,3 +278,39 @@ def test_golden_tiny_run(run_path, store_path, tmp_path):
     fixed = evaluate_predictions(golden, pred["labels"], attrs["group_boundaries"], attrs["groups"], threshold)
     assert (fixed["protocol"]["mean"]["f1"], fixed["protocol"]["mean"]["mA"]) == pytest.approx((GOLDEN_F1, GOLDEN_MA),
                                                                                               rel=1e-12)
+
+
+def test_compiled_fusion_step_matches_eager(run_path, store_path, tmp_path):
+    """`--fusion-compile compile` (torch.compile of the fusion model's forward, and so of its backward; DropPath
+    included): the session's tiny run again, its losses and test probabilities within float tolerance of the eager
+    run's. CUDA graphs on a CPU is a one-line error before anything is written."""
+    tiny_train(store_path, tmp_path / "c", fusion_compile="compile")
+    eager, compiled = ([json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+                       for run in (run_path, tmp_path / "c"))
+    assert compiled == pytest.approx(eager, rel=LOSS_RTOL)
+    tiny_eval(store_path, run_path / "last.json", out=str(tmp_path / "ea"))
+    tiny_eval(store_path, tmp_path / "c" / "last.json", out=str(tmp_path / "ec"))
+    pa, pc = (np.load(tmp_path / e / "predictions.npz")["probs"] for e in ("ea", "ec"))
+    assert np.abs(pa - pc).max() <= PROB_ATOL  # Adam turns float noise in gradients into ~1e-3, as kernel paths do
+    r = run_par("train", store_path, "--out", tmp_path / "g", *TRAIN, "--fusion-compile", "cudagraphs", check=False)
+    assert "cudagraphs needs a CUDA device" in one_error_line(r)
+    assert not (tmp_path / "g").exists()
+
+
+def test_a_compilation_that_fails_runs_eager(monkeypatch):
+    """A torch.compile that fails at its first call (no C++ compiler, an unsupported op) falls back to eager for
+    good, said once; the results are eager's."""
+    from par_pipeline.compiling import compiled_or_eager
+
+    calls, said = [], []
+
+    def broken(fn, **kw):
+        def call(x):
+            calls.append(x)
+            raise RuntimeError("no C++ compiler\nmore detail")
+        return call
+    monkeypatch.setattr(torch, "compile", broken)
+    f = compiled_or_eager(lambda x: x * 2, "compile", said.append)
+    assert [float(f(torch.tensor(v))) for v in (1.0, 2.0, 3.0)] == [2.0, 4.0, 6.0]
+    assert len(calls) == 1 and said == ["torch.compile failed (RuntimeError: no C++ compiler); running eager"]
+    assert compiled_or_eager(abs, "eager") is abs

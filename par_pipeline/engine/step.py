@@ -4,11 +4,12 @@ epoch trains at 2.08e-4 and the rate peaks at 8.54e-4 in epoch 5, never reaching
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from timm.scheduler import CosineLRScheduler
 
+from ..compiling import compiled_or_eager
 from ..precision import autocast
 from .losses import attribute_loss
 
@@ -25,11 +26,15 @@ class TrainingStep:
 
     def __init__(self, model: torch.nn.Module, *, lr: float, weight_decay: float, epochs: int, warmup_epochs: int,
                  warmup_lr: float, min_lr: float, amp: torch.dtype | None, pos_rate: torch.Tensor | None,
-                 ddp: torch.nn.Module | None = None):
+                 ddp: torch.nn.Module | None = None, compile_mode: str = "eager",
+                 warn: Callable[[str], None] | None = None):
         """`pos_rate`: each attribute's positive rate for the weighted loss (None: plain BCE); `ddp`: the model
-        wrapped in DistributedDataParallel, when several ranks train."""
+        wrapped in DistributedDataParallel, when several ranks train; `compile_mode`: how its forward (and so its
+        backward) runs (`compiling.COMPILE_MODES`; `warn` hears of a compilation that fell back to eager)."""
         device = next(model.parameters()).device
         self.ddp, self.pos_rate, self.amp, self.device = ddp or model, pos_rate, amp, device
+        self.compile_mode = compile_mode
+        self.forward = compiled_or_eager(self.ddp, compile_mode, warn)
         # fused Adam on the GPU: one kernel instead of a few per parameter group (the fusion model is small, so
         # kernel launches, not FLOPs, set the step time); on the CPU the default, bit-reproducible path.
         self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay,
@@ -44,8 +49,10 @@ class TrainingStep:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Train on one batch (already on the device); returns the detached loss, without waiting for it."""
+        if self.compile_mode == "cudagraphs":  # a new step: the graphs' outputs of the last one may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(self.device, self.amp):
-            logits = self.ddp(x)
+            logits = self.forward(x)
         loss = attribute_loss(logits.float(), y, self.pos_rate)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

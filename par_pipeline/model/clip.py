@@ -22,6 +22,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..compiling import compiled_or_eager
 from ..data.preprocess import Preprocess, normalize
 from ..errors import ParError
 from ..outputs import file_sha256
@@ -215,7 +216,7 @@ class ClipEncoder:
         self.tokenizer = open_clip.get_tokenizer(clip_model)
         self._tokens = self._frame_tokens
         if compile:
-            self._tokens = _compiled_or_eager(self._frame_tokens)
+            self._tokens = compiled_or_eager(self._frame_tokens)
 
     def _frame_tokens(self, x: torch.Tensor) -> torch.Tensor:
         v = self.visual
@@ -238,22 +239,6 @@ class ClipEncoder:
         tokens = self.tokenizer(texts).to(self.device)
         with autocast(self.device, autocast_dtype(self.precision, self.device)):
             return self.model.encode_text(tokens).float()
-
-
-def _compiled_or_eager(fn: Any) -> Any:
-    """torch.compile'd `fn`, falling back to eager for good if compilation fails (no compiler, unsupported op)."""
-    compiled = torch.compile(fn, dynamic=False)
-    state = {"fn": compiled}
-
-    def call(x: torch.Tensor) -> torch.Tensor:
-        try:
-            return state["fn"](x)
-        except Exception:  # compilation errors surface at the first call, in many types
-            if state["fn"] is fn:
-                raise
-            state["fn"] = fn
-            return fn(x)
-    return call
 
 
 def encoder_for_checkpoint(meta: dict[str, Any], pretrained: str | None, device: str) -> ClipEncoder:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..compiling import check_compile_mode
 from ..config import BenchConfig, ExtractConfig, build_config, configure
 from ..data.layouts import build_mars_manifest
 from ..data.preprocess import load_frame
@@ -306,6 +307,27 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
         return n * sizes.train_batch / (time.perf_counter() - t)
 
     before = model_only()
+    step_modes = {}  # the same step, compiled: its steady rate (compilation before the clock) and first losses
+    for mode in [m.strip() for m in sizes.step_modes.split(",") if m.strip() and m.strip() != "eager"]:
+        check_compile_mode(mode, sizes.device)
+        timed = TrainingStep(net, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=100, warmup_epochs=1,
+                             warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr, amp=autocast_dtype("auto", dev),
+                             pos_rate=steps.pos_rate, compile_mode=mode, warn=log)
+        t = time.perf_counter()
+        timed.step(x, y)
+        _sync(dev)
+        compile_s = time.perf_counter() - t
+        for _ in range(5):
+            timed.step(x, y)
+        _sync(dev)
+        t = time.perf_counter()
+        for _ in range(50):
+            timed.step(x, y)
+        _sync(dev)
+        step_modes[mode] = {"samples_per_s": 50 * sizes.train_batch / (time.perf_counter() - t),
+                            "first_step_s": compile_s}
+        log(f"train model-only, {mode}: {step_modes[mode]['samples_per_s']:,.1f} samples/s (first step, compiling, "
+            f"{compile_s:.1f} s)")
     workers = default_workers(sizes.train_workers, dev)
     idx = store.indices("train")
     dtype = input_dtype(dev, cfg.precision)
@@ -342,7 +364,7 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
                                                       for f in ("last.safetensors", "best.safetensors"))}
     after = model_only()  # measured on both sides of the training runs: a shared machine's speed drifts
     model_sps = (before + after) / 2
-    for c in cache.values():
+    for c in (*cache.values(), *step_modes.values()):
         c["over_model"] = c["samples_per_s"] / model_sps
     for d in draws:  # the draw's share of a model-only step of that batch size (at this batch size's rate)
         d["share_of_model_step"] = d["batch_us"] * 1e-6 / (d["batch_size"] / model_sps)
@@ -352,6 +374,7 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
     return {"model": sizes.fusion_model, "device": sizes.device, "batch_size": sizes.train_batch, "workers": workers,
             "model_only_samples_per_s": model_sps, "model_only_before_after": [before, after],
             "store_samples_per_s": store_sps, "store_over_model": store_sps / model_sps, "cache": cache,
+            "step_modes": step_modes,
             "steps_per_epoch": per_epoch,
             "loader_warm_samples_per_s": warm, "loader_warm_no_readahead_samples_per_s": no_readahead,
             "loader_cold_samples_per_s": cold, "int8_loader_warm_samples_per_s": int8_warm,
@@ -538,6 +561,9 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                  ("store / model-only", f"{r['store_over_model']:.3f}", ">= 0.9"),
                  *((f"train from --cache {k} / model-only ({c['samples_per_s']:,.1f} samples/s)",
                     f"{c['over_model']:.3f}", ">= 0.9") for k, c in r["cache"].items()),
+                 *((f"model-only step, --fusion-compile {k} / eager ({c['samples_per_s']:,.1f} samples/s; first step "
+                    f"{c['first_step_s']:.1f} s)", f"{c['over_model']:.3f}", "fastest: the CUDA default")
+                   for k, c in r.get("step_modes", {}).items()),
                  ("checkpoint from --cache ram / device = from disk",
                   " / ".join("yes" if c["same_checkpoint_as_disk"] else "no" for c in r["cache"].values()),
                   "yes (a CPU run)"),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..compiling import check_compile_mode
 from ..config import TrainConfig, check_device
 from ..distributed import DistContext
 from ..engine.inference import predict_split
@@ -71,6 +72,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, recipe: dict[str, Any], dist: DistContext):
         check_device(cfg.device)
+        check_compile_mode(cfg.fusion_compile, cfg.device)
         self.cfg, self.recipe, self.dist = cfg, recipe, dist
         self.device = torch.device(cfg.device)
         self.store = store = TokenStore(cfg.store)
@@ -205,7 +207,8 @@ class PointRun:
         pos_rate = torch.from_numpy(store.labels[trainer.train_idx].mean(0).astype(np.float32)).to(device)
         self.steps = TrainingStep(model, lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs,
                                   warmup_epochs=cfg.warmup_epochs, warmup_lr=cfg.warmup_lr, min_lr=cfg.min_lr,
-                                  amp=trainer.amp, pos_rate=pos_rate if cfg.loss == "weighted" else None, ddp=self.ddp)
+                                  amp=trainer.amp, pos_rate=pos_rate if cfg.loss == "weighted" else None, ddp=self.ddp,
+                                  compile_mode=cfg.fusion_compile, warn=warn if dist.is_main else None)
         self.train_set, self.eval_set = trainer.datasets(model, loading, resident)
         self.start_epoch, self.best, self.history = 0, None, []
         if resume:
