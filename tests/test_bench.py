@@ -11,7 +11,8 @@ def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
     PIL decoding is `make bench`'s default, tested with the Makefile)."""
     env = par_env({"OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
                    "CLIP": "par-tiny-clip", "FUSION": "vtf-par-small", "TRACKLETS": "3", "FRAMES": "3", "BATCH": "8",
-                   "TRAIN_BATCH": "2", "STEP_MODES": "eager,compile", "EPOCHS": "2", "HOST_FRAMES": "128", "PRECISIONS": "fp32",
+                   "TRAIN_BATCH": "2", "STEP_MODES": "eager,compile", "EPOCHS": "2", "HOST_FRAMES": "128",
+                   "PRECISIONS": "fp32",
                    "DECODERS": "torchvision",
                    "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "PY": str(ROOT / ".venv" / "bin" / "python"),
                    "WHEELS": str(tmp_path / "no-wheels"),
