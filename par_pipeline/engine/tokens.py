@@ -5,7 +5,8 @@ it has fewer than T), and, when the store holds several views of the training fr
 (`data.sampling.keyed_draws`: nested prefixes of one permutation, so a sweep's frame counts share one read).
 The draw depends only on (seed, epoch, tracklet), so neither worker count, rank nor resumption changes it.
 Evaluation takes T evenly spaced frames (positions round(linspace(0, n-1, T)) of the tracklet's n valid
-frames), or with `sampling="random"` a random draw keyed by (seed, tracklet), as the reference's test loader.
+frames), or with `sampling="random"` the same keyed draw keyed by (seed, tracklet), as the reference's test loader
+draws at random.
 """
 from __future__ import annotations
 

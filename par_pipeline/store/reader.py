@@ -166,8 +166,8 @@ class TokenStore:
 
     def valid_counts(self, indices: np.ndarray) -> np.ndarray:
         """How many valid frames each of these tracklets has."""
-        starts = self._valid[0]
-        return starts[np.asarray(indices) + 1] - starts[indices]
+        starts, indices = self._valid[0], np.asarray(indices, dtype=np.int64)
+        return starts[indices + 1] - starts[indices]
 
     def valid_frames(self, i: int) -> np.ndarray:
         """Positions of tracklet i's frames that hold tokens (frames skipped at extraction left out)."""
@@ -178,7 +178,7 @@ class TokenStore:
         """Store rows of every valid frame of these tracklets: its first view, or every stored view."""
         indices = np.asarray(indices, dtype=np.int64)
         starts, positions = self._valid
-        counts = starts[indices + 1] - starts[indices]
+        counts = self.valid_counts(indices)
         tracklet = np.repeat(indices, counts)
         at = np.arange(int(counts.sum())) + np.repeat(starts[indices] - (np.cumsum(counts) - counts), counts)
         rows = self.offsets[tracklet] + positions[at] * self.views[tracklet]
