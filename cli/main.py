@@ -24,6 +24,7 @@ from par_pipeline.config import (
 from par_pipeline.data.layouts import LAYOUTS, DatasetLayout
 from par_pipeline.errors import ParError, one_line
 from par_pipeline.experiments import DEFAULT_EXPERIMENT
+from par_pipeline.imports import keep_wandb_out_of_timm
 from par_pipeline.options import COMMAND_LINE, parse_numbers
 from par_pipeline.reports import pct, pct_spread
 
@@ -34,6 +35,8 @@ try:  # Typer >= 0.17 carries its own click, whose exceptions derive from this
 except ImportError:  # older Typer raises click's
     from click import ClickException as UsageError
 from .ui import RateColumn, console, err_console, kv_table, progress_bar, warn
+
+keep_wandb_out_of_timm()  # before any command imports timm (nothing above does)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Video pedestrian attribute recognition (VTF-PAR) on precomputed CLIP tokens.")

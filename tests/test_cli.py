@@ -2,6 +2,7 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 
 from conftest import ROOT, SMALL_TRAIN, flags, par_env
@@ -33,3 +34,15 @@ def test_ctrl_c_ends_with_130_and_says_how_to_resume(store_path, tmp_path):
     RunFolder(run).recover()
     _, meta = load_checkpoint(run / "last.json")
     assert meta["epoch"] >= 1 and not (run / ".pending").exists()
+
+
+def test_par_does_not_import_wandb_for_timm():
+    """timm imports wandb whenever it is installed (about half a second of every start, and it wraps stdout): in a
+    par process timm hears 'not installed', open_clip and the fusion model load as usual, and par's own W&B tracker
+    still imports wandb."""
+    code = ("import sys, cli.main, open_clip, par_pipeline.workflows.train; "
+            "assert 'timm' in sys.modules and 'wandb' not in sys.modules; "
+            "from par_pipeline.experiments import wandb_tracker; import wandb; print('imported', wandb.__name__)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=par_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "imported wandb" in proc.stdout, proc.stderr[-2000:]
