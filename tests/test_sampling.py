@@ -127,5 +127,5 @@ def test_store_rows_of_valid_frames(views_store):
     assert (s.views[held] > 1).all()
     picks = np.zeros((len(held), 2), dtype=np.int64)
     picks[:, 1] = s.valid_counts(held) - 1
-    rows = s.picked_rows(held, picks, 1)
+    rows = s.rows_of_picks(held, picks, 1)
     assert rows.tolist() == [[s.row(i, e[0], 1), s.row(i, e[-1], 1)] for i, e in zip(held, (expected[i] for i in held))]

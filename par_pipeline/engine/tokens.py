@@ -78,8 +78,8 @@ class TrackletTokens(Dataset):
         if epoch >= 0 or self.sampling == "random":
             views = store.views[indices] if self.use_views and epoch >= 0 else 1
             picks, view = keyed_draws(counts, self.frames, views, self.seed, epoch, indices)
-            return store.picked_rows(indices, picks, view)
-        return store.picked_rows(indices, evenly_spaced(counts, self.frames))
+            return store.rows_of_picks(indices, picks, view)
+        return store.rows_of_picks(indices, evenly_spaced(counts, self.frames))
 
     def picked_rows(self, i: int, epoch: int) -> np.ndarray:
         """Store rows of the T frames (and views) tracklet i contributes under this key."""

@@ -187,7 +187,7 @@ class TokenStore:
         views = self.views[tracklet]
         return np.concatenate([rows[views > v] + v for v in range(int(views.max(initial=1)))])
 
-    def picked_rows(self, indices: np.ndarray, picks: np.ndarray, views: np.ndarray | int = 0) -> np.ndarray:
+    def rows_of_picks(self, indices: np.ndarray, picks: np.ndarray, views: np.ndarray | int = 0) -> np.ndarray:
         """[B, T] store rows of picks [B, T] (indices among each tracklet's valid frames) and their views."""
         indices = np.asarray(indices, dtype=np.int64)
         starts, positions = self._valid
