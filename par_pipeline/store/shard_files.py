@@ -272,8 +272,8 @@ class FlagChunkWriter:
     zarr-python does; a chunk of fill values only is not stored (zarr-python's default). Bytes equal zarr-python's
     own (test)."""
 
-    def __init__(self, array_dir: Path, length: int, chunk: int, compress: Any | None):
-        self.dir, self.length, self.chunk, self.compress = array_dir, length, chunk, compress
+    def __init__(self, array_dir: Path, chunk: int, compress: Any | None):
+        self.dir, self.chunk, self.compress = array_dir, chunk, compress
 
     @classmethod
     def for_array(cls, array_dir: str | Path) -> "FlagChunkWriter | None":
@@ -281,7 +281,7 @@ class FlagChunkWriter:
         caller writes through zarr-python)."""
         try:
             meta: dict[str, Any] = json.loads((Path(array_dir) / "zarr.json").read_text())
-            (length,), (chunk,) = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
+            (_,), (chunk,) = meta["shape"], meta["chunk_grid"]["configuration"]["chunk_shape"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
         if meta.get("data_type") != "uint8" or meta.get("fill_value") != 0 or meta.get("chunk_key_encoding") != {
@@ -289,11 +289,11 @@ class FlagChunkWriter:
             return None
         codecs = meta.get("codecs")
         if codecs == [{"name": "bytes"}, {"name": "crc32c"}]:
-            return cls(Path(array_dir), int(length), int(chunk), None)
+            return cls(Path(array_dir), int(chunk), None)
         if codecs == [{"name": "bytes"}, {"name": "zstd", "configuration": {"level": 0, "checksum": False}}]:
             from numcodecs import Zstd
 
-            return cls(Path(array_dir), int(length), int(chunk), Zstd(level=0, checksum=False))
+            return cls(Path(array_dir), int(chunk), Zstd(level=0, checksum=False))
         return None
 
     def write(self, c: int, values: np.ndarray) -> None:

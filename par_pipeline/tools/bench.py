@@ -164,8 +164,10 @@ class _InstantEncoder:
         return self.tokens[:len(images)]
 
 
-HOST_LOOP_WRITES = {"direct": "direct writes", "direct_2_writers": "direct writes, 2 writer threads",
-                    "zarr": "zarr-python writes"}
+# the host loop's write paths: name -> (what the table says, direct shard files, writer threads)
+HOST_LOOP_WRITES = {"direct": ("direct writes", True, 1),
+                    "direct_2_writers": ("direct writes, 2 writer threads", True, 2),
+                    "zarr": ("zarr-python writes", False, 1)}
 
 
 def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) -> dict[str, Any]:
@@ -187,7 +189,7 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) 
         "shard_frames": shard,
         "store_on": str(base),
     }
-    for name, (direct, writers) in {"direct": (True, 1), "direct_2_writers": (True, 2), "zarr": (False, 1)}.items():
+    for name, (how, direct, writers) in HOST_LOOP_WRITES.items():
         target = base / f"par-bench-host-{os.getpid()}-{dtype}-{name}.zarr"
         shutil.rmtree(target, ignore_errors=True)
         g = create_zarr(str(target), StorePlan.one_tracklet(frames, enc.num_tokens, enc.dim), {}, {}, codec, shard)
@@ -212,7 +214,7 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) 
                      "bytes_per_frame": _dir_bytes(target / "tokens") / frames + (
                          _dir_bytes(target / "token_scales") / frames if codec.scaled else 0)}
         shutil.rmtree(target, ignore_errors=True)
-        log(f"extract host loop, {dtype}, {HOST_LOOP_WRITES[name]}: {fps:,.0f} frames/s, user CPU "
+        log(f"extract host loop, {dtype}, {how}: {fps:,.0f} frames/s, user CPU "
             f"{out[name]['user_ms_per_frame']:.3f} ms/frame")
     return out
 
@@ -296,13 +298,13 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
     x = torch.randn(sizes.train_batch, store.num_tokens, store.dim, device=dev).to(input_dtype(dev, cfg.precision))
     y = (torch.rand(sizes.train_batch, len(store.attribute_names), device=dev) > 0.5).float()
 
-    def model_only(n: int = 50) -> float:
+    def model_only(step: TrainingStep = steps, n: int = 50) -> float:
         for _ in range(5):
-            steps.step(x, y)
+            step.step(x, y)
         _sync(dev)
         t = time.perf_counter()
         for _ in range(n):
-            steps.step(x, y)
+            step.step(x, y)
         _sync(dev)
         return n * sizes.train_batch / (time.perf_counter() - t)
 
@@ -317,15 +319,7 @@ def bench_train(store_path: Path, work: Path, sizes: BenchConfig, log: Log) -> d
         timed.step(x, y)
         _sync(dev)
         compile_s = time.perf_counter() - t
-        for _ in range(5):
-            timed.step(x, y)
-        _sync(dev)
-        t = time.perf_counter()
-        for _ in range(50):
-            timed.step(x, y)
-        _sync(dev)
-        step_modes[mode] = {"samples_per_s": 50 * sizes.train_batch / (time.perf_counter() - t),
-                            "first_step_s": compile_s}
+        step_modes[mode] = {"samples_per_s": model_only(timed), "first_step_s": compile_s}
         log(f"train model-only, {mode}: {step_modes[mode]['samples_per_s']:,.1f} samples/s (first step, compiling, "
             f"{compile_s:.1f} s)")
     workers = default_workers(sizes.train_workers, dev)
@@ -548,7 +542,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append((f"stored {d} vs float32 tokens: min / mean cosine", f"{a['min_token_cosine']:.6f} / "
                          f"{a['mean_token_cosine']:.6f}", ">= 0.999" if d == "int8" else ""))
         for d, h in e["host_loop"].items():
-            for name, how in HOST_LOOP_WRITES.items():
+            for name, (how, _, _) in HOST_LOOP_WRITES.items():
                 w = h[name]
                 rows.append((f"extract host loop ({d}), CLIP+decode stubbed, {how}",
                              f"{w['frames_per_s']:,.0f} frames/s ({w['user_ms_per_frame']:.3f} ms user CPU)",

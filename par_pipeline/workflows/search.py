@@ -77,11 +77,12 @@ def match(conditions: list[Condition], track: dict[str, Any]) -> tuple[float, di
 
 def track_files(out: Path) -> list[Path]:
     """Each `par track` output under `out`: its tracks.json, or a live run's tracks.jsonl while it still runs."""
-    folders = [out] if _answer_of(out) else sorted(f for f in out.glob("*/") if _answer_of(f))
-    if not folders:
+    own = _answer_of(out)
+    files = [own] if own else [a for f in sorted(out.glob("*/")) if (a := _answer_of(f)) is not None]
+    if not files:
         raise ParError(f"{out}: no tracks.json (or a live run's tracks.jsonl) here or in its sub-folders; give a "
                        f"`par track` output folder")
-    return [_answer_of(f) for f in folders]  # type: ignore[misc]
+    return files
 
 
 def _answer_of(folder: Path) -> Path | None:
