@@ -192,7 +192,7 @@ class SynthConfig:
 @dataclass
 class BenchConfig:
     out: str = option("bench", "folder for bench.json and the work files")
-    part: str = option("all", "all (extract,train,predict,sweep), or a comma-separated list of those and track")
+    part: str = option("all", "all (extract,train,predict,sweep), or a comma-separated list of those, track and grid")
     clip_model: str = option("ViT-B-16-quickgelu", "CLIP model of the extract part (random weights: speed does not "
                              "depend on them)")
     fusion_model: str = option("vtf-par", "fusion model config of the train part")
@@ -213,6 +213,17 @@ class BenchConfig:
     sweep_epochs: int = option(2, "epochs of each sweep point", minimum=1)
     sweep_frames: list[int] = option([1, 2, 4, 6], "frame counts T of the sweep")
     host_frames: int = option(4096, "rows of the extraction host-loop measurement", minimum=1)
+    grid_tracklets: list[int] = option([48, 48], "grid part: training and test tracklets of its MARS-shaped store "
+                                       "(MARS: 8298 8062)")
+    grid_frames: int = option(4, "grid part: frames kept per tracklet (evenly spaced, as --max-frames-per-tracklet)",
+                              minimum=1)
+    grid_dtype: str = option("float16", "grid part: the store's token dtype", choices=("float16", "int8"))
+    grid_epochs: int = option(2, "grid part: epochs of every point (the paper: 20)", minimum=1)
+    grid_seeds: int = option(1, "grid part: seeds of every (T, variant) (the paper's tables: 3)", minimum=1)
+    grid_cache: str = option("auto", "grid part: --cache of the grid and of the points trained alone",
+                             choices=CACHE_TIERS)
+    grid_alone: int = option(8, "grid part: points of seed 0 also trained alone, as `par train` runs (the grid's "
+                             "figure scales their mean to every point)", minimum=0)
     track_checkpoint: str | None = option(None, "track part: the run whose model names the attributes (default: the "
                                           "train part's)")
     track_seeds: int = option(3, "track part: synthetic scenes (seeds 0..N-1)", minimum=1)

@@ -3,7 +3,9 @@ bench` and the script itself, never from tests). `make bench` is run and checked
 import os
 import subprocess
 
-from conftest import ROOT, par_env
+import numpy as np
+
+from conftest import ROOT, one_error_line, par_env, run_par
 
 
 def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
@@ -11,10 +13,13 @@ def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
     PIL decoding is `make bench`'s default, tested with the Makefile)."""
     env = par_env({"OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
                    "CLIP": "par-tiny-clip", "FUSION": "vtf-par-small", "TRACKLETS": "3", "FRAMES": "3", "BATCH": "8",
+                   "PROFILE_BATCHES": "4",
                    "TRAIN_BATCH": "2", "STEP_MODES": "eager,compile", "EPOCHS": "2", "HOST_FRAMES": "128",
                    "PRECISIONS": "fp32",
                    "DECODERS": "torchvision",
-                   "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "PY": str(ROOT / ".venv" / "bin" / "python"),
+                   "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "PARTS": "profile extract train track grid",
+                   "GRID_TRACKLETS": "6 4", "GRID_FRAMES": "3", "GRID_EPOCHS": "1", "GRID_SEEDS": "1",
+                   "PY": str(ROOT / ".venv" / "bin" / "python"),
                    "WHEELS": str(tmp_path / "no-wheels"),
                    "PATH": os.environ["PATH"]})
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh")], cwd=ROOT, env=env, capture_output=True,
@@ -22,4 +27,46 @@ def test_gpu_check_script_runs_as_written_on_a_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "extract_fp32_torchvision" in proc.stdout and "loader warm" in proc.stdout and "predict" in proc.stdout
     assert "par's tokens (forward_intermediates + proj)" in proc.stdout and "TFLOP/s" in proc.stdout
+    assert "torch.compile (first call" in proc.stdout and "par's tokens, batch 4" in proc.stdout
     assert "video frames/s" in proc.stdout and "model-only step: eager" in proc.stdout and ", compile " in proc.stdout
+    assert "grid 8 points x 1 epochs" in proc.stdout and "same checkpoints: True" in proc.stdout
+
+
+def test_grid_store_is_mars_shaped_complete_and_verified(tmp_path):
+    """The grid part's store: MARS's shape (split counts, 5-900 frames of mean ~62, schema-valid labels), built
+    through the extraction sink into a complete store that `par verify` passes, the same bytes when built twice,
+    and reused once finished."""
+    from par_pipeline.config import BenchConfig
+    from par_pipeline.store.reader import TokenStore
+    from par_pipeline.tools.grid_bench import MARS_FRAMES, build_random_store, mars_shaped_manifest
+
+    big = mars_shaped_manifest(3000, 2000, seed=0)
+    counts = np.array([len(r.frames) for r in big.records])
+    assert [len(big.split(s)) for s in ("train", "test")] == [3000, 2000]
+    assert counts.min() >= MARS_FRAMES["min"] and counts.max() <= MARS_FRAMES["max"]
+    assert abs(counts.mean() - MARS_FRAMES["mean"]) < 3  # the geometric draw's mean, within its sampling noise
+    assert len({r.tracklet for r in big.records}) == len(big.records)
+    for r in big.records[:200]:
+        big.schema.check_labels(r.labels, r.tracklet)
+    assert {p for r in big.split("train") for p in [r.person_id]}.isdisjoint({r.person_id for r in big.split("test")})
+
+    small = mars_shaped_manifest(5, 4, seed=0)
+    sizes = BenchConfig(clip_model="par-tiny-clip", grid_frames=3)
+    said = []
+    built = [build_random_store(tmp_path / f"s{i}.zarr", small, sizes, said.append) for i in (0, 1)]
+    assert built[0]["rows"] == sum(min(len(r.frames), 3) for r in small.records)
+    store = TokenStore(tmp_path / "s0.zarr")
+    assert store.attrs["complete"] and int(store.offsets[-1]) == built[0]["rows"]
+    assert "all checks passed" in run_par("verify", tmp_path / "s0.zarr").stdout
+    shards = sorted(p for p in (tmp_path / "s0.zarr" / "tokens" / "c").rglob("*") if p.is_file())
+    assert shards and all(a.read_bytes() == (tmp_path / "s1.zarr" / a.relative_to(tmp_path / "s0.zarr")).read_bytes()
+                          for a in shards)
+    again = build_random_store(tmp_path / "s0.zarr", small, sizes, said.append)
+    assert again["rows_per_s"] is None and "reused" in said[-1]
+
+
+def test_grid_part_refuses_a_wrong_tracklet_pair(tmp_path):
+    err = one_error_line(run_par("bench", "--part", "grid", "--out", tmp_path / "b", "--grid-tracklets", "8298",
+                                 check=False))
+    assert "--grid-tracklets must be two counts" in err and "8298" in err
+    assert not (tmp_path / "b" / "grid").exists()

@@ -88,6 +88,14 @@ def _model_config(name: str) -> dict[str, Any]:
     return cfg
 
 
+def token_geometry(name: str) -> tuple[int, int]:
+    """(tokens, dim) of what `ClipEncoder.encode_frames` gives for an open_clip ViT config, without building it."""
+    cfg = _model_config(name)
+    vision = cfg["vision_cfg"]
+    grid = int(vision["image_size"]) // int(vision["patch_size"])
+    return grid * grid + 1, int(cfg["embed_dim"])
+
+
 def _needs_quick_gelu(form: str, sha256: str) -> bool | None:
     """What the weights' provenance says about the activation (None: unknown)."""
     known = load_json("weights", "clip")["weights"].get(sha256)
@@ -189,6 +197,14 @@ def _download(name: str, tag: str) -> Path:
                        f"you are online and pass the local file with --pretrained") from None
 
 
+def frame_tokens(visual: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """An open_clip VisionTransformer's CLS + patch tokens after ln_post, times proj: [B, 3, S, S] -> [B, N, D]."""
+    out = visual.forward_intermediates(x, indices=1, normalize_intermediates=True, intermediates_only=True,
+                                       output_fmt="NLC", output_extra_tokens=True)
+    h = torch.cat([out["image_intermediates_prefix"][-1], out["image_intermediates"][-1]], dim=1)
+    return h @ visual.proj if visual.proj is not None else h
+
+
 class ClipEncoder:
     """Frozen open_clip model: `encode_frames` gives CLS + patch tokens after ln_post, times proj."""
 
@@ -219,11 +235,7 @@ class ClipEncoder:
             self._tokens = compiled_or_eager(self._frame_tokens)
 
     def _frame_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.visual
-        out = v.forward_intermediates(x, indices=1, normalize_intermediates=True, intermediates_only=True,
-                                      output_fmt="NLC", output_extra_tokens=True)
-        h = torch.cat([out["image_intermediates_prefix"][-1], out["image_intermediates"][-1]], dim=1)
-        return h @ v.proj if v.proj is not None else h
+        return frame_tokens(self.visual, x)
 
     @torch.inference_mode()
     def encode_frames(self, images_uint8: torch.Tensor, precision: str | None = None) -> torch.Tensor:

@@ -45,7 +45,7 @@ from ..workflows.extract import encode_shards, extract, preprocess_of
 from ..workflows.train import build_model, train, train_together
 
 PARTS = ("extract", "train", "predict", "sweep")  # `all`
-OTHER_PARTS = ("track",)  # asked for by name (`make track-bench`)
+OTHER_PARTS = ("track", "grid")  # asked for by name (`make track-bench`; scripts/gpu_check.sh)
 Log = Callable[[str], None]
 
 
@@ -167,6 +167,7 @@ class _InstantEncoder:
 # the host loop's write paths: name -> (what the table says, direct shard files, writer threads)
 HOST_LOOP_WRITES = {"direct": ("direct writes", True, 1),
                     "direct_2_writers": ("direct writes, 2 writer threads", True, 2),
+                    "direct_4_writers": ("direct writes, 4 writer threads", True, 4),
                     "zarr": ("zarr-python writes", False, 1)}
 
 
@@ -515,6 +516,10 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
         from .track_bench import bench_track
 
         results["track"] = bench_track(out, sizes, log)
+    if "grid" in parts:
+        from .grid_bench import bench_grid
+
+        results["grid"] = bench_grid(out, sizes, log)
     write_json(out / "bench.json", results)
     return results, table_rows(results)
 
@@ -620,4 +625,20 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                  ("live: cameras at 10 fps followed without dropping", str(v["cameras_without_dropping"]), ""),
                  ("live peak memory", " / ".join(f"{m}: {x:,.0f} MB" for m, x in v["peak_memory_mb"].items()),
                   "flat")]
+    if "grid" in results:
+        g, s = results["grid"], results["grid"]["store"]
+        rows += [(f"grid store: {s['tracklets']:,} MARS-shaped tracklets, {s['rows']:,} rows ({s['gb']:.1f} GB "
+                  f"{s['dtype']}), random tokens through the extraction sink",
+                  f"{s['rows_per_s']:,.0f} rows/s" if s["rows_per_s"] else "reused", ""),
+                 (f"grid: {g['points']} points (T {g['frames']} x {' / '.join(g['variants'])} x {g['seeds']} "
+                  f"seed(s)), {g['epochs']} epochs, {g['fusion_model']} batch {g['train_batch']}, fused",
+                  f"{g['grid_s']:,.1f} s", "< 300 s (MARS, 20 epochs, 3 seeds, one H100/H200)"),
+                 ("grid: --cache " + g["cache_requested"], g["cache"] or "disk", "")]
+        if g["peak_gpu_gib"] is not None:
+            rows.append(("grid: peak GPU memory", f"{g['peak_gpu_gib']:.1f} GiB", ""))
+        if g["alone_scaled_s"] is not None:
+            rows += [(f"grid points trained alone ({len(g['alone_measured_s'])} measured) scaled to all / fused",
+                      f"{g['alone_scaled_s']:,.1f} s / {g['grid_s']:,.1f} s = {g['alone_over_grid']:.2f}x", "> 1"),
+                     ("grid points alone: the fused grid's checkpoints",
+                      "yes" if g["alone_same_checkpoints"] else "no", "yes (a CPU run)")]
     return rows

@@ -231,7 +231,7 @@ def _extract_into(manifest: Manifest, cfg: ExtractConfig, attrs: dict[str, Any],
     result = ExtractResult(total, len(plan.tracklets), encoded.rows, resumed_shards=resumed,
                            encode_s=time.perf_counter() - t_start, loader_wait_s=encoded.loader_wait_s)
     if dist.is_main:
-        result.skipped = _finalize(g, target, out, fmt, rows.paths)
+        result.skipped = finalize_store(g, target, out, fmt, rows.paths)
     dist.barrier()
     return result
 
@@ -330,7 +330,9 @@ def encode_shards(encoder: Any, frames: Dataset, *, shards: list[int], shard_fra
     return Encoded(encoded, waited)
 
 
-def _finalize(g: Any, target: str, out: str, fmt: str, paths: list[str]) -> list[str]:
+def finalize_store(g: Any, target: str, out: str, fmt: str, paths: list[str]) -> list[str]:
+    """A store whose every shard is written: skipped frames recorded, marked complete, moved to `out` (copied to
+    HDF5 for `h5`); returns the skipped frames' paths."""
     done = np.asarray(g["done"][:])
     if not done.all():
         raise ParError(f"{target}: {int((done == 0).sum())} shard(s) unfinished; re-run the same command to resume")
