@@ -165,7 +165,7 @@ def test_torchvision_decoder_matches_pil(synth_root):
     """The device decode path (torchvision decode + torch resize; nvJPEG on a GPU) gives the PIL path's frames within
     a few grey levels (different JPEG IDCT and resize implementations). On a GPU the same code runs on CUDA."""
     from par_pipeline.data.frames import FrameRows, collate_rows, decode_rows
-    from par_pipeline.data.preprocess import Preprocess
+    from par_pipeline.data.preprocess import Preprocess, View, apply_view
 
     paths = [str(p) for p in sorted(synth_root.rglob("*.jpg"))[:6]]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -177,6 +177,14 @@ def test_torchvision_decoder_matches_pil(synth_root):
         images, ok, _ = decode_rows(tv, rows, payload, ok, reasons, torch.device(device))
         diff = (images.cpu().int() - ref).abs()
         assert ok.all() and diff.float().mean() < 1.0 and diff.max() <= 12, (device, diff.float().mean(), diff.max())
+        # stored views on the device path: each row's view of the same decoded frame (plain rows copied together)
+        view = np.array([0, 1, 2, 0, 2, 1])
+        tracklet, position = np.zeros(len(paths), np.int64), np.arange(len(paths))
+        tv_views = FrameRows(paths, Preprocess(decoder="torchvision"), view, tracklet, position, 0, 10)
+        with_views, _, _ = decode_rows(tv_views, rows, payload, ok, reasons, torch.device(device))
+        for i in range(len(paths)):
+            assert torch.equal(with_views[i], apply_view(images[i], tv_views.view(i)))
+        assert tv_views.view(2) != View() and torch.equal(with_views[3], images[3])
 
 
 def test_views_are_the_references_augmentation_and_recorded(manifest_path, views_store, tmp_path):

@@ -96,8 +96,12 @@ def decode_rows(dataset: Any, rows: torch.Tensor, payload: Any, ok: torch.Tensor
     if decoded:
         index = sorted(decoded)
         prepared = prepare_on_device([decoded[i] for i in index], pp)
+        views = [dataset.view(int(rows[i])) for i in index]
+        plain = [j for j, v in enumerate(views) if v == View()]  # stored as prepared: one copy for all of them
+        out[[index[j] for j in plain]] = prepared[plain]
         for j, i in enumerate(index):
-            out[i] = apply_view(prepared[j], dataset.view(int(rows[i])))
+            if views[j] != View():
+                out[i] = apply_view(prepared[j], views[j])
     return out, ok, reasons
 
 
