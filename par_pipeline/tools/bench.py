@@ -139,8 +139,9 @@ def bench_extract(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
             "dtype_vs_fp32": stored}
 
 
-class _InstantFrames(torch.utils.data.Dataset):
-    """Stands in for JPEG decoding: every row is the same ready image."""
+class StubFrames(torch.utils.data.Dataset):
+    """Stands in for JPEG decoding: every row is the same ready image (of `size`; the grid part's stub CLIP does not
+    look at it, so 1)."""
 
     def __init__(self, rows: int, size: int):
         self.rows, self.image = rows, torch.full((3, size, size), 128, dtype=torch.uint8)
@@ -204,7 +205,7 @@ def bench_host_loop(enc: ClipEncoder, sizes: BenchConfig, dtype: str, log: Log) 
         sink = ShardSink(g, str(target), shard, enc.num_tokens, enc.dim, codec, enc.device, report, str,
                          writers=writers, direct_writes=direct)
         t, cpu = time.perf_counter(), os.times()
-        encode_shards(stub, _InstantFrames(frames, enc.preprocess.size), shards=list(range(frames // shard)),
+        encode_shards(stub, StubFrames(frames, enc.preprocess.size), shards=list(range(frames // shard)),
                       shard_frames=shard, batch_size=sizes.batch_size, workers=sizes.workers, sink=sink,
                       on_bad_frame="error")
         end = os.times()

@@ -33,6 +33,7 @@ from ..tools.synth import sample_row
 from ..workflows.ablation import evaluate_point, plan_sweep, run_ablation
 from ..workflows.extract import encode_shards, finalize_store, partial_path, plan_store, store_attrs
 from ..workflows.train import train
+from .bench import StubFrames
 
 Log = Callable[[str], None]
 
@@ -64,19 +65,6 @@ def mars_shaped_manifest(train: int, test: int, seed: int) -> Manifest:
                     camera_id=int(cam), tracklet_no=made, labels=labels,
                     frames=[layout.frame_path(split, pid, int(cam), made, i) for i in range(n)]))
     return Manifest(schema=schema, root="grid-bench-frames", records=records, layout="mars")
-
-
-class _NoFrames(torch.utils.data.Dataset):
-    """Stands in for decoded frames: a 1-pixel image per row (the random encoder does not look at it)."""
-
-    def __init__(self, rows: int):
-        self.rows, self.image = rows, torch.zeros((3, 1, 1), dtype=torch.uint8)
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def __getitem__(self, row: int) -> tuple[int, torch.Tensor, bool, str]:
-        return row, self.image, True, ""
 
 
 class _RandomTokens:
@@ -111,16 +99,16 @@ def build_random_store(out: Path, manifest: Manifest, sizes: BenchConfig, log: L
         return {**built, "rows_per_s": None}
     target = Path(partial_path(str(out)))
     shutil.rmtree(target, ignore_errors=True)  # the bench's own unfinished store
-    texts = {source: np.random.default_rng(1).standard_normal((len(strings), dim)).astype(np.float32)
-             for source, strings in attribute_texts(manifest.schema, cfg.prompt_template).items()}
-    attrs = {**store_attrs(cfg, manifest, recipe, attribute_texts(manifest.schema, cfg.prompt_template)),
-             "num_tokens": num_tokens, "dim": dim}
+    strings = attribute_texts(manifest.schema, cfg.prompt_template)
+    texts = {source: np.random.default_rng(1).standard_normal((len(words), dim)).astype(np.float32)
+             for source, words in strings.items()}
+    attrs = {**store_attrs(cfg, manifest, recipe, strings), "num_tokens": num_tokens, "dim": dim}
     g = create_zarr(str(target), plan, texts, attrs, codec, cfg.shard_frames)
     device = torch.device(sizes.device)
     sink = ShardSink(g, str(target), cfg.shard_frames, num_tokens, dim, codec, device, lambda n: None, str,
                      writers=cfg.writers)
     t = time.perf_counter()
-    encode_shards(_RandomTokens(num_tokens, dim, device, seed=0), _NoFrames(plan.num_rows),
+    encode_shards(_RandomTokens(num_tokens, dim, device, seed=0), StubFrames(plan.num_rows, 1),
                   shards=list(range(-(-plan.num_rows // cfg.shard_frames))), shard_frames=cfg.shard_frames,
                   batch_size=cfg.batch_size, workers=0, sink=sink, on_bad_frame="error")
     finalize_store(g, str(target), str(out), "zarr", rows.paths)
