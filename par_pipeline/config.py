@@ -61,8 +61,9 @@ class ExtractConfig:
                          "device: nvJPEG on a GPU)", choices=("pil", "torchvision"))
     batch_size: int = option(64, "frames per CLIP batch", minimum=1, affects_results=False)
     workers: int = option(2, "JPEG decode worker processes", minimum=0, affects_results=False)
-    writers: int = option(1, "shard writer threads (more can help a many-core GPU host whose loop waits on writes: "
-                          "`make bench` measures 1 and 2)", minimum=1, maximum=16, affects_results=False)
+    writers: int = option(4, "shard writer threads: each writes whole shards, so the kernel's copies of tokens into "
+                          "files run side by side (`make bench` measures 1, 2 and 4)", minimum=1, maximum=16,
+                          affects_results=False)
     device: str = option("cpu", "cpu, cuda or cuda:N", affects_results=False)
     compile: bool = option(False, "torch.compile the image encoder (falls back to eager where it fails)",
                            affects_results=False)

@@ -26,9 +26,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 PAR = [sys.executable, "-m", "cli.main"]
-# The tiny CLIP runs in fp32 on the CPU (CPU fp16 is an emulation: slow, and not what a GPU computes).
+# The tiny CLIP runs in fp32 on the CPU (CPU fp16 is an emulation: slow, and not what a GPU computes). One shard
+# writer: the fault points then come in one order, which the kill tests index (several: test_kill, test_extract).
 TINY_EXTRACT = {"clip_model": "par-tiny-clip", "allow_random_init": True, "precision": "fp32", "batch_size": 8,
-                "shard_frames": 16, "workers": 0}
+                "shard_frames": 16, "workers": 0, "writers": 1}
 SMALL_TRAIN = {"model": "vtf-par-small", "epochs": 2, "batch_size": 4, "workers": 0, "warmup_epochs": 1, "frames": 3,
                "fusion_init": "random"}
 

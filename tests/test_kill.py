@@ -123,13 +123,14 @@ def _group_members(pgid: int) -> list[int]:
 
 
 def test_kill_9_while_decode_workers_run_then_rerun_at_once(store_faults, manifest_path, tmp_path):
-    """Five kills while two loader workers decode frames, each followed at once by the same command: the lock died
-    with the process (workers never hold it), the workers end within two seconds, the store ends identical."""
+    """Five kills while two loader workers decode frames and four threads write shards, each followed at once by the
+    same command: the lock died with the process (workers never hold it), the workers end within two seconds, the
+    store ends identical (the shards the writers had under way are redone)."""
     store_path, points = store_faults
     shard_points = [k + 1 for k, name in enumerate(points) if name == "shard-written"]
     for k in shard_points[:5]:
         out = tmp_path / f"w{k}.zarr"
-        args = ["extract", manifest_path, "--out", out, *TINY, "--workers", "2"]
+        args = ["extract", manifest_path, "--out", out, *TINY, "--workers", "2", "--writers", "4"]
         killed = run_par_forked(*args, env={"PAR_TEST_KILL_AT": str(k)})
         assert killed.returncode == -signal.SIGKILL, (k, killed.returncode, killed.stderr[-1000:])
         run_par(*args)  # at once: no "another par extract is writing here"
