@@ -235,12 +235,13 @@ def fault_points(log: Path) -> list[str]:
 @pytest.fixture(scope="session", autouse=True)
 def session_temp_dir(tmp_path_factory) -> Path:
     """TMPDIR of this test process and of everything it starts (torchrun's rendezvous folders, MLflow's locks,
-    browser profiles): a folder of the session's own, removed with it when the session passes, so that a machine
-    running the suite often (CI) keeps nothing of it."""
+    browser profiles), and torch.compile's cache: a folder of the session's own, removed with it when the session
+    passes, so that a machine running the suite often (CI) keeps nothing of it."""
     import tempfile
 
     folder = tmp_path_factory.mktemp("tmp", numbered=False)
     os.environ["TMPDIR"] = str(folder)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "torchinductor")  # else /tmp/torchinductor_<user>
     tempfile.tempdir = None  # gettempdir() caches its answer: ask again
     return folder
 
