@@ -92,7 +92,10 @@ def token_geometry(name: str) -> tuple[int, int]:
     """(tokens, dim) of what `ClipEncoder.encode_frames` gives for an open_clip ViT config, without building it."""
     cfg = _model_config(name)
     vision = cfg["vision_cfg"]
-    grid = int(vision["image_size"]) // int(vision["patch_size"])
+    if vision.get("patch_size") is None:
+        raise ParError(f"CLIP model '{name}' is not a ViT (no patch tokens); use a ViT such as ViT-B-16-quickgelu")
+    size, patch = (v[0] if isinstance(v, (list, tuple)) else v for v in (vision["image_size"], vision["patch_size"]))
+    grid = int(size) // int(patch)
     return grid * grid + 1, int(cfg["embed_dim"])
 
 
