@@ -17,6 +17,7 @@ import copy
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from par_pipeline.data.preprocess import Preprocess  # noqa: E402  (this checkout's par)
 from par_pipeline.model.clip import ClipEncoder, frame_tokens  # noqa: E402
-from par_pipeline.precision import autocast_dtype  # noqa: E402
+from par_pipeline.precision import autocast, autocast_dtype  # noqa: E402
 
 
 def timed(fn, steps: int, device: torch.device) -> float:
@@ -59,18 +60,11 @@ def main() -> None:
         images = images.pin_memory()
     x = torch.randn(args.batch, 3, size, size, device=device)
     amp = autocast_dtype(args.precision, device)
+    pooled, tokens_of = at_precision(enc.visual, device, amp), at_precision(enc._frame_tokens, device, amp)
 
-    @torch.inference_mode()
-    def pooled() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            return enc.visual(x)
-
-    @torch.inference_mode()
     def tokens() -> torch.Tensor:
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            return enc._frame_tokens(x)
-
-    rows = {"open_clip pooled forward (model.visual)": timed(pooled, args.steps, device),
+        return tokens_of(x)
+    rows = {"open_clip pooled forward (model.visual)": timed(lambda: pooled(x), args.steps, device),
             "par's tokens (forward_intermediates + proj)": timed(tokens, args.steps, device),
             "encode_frames (uint8 upload + normalise + tokens)": timed(lambda: enc.encode_frames(images), args.steps,
                                                                        device),
@@ -84,7 +78,7 @@ def main() -> None:
     a = torch.randn(n, n, device=device, dtype=amp or torch.float32)
     s = timed(lambda: a @ a, args.steps, device)
     print(f"  {'matmul ' + str(n) + '^3 in ' + str(a.dtype):52s} {2 * n ** 3 / s / 1e12:10,.1f} TFLOP/s")
-    candidates(enc, x, amp, args, device)
+    candidates(enc, x, amp, args, device, tokens_of, rows["par's tokens (forward_intermediates + proj)"])
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -97,48 +91,53 @@ def main() -> None:
     print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
 
 
+def at_precision(fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                 amp: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """fn under inference mode and this precision's autocast, as `ClipEncoder.encode_frames` runs the model."""
+    def run(xb: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), autocast(device, amp):
+            return fn(xb)
+    return run
+
+
 def candidates(enc: ClipEncoder, x: torch.Tensor, amp: torch.dtype | None, args: argparse.Namespace,
-               device: torch.device) -> None:
-    """Each candidate fix of par's token path: frames/s and its tokens against fp32's."""
+               device: torch.device, tokens_of: Callable[[torch.Tensor], torch.Tensor], tokens_s: float) -> None:
+    """Each candidate fix of par's token path (`tokens_of`, timed above at `tokens_s` a batch): frames/s and its
+    tokens against fp32's."""
     from open_clip.model import convert_weights_to_lp
 
     with torch.inference_mode():
         exact = enc._frame_tokens(x[:32]).float()
 
-    def agreement(fn) -> str:
+    def agreement(fn: Callable[[torch.Tensor], torch.Tensor]) -> str:
         with torch.inference_mode():
             got = fn(x[:32]).float()
         cos = torch.nn.functional.cosine_similarity(got.flatten(0, 1), exact.flatten(0, 1), dim=-1)
         return f"vs fp32: min cosine {float(cos.min()):.6f}, mean {float(cos.mean()):.6f}"
 
-    def under_autocast(fn):
-        def run(xb: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode(), torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                return fn(xb)
-        return run
-
-    ways = {"par's tokens (as above)": under_autocast(enc._frame_tokens)}
+    ways = {}
     if amp is not None:
         low = copy.deepcopy(enc.visual)
         convert_weights_to_lp(low, amp)
-
-        def in_low_precision(xb: torch.Tensor) -> torch.Tensor:
-            with torch.inference_mode():
-                return frame_tokens(low, xb.to(amp))
-        ways[f"weights in {str(amp).split('.')[-1]}, no autocast (clip.load's way)"] = in_low_precision
+        ways[f"weights in {str(amp).split('.')[-1]}, no autocast (clip.load's way)"] = at_precision(
+            lambda xb: frame_tokens(low, xb.to(amp)), device, None)
     if args.compile:
-        compiled = torch.compile(enc._frame_tokens)
+        compiled = at_precision(torch.compile(enc._frame_tokens), device, amp)
         t = time.perf_counter()
-        under_autocast(compiled)(x)
-        ways[f"torch.compile (first call {time.perf_counter() - t:.0f} s)"] = under_autocast(compiled)
+        compiled(x)
+        ways[f"torch.compile (first call {time.perf_counter() - t:.0f} s)"] = compiled
     print(f"candidate fixes ({args.precision}, batch {args.batch}):")
+    label = "par's tokens (as above)"
+    print(f"  {label:52s} {args.batch / tokens_s:10,.1f} frames/s  "
+          f"{agreement(tokens_of)}")
     for name, fn in ways.items():
         s = timed(lambda: fn(x), args.steps, device)
         print(f"  {name:52s} {args.batch / s:10,.1f} frames/s  {agreement(fn)}")
     for b in [int(v) for v in args.batches.split(",") if v.strip()]:
         xb = torch.randn(b, *x.shape[1:], device=device)
-        s = timed(lambda: ways["par's tokens (as above)"](xb), args.steps, device)
-        print(f"  {'par' + chr(39) + 's tokens, batch ' + str(b):52s} {b / s:10,.1f} frames/s")
+        s = timed(lambda: tokens_of(xb), args.steps, device)
+        label = f"par's tokens, batch {b}"
+        print(f"  {label:52s} {b / s:10,.1f} frames/s")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,7 @@ class ShardSink:
 
     def __init__(self, g: Any, target: str, shard_frames: int, num_tokens: int, dim: int, codec: TokenCodec,
                  device: torch.device, report: Callable[[int], None], describe_row: Callable[[int], str],
-                 writers: int = 1, direct_writes: bool = True):
+                 writers: int, direct_writes: bool = True):
         self.g, self.shard_frames, self.codec = g, shard_frames, codec
         self.report, self.describe_row = report, describe_row
         local = direct_writes and not is_url(target)

@@ -157,7 +157,7 @@ def bench_grid(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
     alone, same = {}, []
     first_seed = [p for p in points if p.seed == 0]
     spread_out = np.unique(np.linspace(0, len(first_seed) - 1, min(sizes.grid_alone, len(first_seed))).round())
-    for p in [first_seed[int(i)] for i in spread_out] if sizes.grid_alone else []:
+    for p in [first_seed[int(i)] for i in spread_out]:
         cfg = dataclasses.replace(p.config, out=str(alone_root / p.key))
         t = time.perf_counter()
         train(cfg, p.recipe)
