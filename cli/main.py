@@ -24,7 +24,6 @@ from par_pipeline.config import (
 from par_pipeline.data.layouts import LAYOUTS, DatasetLayout
 from par_pipeline.errors import ParError, one_line
 from par_pipeline.experiments import DEFAULT_EXPERIMENT
-from par_pipeline.imports import keep_wandb_out_of_timm
 from par_pipeline.options import COMMAND_LINE, parse_numbers
 from par_pipeline.reports import pct, pct_spread
 
@@ -35,8 +34,6 @@ try:  # Typer >= 0.17 carries its own click, whose exceptions derive from this
 except ImportError:  # older Typer raises click's
     from click import ClickException as UsageError
 from .ui import RateColumn, console, err_console, kv_table, progress_bar, warn
-
-keep_wandb_out_of_timm()  # before any command imports timm (nothing above does)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Video pedestrian attribute recognition (VTF-PAR) on precomputed CLIP tokens.")
@@ -167,7 +164,16 @@ def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
     from par_pipeline.workflows.train import train
 
     extra = {"store": own["store"]} if own["store"] else {}
-    cfg, recipe = _stage_config("train", own, given, extra)
+    layers = _layers(own, given, extra)
+    if own["resume"]:  # the run's own options (config.json) under what is given now: --out and --resume suffice
+        from par_pipeline.workflows.train import saved_options
+
+        out = {k: v for _, layer in layers for k, v in layer.items()}.get("out")
+        saved_recipe, saved = saved_options(out) if out else (None, {})
+        if saved:
+            layers = [(f"{out}/config.json", saved), *layers]
+            own = {**own, "recipe": own.get("recipe") or saved_recipe}
+    cfg, recipe = configure("train", own.get("recipe"), layers)
     if not cfg.store:
         raise ParError("no token store given: `par train STORE` (or 'store' in --config)")
     dist = DistContext.from_env()
@@ -196,6 +202,7 @@ def _train(own: dict[str, Any], given: dict[str, Any]) -> None:
             console.print(f"recipe {recipe['name']}, overridden: {recipe['overrides']}")
         with Live(Group(load, table), console=console, refresh_per_second=2):
             best = train(cfg, recipe, own["resume"], dist, on_epoch, warn=warn, loading=loading)
+        console.line()  # a Live display ends without a newline where output is not a terminal
         console.print(
             f"selected epoch {best['epoch']} ({'test' if cfg.selection == 'test' else 'validation'}-selected) "
             f"F1 {pct(best['f1'])}; checkpoints in {cfg.out}/ (best.json, last.json)"
@@ -325,6 +332,7 @@ def _ablation(own: dict[str, Any], given: dict[str, Any]) -> None:
         rows = run_ablation(own["store"], own["out"], frame_list, own["variants"].split(), own["seeds"], own["recipe"],
                             base, on_point, on_epoch, warn, loading, on_together)
         progress.update(sweep, completed=progress.tasks[sweep].total)
+    console.line()
     t = Table(title=f"ablation ({own['seeds']} seed(s))", title_justify="left")
     for col in ("variant", "T", "P", "R", "F1", "mA"):
         t.add_column(col, justify="left" if col == "variant" else "right")
@@ -412,12 +420,16 @@ command_with_config(app, "predict", PredictConfig, [
 
 
 @app.command()
-def search(out: Path = typer.Argument(..., help="a par track output folder, or a folder of them"),
-           conditions: list[str] = typer.Argument(..., help="GROUP, GROUP = VALUE, either with >= PROBABILITY; all "
-                                                  "must hold (backpack, 'top color = red', 'gender female >= 0.7')"),
+def search(out: Path = typer.Argument(..., help="a par track output folder (recorded or live), or a folder of them"),
+           conditions: list[str] = typer.Argument(..., help="conditions, all of which must hold, joined by commas or "
+                                                  "'and' or given as separate arguments: GROUP (a yes/no group is "
+                                                  "yes), GROUP = no, not GROUP, GROUP = VALUE, not GROUP = VALUE, "
+                                                  "any of them followed by >= PROBABILITY; e.g. \"backpack = no, "
+                                                  "hat\", \"top color = red >= 0.5\", \"not gender female\""),
            json_out: bool = typer.Option(False, "--json", help="print the results as JSON (par-search) instead"),
            ) -> None:
-    """The tracked people matching attribute conditions, best first."""
+    """The tracked people matching attribute conditions, best first (the grammar of --alert rules and of the
+    tracks.html search box)."""
     import json
 
     from par_pipeline.workflows.search import search as run_search
@@ -426,13 +438,28 @@ def search(out: Path = typer.Argument(..., help="a par track output folder, or a
     if json_out:
         print(json.dumps(found, indent=1))
         return
-    t = Table(title=f"{len(found['results'])} people match {' AND '.join(conditions)}", title_justify="left")
-    for col in ("score", "video", "track", "frames", *conditions, "attributes"):
-        t.add_column(col, justify="left" if col in ("video", "attributes") else "right")
-    for r in found["results"][:50]:
-        t.add_row(f"{r['score']:.3f}", Path(r["source"]).name, str(r["track"]), f"{r['first_frame']}-{r['last_frame']}",
-                  *(f"{r['scores'][c.strip()]:.2f}" for c in conditions), r["line"].partition(" ")[2])
+    results, texts = found["results"], found["conditions"]
+    if not results:
+        console.print(f"nobody matches {' AND '.join(texts)} in {out}", highlight=False)
+        return
+    folders = sorted({r["folder"] for r in results})
+    runs = any("run" in r for r in results)
+    n = len(results)
+    t = Table(title=f"{n} {'person matches' if n == 1 else 'people match'} {' AND '.join(texts)}",
+              title_justify="left")
+    columns = ["score", *(["folder"] if len(folders) > 1 else []), "video", *(["run"] if runs else []), "track",
+               "frames", *texts, "attributes"]
+    for col in columns:
+        t.add_column(col, justify="left" if col in ("folder", "video", "attributes") else "right")
+    for r in results[:50]:
+        t.add_row(f"{r['score']:.3f}", *([str(Path(r["folder"]).relative_to(out) if Path(r["folder"]) != out
+                                               else ".")] if len(folders) > 1 else []),
+                  Path(r["source"]).name, *([str(r.get("run", ""))] if runs else []), str(r["track"]),
+                  f"{r['first_frame']}-{r['last_frame']}", *(f"{r['scores'][c]:.2f}" for c in texts),
+                  r["line"].partition(" ")[2])
     console.print(t)
+    if n > 50:
+        console.print(f"[dim]the first 50 of {n} shown; --json gives every one[/]")
 
 
 @app.command()
@@ -462,34 +489,64 @@ def _track(own: dict[str, Any], given: dict[str, Any]) -> None:
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
                   TimeElapsedColumn(), console=console) as progress:
-        task = progress.add_task("track", total=None, unit="frames")
+        task = progress.add_task("track", total=None, unit="frames", visible=False)  # shown once frames come
 
         def update(stage: str, done: int, total: int | None) -> None:
-            progress.update(task, description=stage, completed=done, total=total)
-        docs = track_sources([Path(s) for s in sources], cfg, update)
+            progress.update(task, description=stage, completed=done, total=total, visible=True)
+        docs = track_sources(sources, cfg, update)
     for doc in docs:
         _tracks_table(doc)
         if doc["stopped"]:
             console.print(f"[yellow]the video stopped early: {doc['stopped']['reason']}; the tracks above cover the "
                           f"{doc['frames_read']:,} frames before it[/]")
-    console.print(f"wrote {cfg.out}: tracks.json, tracks.csv, tracks.txt, tracks.html" +
-                  (f"; {cfg.annotate}" if cfg.annotate else "") + (f"; {cfg.save_crops}/" if cfg.save_crops else ""))
+        if "alerts" in doc:
+            _alerts_said(doc["alerts"]["events"], doc["alerts"]["webhook"])
+    extras = (f"; {cfg.annotate}" if cfg.annotate else "") + (f"; {cfg.save_crops}/" if cfg.save_crops else "")
+    console.print(f"wrote {cfg.out}: {_written(Path(cfg.out), len(docs) > 1)}{extras}", highlight=False)
+
+
+def _written(out: Path, several: bool) -> str:
+    """The outputs that exist in OUT (or in each OUT/<name>/), as the summary line names them."""
+    from par_pipeline.footage.live_folder import LIVE_FILES
+
+    folders = sorted(p for p in out.iterdir() if p.is_dir()) if several else [out]
+    names = [n for n in LIVE_FILES if any((f / n).is_file() for f in folders)]
+    return ("<name>/" if several else "") + ", ".join(names)
+
+
+def _alerts_said(events: int, webhook: dict[str, Any] | None) -> None:
+    console.print(f"{events} alert event(s), in alerts.jsonl", highlight=False)
+    if webhook and (webhook["failed"] or webhook["undelivered"]):
+        lost = webhook["failed"] + webhook["undelivered"]
+        warn(f"webhook {webhook['url']}: {lost} of {webhook['posted']} alert event(s) not delivered "
+             f"({webhook['failed']} failed after {webhook['retries']} retries, {webhook['undelivered']} still queued "
+             f"at the end; last error: {webhook['last_error'] or 'none'}); every one is in alerts.jsonl")
 
 
 def _tracks_table(doc: dict[str, Any]) -> None:
-    t = Table(title=f"{doc['source']}: {len(doc['tracks'])} people in {doc['frames_read']:,} frames",
+    n = len(doc["tracks"])
+    t = Table(title=f"{doc['source']}: {n} {'person' if n == 1 else 'people'} in {doc['frames_read']:,} frames"
+              + (f" (every run of this folder; this was run {doc['run']})" if doc.get("run", 1) > 1 else ""),
               title_justify="left")
-    for col in ("track", "frames", "first", "last", "attributes"):
+    runs = doc.get("run", 1) > 1
+    for col in (*(["run"] if runs else []), "track", "frames", "first", "last", "attributes"):
         t.add_column(col, justify="left" if col == "attributes" else "right")
     for r in doc["tracks"][:40]:
-        t.add_row(str(r["id"]), str(r["frames"]), str(r["first_frame"]), str(r["last_frame"]),
-                  r["line"].partition(" ")[2])
+        t.add_row(*([str(r.get("run", 1))] if runs else []), str(r["id"]), str(r["frames"]), str(r["first_frame"]),
+                  str(r["last_frame"]), r["line"].partition(" ")[2])
     console.print(t)
+    if n > 40:
+        console.print(f"[dim]the first 40 of {n} shown; tracks.csv holds every one[/]")
+    console.print()
+
+
+EVENT_STYLE = {"alert": "[bold red]alert[/]", "early": "[bold yellow]early alert[/]",
+               "confirmed": "[bold red]confirmed[/]", "retracted": "[green]retracted[/]"}
 
 
 def _track_live(sources: list[str], cfg: Any) -> None:
-    """Each person's line as they leave, alerts in bold, under a line per camera (frames read, rate, dropped), until
-    the streams end or Ctrl-C (which finishes cleanly)."""
+    """Each person's line as they leave, alert events in bold, under a line per camera (frames read, rate, dropped),
+    until the streams end or Ctrl-C / SIGTERM (which finish every output, then exit 130 / 143)."""
     from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
     from par_pipeline.workflows.live import track_live
@@ -501,31 +558,34 @@ def _track_live(sources: list[str], cfg: Any) -> None:
         def on_event(kind: str, camera: str, payload: dict[str, Any]) -> None:
             where = f"[dim]{escape(camera)}[/] " if len(sources) > 1 else ""
             if kind == "frames":
+                if not tasks:  # said once the first video came: a source refused at once prints only its error
+                    progress.console.print(f"following {len(sources)} source(s); Ctrl-C ends the run and writes "
+                                           f"every output", style="dim")
                 if camera not in tasks:
                     tasks[camera] = progress.add_task(camera, total=None, unit="frames", dropped=0)
                 progress.update(tasks[camera], completed=payload["frames_read"], dropped=payload["dropped"])
             elif kind == "alert":
-                progress.console.print(f"[bold red]alert[/] {where}{escape(payload['rule'])}: "
+                progress.console.print(f"{EVENT_STYLE[payload['event']]} {where}{escape(payload['rule'])}: "
                                        f"{escape(payload['line'])}")
             elif kind == "record":
                 state = " (provisional)" if payload["provisional"] else ""
                 progress.console.print(f"{where}{escape(payload['line'])}{state}  [dim]frames "
                                        f"{payload['first_frame']}-{payload['last_frame']}[/]", highlight=False)
 
-        progress.console.print(f"following {len(sources)} source(s); Ctrl-C ends the run and writes every output",
-                               style="dim")
         docs = track_live(sources, cfg, on_event)
     for doc in docs:
         _tracks_table(doc)
         live = doc["live"]
-        console.print(f"{doc['source']}: {live['frames_read']:,} frames read, {live['dropped']:,} dropped, "
-                      f"{live['reconnects']} reconnect(s), ended: {live['ended']}; delay from a person's last frame "
-                      f"to their record: median {live['delay_s']['median']} s, p95 {live['delay_s']['p95']} s",
-                      highlight=False)
-        if live["webhook"] and (live["webhook"]["failed"] or live["webhook"]["undelivered"]):
-            warn(f"webhook {live['webhook']['url']}: {live['webhook']['failed']} alert(s) failed, "
-                 f"{live['webhook']['undelivered']} undelivered ({live['webhook']['last_error']})")
-    console.print(f"wrote {cfg.out}: tracks.jsonl, alerts.jsonl, tracks.json, tracks.csv, tracks.txt, tracks.html")
+        console.print(f"{doc['source']}: run {doc['run']}: {live['frames_read']:,} frames read, {live['dropped']:,} "
+                      f"dropped, {live['reconnects']} reconnect(s), ended: {live['ended']}; delay from a person's "
+                      f"last frame to their record: median {live['delay_s']['median']} s, p95 "
+                      f"{live['delay_s']['p95']} s", highlight=False)
+        if live["alert_rules"]:
+            _alerts_said(sum(live["alert_events"].values()), live["webhook"])
+    console.print(f"wrote {cfg.out}: {_written(Path(cfg.out), len(sources) > 1)}", highlight=False)
+    ended = " ".join(str(doc["live"]["ended"]) for doc in docs)
+    if "stopped by SIGINT" in ended or "stopped by SIGTERM" in ended:  # finished cleanly, but stopped: say so
+        raise typer.Exit(INTERRUPTED if "SIGINT" in ended else TERMINATED)
 
 
 command_with_config(app, "track", TrackConfig, [
@@ -535,9 +595,10 @@ command_with_config(app, "track", TrackConfig, [
               Optional[list[str]]),
     CHECKPOINT,
     parameter("out", typer.Option(..., "--out", "-o", help="output folder"), Path),
-    parameter("alert", typer.Option([], "--alert", help="live: a rule that raises an alert, in the `par search` "
-                                    "grammar with conditions joined by commas (\"top color = red, backpack\"); "
-                                    "repeatable"), list[str]),
+    parameter("alert", typer.Option([], "--alert", help="a rule that raises an alert (recorded or live), in the "
+                                    "`par search` grammar: conditions joined by commas or 'and' (\"top color = red, "
+                                    "backpack = no\"); fires on each person's final record; repeatable"),
+              list[str]),
     CONFIG,
 ], _track, "People in footage, recorded or live: detect, track, and name each person's attributes over their whole "
            "track.")
@@ -567,6 +628,8 @@ def run(argv: Optional[list[str]] = None) -> int:
     line on stderr) or a usage error, 130 when interrupted. Tests call this in-process."""
     try:
         code = app(args=argv, prog_name="par", standalone_mode=False)
+    except KeyboardInterrupt:  # whichever Typer release: Ctrl-C is 130 (some convert it, some pass it on)
+        code = INTERRUPTED
     except ParError as exc:
         err_console.print(f"[bold red]error:[/] {escape(one_line(exc))}", highlight=False, soft_wrap=True)
         return 2
@@ -575,15 +638,26 @@ def run(argv: Optional[list[str]] = None) -> int:
 
         rich_utils.rich_format_error(exc)
         return exc.exit_code
-    except typer.Abort:
-        err_console.print("aborted", highlight=False)
-        return 1
+    except typer.Abort as exc:
+        if not isinstance(exc.__cause__, KeyboardInterrupt):  # click's Abort of a Ctrl-C in older releases
+            err_console.print("aborted", highlight=False)
+            return 1
+        code = INTERRUPTED
     if code == INTERRUPTED:
-        err_console.print("[yellow]interrupted[/]; re-run the same command to resume", highlight=False)
+        command = next((a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("-")), "")
+        err_console.print(f"[yellow]interrupted[/]{RESUME_HINTS.get(command, '')}", highlight=False)
     return code if isinstance(code, int) else 0
 
 
-INTERRUPTED = 130  # Typer turns Ctrl-C into this exit code
+RESUME_HINTS = {
+    "extract": "; re-run the same command to resume",
+    "train": "; `par train --out RUN --resume` continues it from its last committed epoch (its options are in "
+             "RUN/config.json)",
+    "ablation": "; re-run the same command to continue the sweep (finished points are reused)",
+    "track": "; a live run writes every output before it stops, a recorded file's run writes none: run it again",
+}
+INTERRUPTED = 130  # Typer turns Ctrl-C into this exit code; a live run stopped by Ctrl-C exits with it too
+TERMINATED = 143  # a live run stopped by SIGTERM (128 + 15), after writing every output
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 command line, `--config` files, recipes, the ablation and the bench cannot drift apart."""
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 from pathlib import Path
@@ -18,12 +19,13 @@ PANEL = "Options (defaults, recipe values for extract and train; --config FILE a
 def config_parameters(cls: type, exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """One keyword parameter per CLI field of `cls`, defaulting to None (= not given on the command line)."""
     params = []
+    defaults = _shown_defaults(cls)
     for f in cli_fields(cls):
         if f.name in exclude:
             continue
         kind, _ = base_type(cls, f)
         spec = spec_of(f)
-        text = spec.help + (f" [{'|'.join(spec.choices)}]" if spec.choices else "")
+        text = spec.help + (f" [{'|'.join(spec.choices)}]" if spec.choices else "") + defaults.get(f.name, "")
         if kind is bool:
             option = typer.Option(None, f"{flag(f.name)}/--no-{f.name.replace('_', '-')}", help=text,
                                   rich_help_panel=PANEL, show_default=False)
@@ -35,6 +37,21 @@ def config_parameters(cls: type, exclude: tuple[str, ...] = ()) -> list[inspect.
             annotation = Optional[str if kind is list else kind]
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
     return params
+
+
+def _shown_defaults(cls: type) -> dict[str, str]:
+    """' (default: X)' per option (for extract and train, the default recipe's value: it is what a run gets);
+    options whose default is nothing (None, off, empty) show none."""
+    from par_pipeline.config import DEFAULT_RECIPE, STAGES, load_recipe
+
+    values = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    where = "default"
+    stage = next((name for name, c in STAGES.items() if c is cls), None)
+    if stage is not None:
+        values.update(load_recipe(DEFAULT_RECIPE).get(stage, {}))
+        where = DEFAULT_RECIPE
+    return {k: f" (default: {v})" if where == "default" else f" ({where}: {v})" for k, v in values.items()
+            if v not in (None, False, "", [])}
 
 
 def given_options(cls: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -48,12 +48,13 @@ def progress_bar(description: str, total: int | None, unit: str) -> Iterator[Cal
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                   RateColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                   console=console, transient=False) as progress:
-        task = progress.add_task(description, total=total, unit=unit)
+        # shown from the first update on: a command refused at once prints its error, not an empty bar
+        task = progress.add_task(description, total=total, unit=unit, visible=False)
 
         def update(done: int, total: int | None = None) -> None:
             if total is not None:
                 progress.update(task, total=total)
-            progress.update(task, completed=done)
+            progress.update(task, completed=done, visible=True)
         yield update
 
 

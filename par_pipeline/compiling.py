@@ -31,13 +31,18 @@ def compiled_or_eager(fn: Callable[[torch.Tensor], Any], mode: str = "compile",
     import torch
 
     compiled = torch.compile(fn, mode=_TORCH_MODE[mode], dynamic=False)
-    state = {"fn": compiled}
+    state = {"fn": compiled, "ran": False}
 
     def call(x: torch.Tensor) -> Any:
         try:
-            return state["fn"](x)
+            out = state["fn"](x)
+            state["ran"] = True
+            return out
         except Exception as exc:
-            if state["fn"] is fn:
+            # The first call compiles: any failure there means compilation does not work here. Later, only a failed
+            # (re)compilation (a new shape) falls back; an error of the run itself (out of memory at step 10k, bad
+            # data) is raised, never hidden by re-running eager.
+            if state["fn"] is fn or (state["ran"] and not _is_compile_error(exc)):
                 raise
             state["fn"] = fn
             if warn:
@@ -45,3 +50,10 @@ def compiled_or_eager(fn: Callable[[torch.Tensor], Any], mode: str = "compile",
                 warn(f"torch.compile failed ({type(exc).__name__}: {first}); running eager")
             return fn(x)
     return call
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    """An error raised by torch.compile's machinery (dynamo, inductor, a backend), not by the computation."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    return isinstance(exc, TorchDynamoException)

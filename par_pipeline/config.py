@@ -288,9 +288,12 @@ class TrackConfig:
     update_every: float | None = option(None, "live: also write a provisional record of a track still in view "
                                         "every this many seconds", above=0.0)
     reconnect: int = option(5, "live: attempts to reconnect a stream that drops, with backoff", minimum=0)
-    alerts: list[str] = option([], "live: attribute rules (the `par search` grammar, conditions joined by commas) "
-                               "that raise an alert", cli=False)
-    alert_webhook: str | None = option(None, "live: POST each alert as JSON to this URL")
+    alerts: list[str] = option([], "attribute rules that raise an alert (recorded or live), in the condition grammar "
+                               "of `par search`", cli=False)
+    alert_webhook: str | None = option(None, "POST each alert event as JSON to this URL (recorded or live)")
+    early_alerts: bool = option(False, "live: provisional records (--update-every) may fire an alert early; the "
+                                "person's final record then confirms or retracts it")
+    webhook_thumbnails: bool = option(False, "send the crops of the person (as data: URIs) in the webhook's body")
 
 
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}

@@ -19,8 +19,12 @@ import glob
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
+import socket
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -84,21 +88,45 @@ def fsync_dir(path: Path) -> None:
 
 
 TEMP_TAGS = ("tmp", "old")
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: mkstemp/mkdtemp make private files, outputs get the permissions the user's umask gives
 
 
-def temp_sibling(final: Path, tag: str = "tmp") -> Path:
-    """Where this process builds `final` (tmp) or parks the output it replaces (old): hidden, tagged with its pid."""
-    return final.with_name(f".{final.name}.{tag}-{os.getpid()}")
+def temp_sibling(final: Path, tag: str = "tmp", folder: bool = False) -> Path:
+    """Where this process builds `final` (tmp: made here, a file or a folder, by tempfile) or parks the output it
+    replaces (old: a free name). Hidden, named with this host and pid (so that a later run on this host can tell a
+    dead process's leftovers) and a random part (two hosts writing to one volume never collide)."""
+    prefix = f".{final.name}.{tag}-{_HOST}-{os.getpid()}-"
+    if tag == "old":
+        return final.with_name(prefix + secrets.token_hex(4))
+    if folder:
+        made = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+        os.chmod(made, 0o777 & ~_UMASK)
+        return made
+    fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
+    os.close(fd)
+    os.chmod(name, 0o666 & ~_UMASK)
+    return Path(name)
+
+
+def _owner_of(name: str, final: Path, tag: str) -> int | None:
+    """The pid of this host's par process that made a temp sibling called `name`, or None when it is not one
+    (another host's, or not a name par gives). Names of earlier par versions (`.<name>.<tag>-<pid>`) count."""
+    parts = name[len(f".{final.name}.{tag}-"):].split("-")  # host, pid, random part (none of them holds a '-')
+    if len(parts) == 1 and parts[0].isdigit():
+        return int(parts[0])
+    return int(parts[1]) if len(parts) == 3 and parts[0] == _HOST and parts[1].isdigit() else None
 
 
 def remove_stale_siblings(final: Path) -> None:
-    """Remove what a killed par process left beside `final` (its temp_sibling names, whose pid is no longer
-    running: kill -9 or a power cut gives no chance to clean up), so that repeated crashes do not pile up copies
-    of a large output. A running process's, or anything else, is left alone."""
+    """Remove what a killed par process on this host left beside `final` (its temp_sibling names, whose pid is no
+    longer running: kill -9 or a power cut gives no chance to clean up), so that repeated crashes do not pile up
+    copies of a large output. A running process's, another host's, or anything else, is left alone."""
     for tag in TEMP_TAGS:
         for path in final.parent.glob(f".{glob.escape(final.name)}.{tag}-*"):
-            pid = path.name.rsplit("-", 1)[1]
-            if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            pid = _owner_of(path.name, final, tag)
+            if pid is not None and pid != os.getpid() and not _running(pid):
                 remove_own(path)
 
 
@@ -123,10 +151,10 @@ def remove_own(path: Path) -> None:
 def atomic_write(final: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """`write(tmp)` then fsync and rename onto `final`; nothing appears at `final` unless `write` completed."""
     final = Path(final)
-    tmp = temp_sibling(final)
     with io_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_siblings(final)
+        tmp = temp_sibling(final)
         try:
             write(tmp)
             with open(tmp, "rb+") as f:
@@ -240,13 +268,12 @@ def replace_dir(final: str | os.PathLike, kind: str, build: Callable[[Path], Non
     par output of this kind holding nothing but the files par wrote there."""
     final = Path(final)
     check_dir_target(final, kind)
-    tmp = temp_sibling(final)
     old = temp_sibling(final, "old")
     with io_errors(final):
         final.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_siblings(final)
+        tmp = temp_sibling(final, folder=True)
         try:
-            tmp.mkdir()
             build(tmp)
             _write_marker(tmp, kind, [p.name for p in tmp.iterdir()])
             fault_point(f"before-rename:{final.name}")

@@ -110,6 +110,9 @@ class RunFolder:
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A run folder (-> best), a .json or a .safetensors path -> the checkpoint's JSON."""
     path = Path(path)
+    if path.suffix.lower() in (".zarr", ".h5", ".hdf5") or (path / "zarr.json").is_file():
+        raise ParError(f"{path}: is a token store (`par extract`), not a checkpoint; give the run folder that "
+                       f"`par train {path} --out RUN` wrote (or its best.json / last.json)")
     if path.is_dir():
         path = path / "best.json"
     elif path.suffix == ".safetensors":

@@ -242,6 +242,7 @@ def session_temp_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tmp", numbered=False)
     os.environ["TMPDIR"] = str(folder)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "torchinductor")  # else /tmp/torchinductor_<user>
+    os.environ["PAR_TRUSTED_WEIGHTS"] = str(folder / "trusted-weights.json")  # the tiny TorchScript CLIPs' sha256s
     tempfile.tempdir = None  # gettempdir() caches its answer: ask again
     return folder
 

@@ -226,14 +226,16 @@ def test_what_a_killed_process_left_is_cleared_and_nothing_else(tmp_path):
     running process's and anything not named as par names them."""
     import subprocess
 
-    from par_pipeline.outputs import atomic_write, replace_dir
+    from par_pipeline.outputs import _HOST, atomic_write, replace_dir
 
     dead = subprocess.Popen(["true"])
     dead.wait()
     alive = os.getppid()
     final = tmp_path / "rep"
-    stale = [tmp_path / f".rep.tmp-{dead.pid}", tmp_path / f".rep.old-{dead.pid}"]
-    kept = [tmp_path / f".rep.tmp-{alive}", tmp_path / ".rep.tmp-mine", tmp_path / f".report.tmp-{dead.pid}"]
+    stale = [tmp_path / f".rep.tmp-{dead.pid}", tmp_path / f".rep.old-{dead.pid}",  # earlier par versions' names
+             tmp_path / f".rep.tmp-{_HOST}-{dead.pid}-x1y2z3", tmp_path / f".rep.old-{_HOST}-{dead.pid}-0a1b2c3d"]
+    kept = [tmp_path / f".rep.tmp-{alive}", tmp_path / ".rep.tmp-mine", tmp_path / f".report.tmp-{dead.pid}",
+            tmp_path / f".rep.tmp-{_HOST}-{alive}-abc", tmp_path / f".rep.tmp-otherhost-{dead.pid}-abc"]
     for p in stale + kept:
         p.mkdir()
         (p / "x").write_text("x")

@@ -108,16 +108,24 @@ def everything_in(folder: Path) -> str:
 
 
 def test_kept_crops_stay_bounded_and_span_the_track():
+    from par_pipeline.data.sampling import sample_frames
     from par_pipeline.footage.tracking import KeptCrops
 
     keep = KeptCrops(8)
     for frame in range(1000):
-        keep.add(frame, lambda: None)
+        keep.add(frame, lambda frame=frame: f"crop {frame}")
         assert len(keep.frames) <= 8
     gaps = {b - a for a, b in zip(keep.frames, keep.frames[1:])}
     assert keep.frames[0] == 0 and len(gaps) == 1 and 1000 - keep.frames[-1] <= next(iter(gaps))  # even, spanning
-    frames, _ = keep.chosen(3)
-    assert len(frames) == 3 and frames[0] == keep.frames[0] and frames[-1] == keep.frames[-1]
+    frames, crops = keep.chosen(3, list(range(1000)))
+    assert frames[0] == 0 and frames[-1] == 999 and crops == [f"crop {f}" for f in frames]  # the track's ends
+    assert abs(frames[1] - 500) <= next(iter(gaps)) // 2  # the nearest kept to the file's choice
+    # a track no longer than the kept crops: exactly the frames par track on the recorded file uses
+    short = KeptCrops(16)
+    track = [3, 4, 5, 7, 8, 9, 10, 12, 13, 15, 16]
+    for f in track:
+        short.add(f, lambda f=f: f)
+    assert short.chosen(6, track)[0] == [track[k] for k in sample_frames(len(track), 6, None)]
 
 
 def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_path, tmp_path, open_page):
@@ -226,37 +234,87 @@ def test_a_camera_that_drops_is_reconnected(scene, run_path, tmp_path):
 
 
 def test_ctrl_c_and_sigterm_write_the_open_tracks(scene, run_path, tmp_path):
-    """Stopped while people are in view: their tracks are closed and written, then every output; provisional
-    records of long tracks came first (--update-every)."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    """Stopped while people are in view: their tracks are closed and written, then every output, and the exit code
+    says the run was stopped (130, 143); provisional records of long tracks came first (--update-every), and with
+    --early-alerts each early alert is confirmed or retracted by the person's final record."""
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         out = tmp_path / sig.name
         proc = start_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", out,
-                         "--update-every", 0.5, "--lost-frames", 200)  # nobody closes before the signal
+                         "--update-every", 0.5, "--lost-frames", 200,  # nobody closes before the signal
+                         "--alert", "backpack", "--alert", "backpack = no", "--early-alerts")
         deadline = time.time() + 60
         while time.time() < deadline and not any(r["provisional"] for r in records(out)):
             time.sleep(0.05)
         os.kill(proc.pid, sig)
-        finish(proc)
+        out_text, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, err[-3000:]
+        assert "interrupted" in err if sig == signal.SIGINT else True
         doc = json.loads((out / "tracks.json").read_text())
         assert doc["live"]["ended"] == f"stopped by {sig.name}" and doc["tracks"], doc["live"]
         assert all(not t["provisional"] for t in doc["tracks"])
         final = [r for r in records(out) if not r["provisional"]]
         assert sorted(r["id"] for r in final) == [t["id"] for t in doc["tracks"]]
         assert (out / "tracks.html").is_file() and (out / "tracks.csv").is_file()
+        events = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+        early = [(e["track"], e["rule"]) for e in events if e["event"] == "early"]
+        settled = [(e["track"], e["rule"]) for e in events if e["event"] in ("confirmed", "retracted")]
+        assert early and sorted(early) == sorted(settled)  # each early alert settled once
+        by_id = {t["id"]: t for t in doc["tracks"]}
+        for e in events:
+            if e["event"] in ("confirmed", "retracted"):  # as the final record says
+                said = by_id[e["track"]]["description"]["backpack"] == ("yes" if e["rule"] == "backpack" else "no")
+                assert said == (e["event"] == "confirmed"), e
 
 
-def test_a_webhook_that_fails_never_stops_the_run(scene, run_path, tmp_path):
+def test_a_webhook_that_fails_never_stops_the_run_and_a_rerun_continues_the_folder(scene, run_path, tmp_path):
     """Alerts to a webhook nobody answers: every record and alert is still written, the failures are counted in
-    tracks.json and said once at the end, and the run ends normally."""
-    dead = f"http://u:{SECRET}@127.0.0.1:{free_port()}/hook"
-    result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "o",
-                     "--alert", "backpack = no", "--alert", "backpack", "--alert-webhook", dead)
-    doc = json.loads((tmp_path / "o" / "tracks.json").read_text())
-    alerts = (tmp_path / "o" / "alerts.jsonl").read_text().splitlines()
+    tracks.json and said once at the end, and the run ends normally. The same command again continues the folder:
+    nothing of the first run is removed or rewritten, ids go on, every run is searched and shown; a single camera
+    into a multi-camera folder is told what that folder is."""
+    out = tmp_path / "o"
+    dead = f"http://u:{SECRET}@127.0.0.1:{free_port()}/hooks/{SECRET}"
+    first = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", out,
+                    "--alert", "backpack = no", "--alert", "backpack", "--alert-webhook", dead)
+    doc = json.loads((out / "tracks.json").read_text())
+    alerts = (out / "alerts.jsonl").read_text().splitlines()
     hook = doc["live"]["webhook"]
     assert len(alerts) == len(doc["tracks"]) > 0  # each person is either with a backpack or without
     assert hook["sent"] == 0 and hook["failed"] == len(alerts) and hook["retries"] == 3 * len(alerts)
-    assert "alert(s) failed" in " ".join(result.stderr.split()) and SECRET not in result.stderr + json.dumps(doc)
+    said = " ".join(first.stderr.split())
+    assert f"{len(alerts)} of {len(alerts)} alert event(s) not delivered" in said and hook["undelivered"] == 0
+    assert hook["url"] == f"http://127.0.0.1:{dead.split(':')[3].split('/')[0]}"
+    assert SECRET not in first.stdout + first.stderr + everything_in(out)
+
+    before = {name: (out / name).read_bytes() for name in ("tracks.jsonl", "alerts.jsonl", "tracks.txt")}
+    again = run_par("track", scene / "video.mp4", "--live", "--speed", 4, "--checkpoint", run_path, "--out", out,
+                    "--alert", "backpack = no", "--alert", "backpack")
+    for name, data in before.items():  # appended to, never rewritten
+        assert (out / name).read_bytes()[:len(data)] == data, name
+    both = json.loads((out / "tracks.json").read_text())
+    runs = [t["run"] for t in both["tracks"]]
+    ids = [t["id"] for t in both["tracks"]]
+    assert both["run"] == 2 and sorted(set(runs)) == [1, 2] and len(set(ids)) == len(ids)
+    assert min(t["id"] for t in both["tracks"] if t["run"] == 2) > max(t["id"] for t in doc["tracks"])
+    assert [(r["run"], bool(r["ended_at"])) for r in both["runs"]] == [(1, True), (2, True)]
+    later = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()[len(alerts):]]
+    assert len(later) == sum(1 for t in both["tracks"] if t["run"] == 2) > 0
+    assert all(a["run"] == 2 and a["event"] == "alert" for a in later)
+    found = json.loads(run_par("search", out, "backpack = no, not hat = yes or backpack", "--json",
+                               check=False).stdout or "{}")
+    assert found == {}  # 'or' is not in the grammar: one line, nothing printed
+    found = json.loads(run_par("search", out, "backpack >= 0", "--json").stdout)["results"]  # everyone
+    assert {r["run"] for r in found} == {1, 2} and sorted(r["track"] for r in found) == sorted(ids)
+    assert "wrote" in again.stdout and "alerts.jsonl" in again.stdout and "(every run of this folder" in again.stdout
+    csv_rows = (out / "tracks.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("run,track,") and len(csv_rows) == len(both["tracks"]) + 1
+
+    multi = tmp_path / "cams"
+    run_par("track", f"door={scene / 'video.mp4'}", f"hall={scene / 'video.mp4'}", "--live", "--speed", 8,
+            "--checkpoint", run_path, "--out", multi)
+    result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", multi, check=False)
+    assert result.returncode == 2 and "holds a multi-camera live run (cameras: door, hall)" in \
+        one_error_line(result)
+    assert json.loads((multi / "door" / "tracks.json").read_text())["run"] == 1
 
 
 def test_a_file_still_being_written_is_followed_as_it_grows(scene, run_path, tmp_path):

@@ -42,7 +42,8 @@ def tracked(scene, run_path, tmp_path_factory):
     """`par track` with the ground-truth boxes as detections, with every output."""
     base = tmp_path_factory.mktemp("tracked")
     run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", base / "out", "--detections",
-            scene / "gt" / "gt.txt", "--annotate", base / "annotated.mp4", "--save-crops", base / "crops")
+            scene / "gt" / "gt.txt", "--annotate", base / "annotated.mp4", "--save-crops", base / "crops",
+            "--alert", "backpack = no, hat")
     return base
 
 
@@ -271,6 +272,12 @@ def test_search_the_tracked_people(tracked, tmp_path):
     assert all(r["scores"]["backpack = no"] == pytest.approx(1 - next(
         t for t in doc["tracks"] if t["id"] == r["track"])["probabilities"]["backpack"]) for r in negated)
     assert "people match" in run_par("search", tracked / "out", "hat >= 0").stdout  # a table by default
+    # --alert on a recorded file: the same rules as live, on the final records, in alerts.jsonl
+    alerts = [json.loads(line) for line in (tracked / "out" / "alerts.jsonl").read_text().splitlines()]
+    rule = json.loads(run_par("search", tracked / "out", "backpack = no, hat", "--json").stdout)["results"]
+    assert sorted(a["track"] for a in alerts) == sorted(r["track"] for r in rule)
+    assert all(a["event"] == "alert" and a["rule"] == "backpack = no, hat" for a in alerts)
+    assert doc["alerts"] == {"rules": ["backpack = no, hat"], "events": len(alerts), "webhook": None}
     for bad, message in (("top colour = red", "no attribute group 'top colour'"),
                          ("top color = mauve", "'top color' takes one of"), ("hat >= 1.5", "between 0 and 1")):
         assert message in one_error_line(run_par("search", tracked / "out", bad, check=False))

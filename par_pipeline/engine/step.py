@@ -7,11 +7,13 @@ import contextlib
 from typing import Callable, Iterator
 
 import torch
-from timm.scheduler import CosineLRScheduler
 
 from ..compiling import compiled_or_eager
+from ..imports import timm_module
 from ..precision import autocast
 from .losses import attribute_loss
+
+CosineLRScheduler = timm_module("timm.scheduler").CosineLRScheduler  # par's first import of timm: without wandb
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, warmup_lr: float,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from ..errors import ParError
 from ..model.state import unwrap_state_dict
 from ..outputs import file_sha256
 from ..resources import load_json
+
+if TYPE_CHECKING:
+    from ..config import TrackConfig
 
 
 @dataclass
@@ -219,3 +222,16 @@ def detections_of(detector: Any, frames: Iterator[tuple[int, np.ndarray]], batch
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+
+
+def make_detector(cfg: "TrackConfig") -> Any:
+    """The detector `par track` options name (recorded and live)."""
+    if cfg.detections is not None:
+        return FileDetections.read(cfg.detections)
+    if cfg.detector == "motion":
+        return MotionDetector(cfg.motion_threshold, cfg.min_height)
+    kind, _, name = cfg.detector.partition(":")
+    if kind != "torchvision" or not name:
+        raise ParError(f"--detector {cfg.detector}: give motion or torchvision:NAME (or --detections FILE)")
+    return TorchvisionDetector(name, cfg.detector_weights, cfg.allow_random_detector, cfg.detector_threshold,
+                               cfg.device, cfg.min_height)

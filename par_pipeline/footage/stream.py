@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import io
 import os
+import re
 import stat
 import threading
 import time
@@ -37,6 +38,17 @@ GROWING_QUIET_S = 2.0  # a --live file modified this recently is still being wri
 def is_live(text: str) -> bool:
     """A stream URL or a capture device (what `par track` reads live whatever `--live` says)."""
     return "://" in text or text.startswith("/dev/")
+
+
+MISSING_COLON = re.compile(r"^(rtsps?|rtmps?|https?|udp|tcp|srt)//", re.IGNORECASE)
+
+
+def check_not_a_broken_url(text: str) -> None:
+    """`rtsp//host/...` is a URL missing its colon, not a file path (which it would otherwise become)."""
+    m = MISSING_COLON.match(text)
+    if m:
+        raise ParError(f"{masked(text)}: looks like a URL missing its colon; write {m.group(1)}://"
+                       f"{masked(text[m.end():])}")
 
 
 def check_live_source(text: str) -> None:
@@ -296,5 +308,10 @@ def _open_error(name: str, exc: BaseException, attempts: int) -> str:
         return f"{name}: the camera refused the login ({_why(exc)}); check the user and password in the URL"
     if Path(name).is_file():
         return f"{name}: unreadable video ({_why(exc)}); give an mp4/avi/mkv file"
+    import av
+
+    if isinstance(exc, av.error.InvalidDataError):  # something answered, but not with a stream FFmpeg can read
+        return (f"{name}: no video stream could be read there ({_why(exc)}) after {attempts} attempt(s); check the "
+                f"host, port and path, and that the server sends video")
     return (f"{name}: could not connect ({_why(exc)}) after {attempts} attempt(s); check the address, that the "
             f"camera is on, and --reconnect")

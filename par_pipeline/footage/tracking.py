@@ -99,24 +99,37 @@ def _scores(det: Any) -> np.ndarray:
 
 
 class KeptCrops:
-    """At most `limit` crops of a track, evenly spread over it however long it grows: every `stride`-th of its frames
-    is kept; when that makes more than `limit`, every other kept crop goes and the stride doubles."""
+    """At most `limit` crops of a track, evenly spread over it however long it grows (every `stride`-th of its frames
+    is kept; when that makes more than `limit`, every other kept crop goes and the stride doubles), and its latest.
+    A track no longer than `limit` keeps every crop, so its attributes come from exactly the frames `par track` on
+    the recorded file uses."""
 
     def __init__(self, limit: int):
         self.limit, self.stride, self.seen = limit, 1, 0
         self.frames: list[int] = []
         self.crops: list[Any] = []  # PIL images of the boxes
+        self.latest: tuple[int, Any] | None = None  # the last frame's, whatever the stride: a track's end is chosen
 
     def add(self, frame: int, crop: Callable[[], Any]) -> None:
+        image = crop()
+        self.latest = (frame, image)
         if self.seen % self.stride == 0:
             self.frames.append(frame)
-            self.crops.append(crop())
+            self.crops.append(image)
             if len(self.frames) > self.limit:
                 self.frames, self.crops = self.frames[::2], self.crops[::2]
                 self.stride *= 2
         self.seen += 1
 
-    def chosen(self, T: int) -> tuple[list[int], list[Any]]:
-        """T evenly spaced kept crops (`par eval`'s rule over what was kept) and their frames."""
-        picks = sample_frames(len(self.frames), T, None).tolist()
-        return [self.frames[k] for k in picks], [self.crops[k] for k in picks]
+    def chosen(self, T: int, track_frames: list[int]) -> tuple[list[int], list[Any]]:
+        """The crops of the T frames `par eval`'s rule picks among the track's frames (what the recorded file's run
+        uses), or where those were thinned away, the nearest kept ones; and their frames."""
+        frames, crops = list(self.frames), list(self.crops)
+        if self.latest is not None and (not frames or frames[-1] != self.latest[0]):
+            frames.append(self.latest[0])
+            crops.append(self.latest[1])
+        kept = np.asarray(frames)
+        picks = []
+        for k in sample_frames(len(track_frames), T, None).tolist():
+            picks.append(int(np.abs(kept - track_frames[k]).argmin()))
+        return [frames[k] for k in picks], [crops[k] for k in picks]

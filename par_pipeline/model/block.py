@@ -11,11 +11,13 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Any
 
-from timm.models.vision_transformer import Block
 from torch import nn
 
 from ..errors import ParError
+from ..imports import timm_module
 from ..resources import load_json
+
+Block = timm_module("timm.models.vision_transformer").Block  # par's first import of timm: without wandb
 
 ARCHITECTURE = ("name", "hidden", "depth", "heads", "mlp_ratio", "qkv_bias", "head_batchnorm")
 

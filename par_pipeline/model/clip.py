@@ -13,7 +13,9 @@ patch tokens after `ln_post`), times the visual projection `proj`.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import warnings
 import zipfile
 from importlib import resources
@@ -25,6 +27,7 @@ import torch
 from ..compiling import compiled_or_eager
 from ..data.preprocess import Preprocess, normalize
 from ..errors import ParError
+from ..imports import import_timm
 from ..outputs import file_sha256
 from ..precision import PRECISIONS, autocast, autocast_dtype
 from ..resources import load_json
@@ -33,11 +36,19 @@ from .state import unwrap_state_dict
 _registered = False
 
 
+def _open_clip() -> Any:
+    """open_clip, which imports timm: par's first import of timm is without wandb (par_pipeline/imports.py)."""
+    import_timm()
+    import open_clip
+
+    return open_clip
+
+
 def register_model_configs() -> None:
     """Make the shipped CLIP-shaped configs (e.g. `par-tiny-clip`) known to open_clip."""
     global _registered
     if not _registered:
-        import open_clip
+        open_clip = _open_clip()
 
         with resources.as_file(resources.files("data_manifests") / "models" / "clip") as folder:
             open_clip.add_model_config(folder)
@@ -54,8 +65,37 @@ def is_torchscript(path: Path) -> bool:
     return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
+TRUSTED_WEIGHTS_ENV = "PAR_TRUSTED_WEIGHTS"
+
+
+def trusted_torchscript() -> set[str]:
+    """sha256s of the TorchScript archives par loads: OpenAI's releases (data_manifests/weights/clip.json) and those
+    a user lists in the JSON file that PAR_TRUSTED_WEIGHTS names ({"weights": {"<sha256>": {...}}}, the same form)."""
+    trusted = set(load_json("weights", "clip")["weights"])
+    extra = os.environ.get(TRUSTED_WEIGHTS_ENV)
+    if extra:
+        try:
+            trusted |= set(json.loads(Path(extra).read_text())["weights"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ParError(f"{extra} ({TRUSTED_WEIGHTS_ENV}): not a readable JSON file of "
+                           f"{{\"weights\": {{\"<sha256>\": {{}}}}}}; fix it or unset {TRUSTED_WEIGHTS_ENV}") from None
+    return trusted
+
+
+def check_trusted_torchscript(path: Path) -> None:
+    """Loading a TorchScript archive runs code it carries: only archives known by their sha256 are loaded."""
+    sha = file_sha256(path)
+    if sha not in trusted_torchscript():
+        raise ParError(f"{path}: a TorchScript archive runs its own code when loaded, and this one (sha256 "
+                       f"{sha[:12]}...) is not OpenAI's release; give OpenAI's ViT-B-16.pt, or the weights as "
+                       f".safetensors or a state dict - or, if you trust this file, list its sha256 in a JSON file "
+                       f"named by {TRUSTED_WEIGHTS_ENV}")
+
+
 def read_weight_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict, form) from a TorchScript archive, a .safetensors file or a torch-saved state dict."""
+    if is_torchscript(path):
+        check_trusted_torchscript(path)
     try:
         if is_torchscript(path):
             with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export: OpenAI ships jit
@@ -78,7 +118,7 @@ def read_weight_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def _model_config(name: str) -> dict[str, Any]:
-    import open_clip
+    open_clip = _open_clip()
 
     register_model_configs()
     cfg = open_clip.get_model_config(name)
@@ -155,7 +195,7 @@ def weights_identity(pretrained: str | None, allow_random_init: bool, seed: int)
 
 def load_clip(name: str, pretrained: str | None, allow_random_init: bool, seed: int) -> torch.nn.Module:
     """The frozen CLIP model on the CPU, its weights checked against the architecture and activation."""
-    import open_clip
+    open_clip = _open_clip()
 
     cfg = _model_config(name)
     identity = weights_identity(pretrained, allow_random_init, seed)
@@ -183,7 +223,7 @@ def _quiet_root_logger() -> Iterator[None]:
 
 
 def _download(name: str, tag: str) -> Path:
-    import open_clip
+    open_clip = _open_clip()
 
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
@@ -213,7 +253,7 @@ class ClipEncoder:
 
     def __init__(self, clip_model: str, pretrained: str | None, allow_random_init: bool, device: str, precision: str,
                  preprocess: Preprocess, weights_seed: int = 0, compile: bool = False):
-        import open_clip
+        open_clip = _open_clip()
 
         if precision not in PRECISIONS:
             raise ParError(f"CLIP precision must be one of {list(PRECISIONS)}, not '{precision}'")

@@ -106,6 +106,9 @@ class GlobalBatchNorm1d(nn.BatchNorm1d):
 def _vit_state(source: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, record) of an ImageNet ViT: a local file, or `timm:<model name>` (downloads, online only)."""
     if source.startswith("timm:"):
+        from ..imports import import_timm
+
+        import_timm()
         import timm
 
         name = source[len("timm:"):]

@@ -59,7 +59,7 @@ def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs:
     """A new store group at `path` (which must not hold one yet: the caller checked that it holds nothing but
     extract's skeleton marker), every array created, tokens unwritten."""
     import zarr
-    from zarr.codecs import Crc32cCodec
+    from zarr.codecs import Crc32cCodec, ZstdCodec
 
     g = zarr.open_group(path, mode="a", zarr_format=3)  # "w-" would count the skeleton marker as existing data
     fault_point("skeleton-group")
@@ -68,7 +68,9 @@ def create_zarr(path: str, plan: StorePlan, texts: dict[str, np.ndarray], attrs:
     fault_point("skeleton-tokens")
     g.create_array("frame_ok", shape=(R,), chunks=(shard_frames,), dtype="uint8", compressors=[Crc32cCodec()],
                    fill_value=0)
-    g.create_array("done", shape=(max(1, -(-R // shard_frames)),), chunks=(1,), dtype="uint8", fill_value=0)
+    # explicit codecs (zarr-python's default for uint8 today): the store's bytes do not follow a library default
+    g.create_array("done", shape=(max(1, -(-R // shard_frames)),), chunks=(1,), dtype="uint8", fill_value=0,
+                   compressors=[ZstdCodec(level=0, checksum=False)])
     fault_point("skeleton-done")
     for name, values in (("offsets", plan.offsets.astype(np.int64)), ("views", plan.views.astype(np.uint8)),
                          ("person_id", plan.person_ids.astype(np.int64)),
@@ -178,12 +180,14 @@ class ShardSink:
         self.g, self.shard_frames, self.codec = g, shard_frames, codec
         self.report, self.describe_row = report, describe_row
         local = direct_writes and not is_url(target)
-        self.direct = {name: ShardFileWriter.for_array(Path(target) / name) for name in self.arrays} if local else None
-        self.flags = {name: FlagChunkWriter.for_array(Path(target) / name) for name in ("frame_ok", "done")} \
-            if local else None
-        if self.direct is not None and (None in self.direct.values() or None in self.flags.values() or (
-                self.flags["frame_ok"].chunk, self.flags["done"].chunk) != (shard_frames, 1)):
-            raise ParError(f"{target}: unexpected array layout; extract into a new store")
+        # each array written directly where its layout is one these writers know, else through zarr-python
+        self.direct = {name: ShardFileWriter.for_array(Path(target) / name) if local else None
+                       for name in self.arrays}
+        self.flags = {name: FlagChunkWriter.for_array(Path(target) / name) if local else None
+                      for name in ("frame_ok", "done")}
+        for name, chunk in (("frame_ok", shard_frames), ("done", 1)):
+            if self.flags[name] is not None and self.flags[name].chunk != chunk:
+                self.flags[name] = None
         self.reporting = threading.Lock()  # writers report finished shards one at a time
         self.cuda = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.cuda else None
@@ -249,7 +253,8 @@ class ShardSink:
                         copied.synchronize()  # releases the GIL
                     self._write_shard(s, buf, ok)
             except OSError as exc:  # disk full, permissions, I/O error: one line, and the run stays resumable
-                where = self.direct["tokens"].shard_path(s) if self.direct else f"{self.g.store_path} shard {s}"
+                direct = self.direct["tokens"]
+                where = direct.shard_path(s) if direct is not None else f"{self.g.store_path} shard {s}"
                 self.failure.append(ParError(f"{where}: cannot write ({exc.strerror or exc}); fix the disk or free "
                                              f"space, then re-run the same command to resume"))
             except BaseException as exc:  # surfaced in the main thread
@@ -265,18 +270,19 @@ class ShardSink:
                            f"frame; nothing of it was stored - re-run with --precision fp32 (fp16 can overflow)")
         for name in self.arrays:
             rows = buf[name][:n].numpy()
-            if self.direct is not None:
+            if self.direct[name] is not None:
                 self.direct[name].write(s, rows, ok)
             else:
                 self.g[name][start:start + n] = rows
             fault_point("shard-written")
-        # each shard has its own chunk of frame_ok and of done, so writers never share one
-        if self.flags is not None:
-            self.flags["frame_ok"].write(s, ok)
-            self.flags["done"].write(s, np.ones(1, np.uint8))  # only after the shard's data: a killed run redoes it
-        else:
-            self.g["frame_ok"][start:start + n] = ok
-            self.g["done"][s] = 1
+        # each shard has its own chunk of frame_ok and of done, so writers never share one; done only after the
+        # shard's data: a killed run redoes it
+        for name, values, where in (("frame_ok", ok, slice(start, start + n)), ("done", np.ones(1, np.uint8),
+                                                                                 slice(s, s + 1))):
+            if self.flags[name] is not None:
+                self.flags[name].write(s, values)
+            else:
+                self.g[name][where] = values
         fault_point("shard-done")
         with self.reporting:
             self.report(n)

@@ -33,7 +33,7 @@ from ..engine.step import TrainingStep
 from ..engine.tokens import EpochBatches, TrackletTokens, default_workers, tracklet_batches
 from ..errors import ParError
 from ..model.clip import ClipEncoder
-from ..outputs import write_json
+from ..outputs import MARKER, claim_dir, mark_own, read_marker, write_json
 from ..precision import autocast_dtype, input_dtype
 from ..reports import plus_minus
 from ..store.codec import TokenCodec
@@ -483,6 +483,18 @@ def bench_predict(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
             "device": sizes.device}
 
 
+BENCH_KIND = "bench"
+
+
+def claim_bench_dir(out: Path) -> None:
+    """OUT as the bench's own folder: new, empty, or an earlier bench's (its marker, or its bench.json from before
+    the folder was marked); anything else is refused, since the bench replaces what it finds there."""
+    marker = read_marker(out) if out.is_dir() else None
+    if marker is None and (out / "bench.json").is_file() and not (out / MARKER).exists():
+        mark_own(out, BENCH_KIND, [])
+    claim_dir(out, BENCH_KIND)
+
+
 def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """Run the parts asked for (`all` or a comma list of extract,train,predict,sweep); bench.json and table rows."""
     out, part = Path(sizes.out), sizes.part
@@ -499,7 +511,7 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
                            f"first (or --part all)")
     if "sweep" in parts and "extract" not in parts:
         raise ParError("the sweep part reuses the extract part's store and timing: run --part all or extract,sweep")
-    out.mkdir(parents=True, exist_ok=True)
+    claim_bench_dir(out)  # every part deletes and rewrites inside OUT: it must be the bench's own folder
     gpu = torch.cuda.get_device_name(0) if sizes.device.startswith("cuda") and torch.cuda.is_available() else None
     earlier = json.loads((out / "bench.json").read_text()) if (out / "bench.json").is_file() else {}
     results: dict[str, Any] = {**earlier, "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),

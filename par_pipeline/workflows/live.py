@@ -3,13 +3,13 @@
 
 Per camera a thread runs decode (its own reader thread, footage.stream) -> detect -> track. Each open track keeps at
 most `keep_crops` crops, thinned evenly as it grows (`KeptCrops`), so they always span it; when the tracker closes a
-track (unmatched for `lost_frames`), T evenly spaced kept crops go to the one `AttributeBatcher` all cameras share (the
-checkpoint's CLIP + fusion model, in full batches), and the record is appended to OUT/tracks.jsonl (one line, flushed:
-a reader never sees half a line) with its MOTChallenge rows to tracks.txt. A record that matches an `--alert` rule
-prints an alert, goes to alerts.jsonl and, with `--alert-webhook`, is POSTed by a thread of its own (timeouts,
-retries with backoff; never blocking the video). At the end (the stream over, Ctrl-C or SIGTERM: open tracks are
-closed and written first) tracks.json, tracks.csv, tracks.txt and tracks.html are written as for a file. OUT is par's
-own folder (`live tracks`), locked while the run lasts.
+track (unmatched for `lost_frames`), the crops of its T chosen frames go to the one `AttributeBatcher` all cameras
+share (the checkpoint's CLIP + fusion model, in full batches), and the record is appended to OUT/tracks.jsonl (one
+line, flushed: a reader never sees half a line) with its MOTChallenge rows to tracks.txt. Alert rules
+(footage/alerts.py) turn records into events in alerts.jsonl and, with `--alert-webhook`, POSTs (footage/webhook.py,
+never blocking the video). At the end (the stream over, Ctrl-C or SIGTERM: open tracks are closed and written first)
+tracks.json, tracks.csv and tracks.html are made from every run's records. OUT is par's own folder, continued by a
+later run into it (footage/live_folder.py), locked while a run writes.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import signal
 import statistics
 import threading
 import time
-import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,87 +34,35 @@ from ..config import TrackConfig, check_device
 from ..data.preprocess import prepare_image
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..errors import ParError, masked
-from ..footage import LIVE_RECORDS, TRACKS_FORMAT, TRACKS_VERSION, read_live_records
+from ..footage import TRACKS_FORMAT, TRACKS_VERSION, read_live_records
+from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
+from ..footage.detect import make_detector
+from ..footage.live_folder import (
+    ALERTS,
+    LIVE_KIND,
+    MOT,
+    RECORDS,
+    RunStart,
+    append_line,
+    check_camera_dir,
+    check_cameras_dir,
+    claim_cameras_dir,
+    end_run,
+    read_runs,
+    start_run,
+)
+from ..footage.records import crop_box, mot_rows, track_probabilities, track_record, tracks_csv
 from ..footage.stream import Gap, LiveSource, check_live_source
 from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
+from ..footage.webhook import Webhook
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
-from ..outputs import atomic_write, check_dir_target, claim_dir, exclusive, mark_own, read_marker, remove_own
+from ..outputs import atomic_write, claim_dir, exclusive
 from ..pages.render import thumbnail_uri
 from ..pages.tracks_page import tracks_html
 from ..store.codec import TokenCodec
-from .search import Condition, match, parse_condition
-from .track import crop_box, make_detector, mot_rows, track_probabilities, track_record, tracks_csv
-
-LIVE_KIND = "live tracks"
-RECORDS, MOT, ALERTS = LIVE_RECORDS, "tracks.txt", "alerts.jsonl"
-LIVE_FILES = (RECORDS, MOT, ALERTS, "tracks.json", "tracks.csv", "tracks.html")
-WEBHOOK_TIMEOUT_S, WEBHOOK_RETRIES = 5.0, 3  # per POST; retried after 0.25, 0.5, 1 s
-FINISH_WAIT_S = 30.0  # at the end, how long the webhook's queue may take to drain
 
 Event = Callable[[str, str, dict[str, Any]], None]  # (kind: frames|record|alert, camera, payload)
-
-
-# --- alerts --------------------------------------------------------------------------------------------------------
-
-@dataclass
-class AlertRule:
-    text: str
-    conditions: list[Condition]
-
-
-def parse_alerts(rules: list[str], schema: AttributeSchema) -> list[AlertRule]:
-    """`--alert "top color = red, backpack"`: all of a rule's conditions must hold (each in `par search`'s grammar)."""
-    groups = [g.name for g in schema.groups]
-    parsed = []
-    for rule in rules:
-        parts = [c for c in rule.split(",") if c.strip()]
-        if not parts:
-            raise ParError(f"--alert {rule!r}: give conditions such as \"top color = red, backpack\"")
-        parsed.append(AlertRule(rule.strip(), [parse_condition(c, groups, schema.attributes) for c in parts]))
-    return parsed
-
-
-class Webhook:
-    """POSTs alerts as JSON from a thread of its own: a slow or failing server never holds the video loop."""
-
-    def __init__(self, url: str):
-        if not url.lower().startswith(("http://", "https://")):
-            raise ParError(f"--alert-webhook {masked(url)}: give an http:// or https:// URL")
-        self.url, self.name = url, masked(url)
-        self.sent, self.failed, self.retried, self.last_error = 0, 0, 0, ""
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
-        self._thread.start()
-
-    def post(self, payload: dict[str, Any]) -> None:
-        self._queue.put(payload)
-
-    def _run(self) -> None:
-        while (payload := self._queue.get()) is not None:
-            body = json.dumps(payload).encode()
-            for attempt in range(WEBHOOK_RETRIES + 1):
-                try:
-                    request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-                    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as answer:
-                        answer.read()
-                    self.sent += 1
-                    break
-                except (OSError, ValueError) as exc:  # urllib's HTTPError and URLError are OSErrors
-                    self.last_error = masked(f"{type(exc).__name__}: {exc}")[:200]
-                    if attempt == WEBHOOK_RETRIES:
-                        self.failed += 1
-                    else:
-                        self.retried += 1
-                        time.sleep(0.25 * 2 ** attempt)
-
-    def close(self) -> dict[str, Any]:
-        """Waits up to FINISH_WAIT_S for the alerts still queued; says what was delivered."""
-        self._queue.put(None)
-        self._thread.join(FINISH_WAIT_S)
-        left = self._queue.qsize()
-        return {"url": self.name, "sent": self.sent, "failed": self.failed, "retries": self.retried,
-                "undelivered": left, "last_error": self.last_error}
 
 
 # --- attributes of closed tracks -----------------------------------------------------------------------------------
@@ -204,19 +152,19 @@ class Camera:
     schema: AttributeSchema
     threshold: float
     batcher: AttributeBatcher
-    rules: list[AlertRule]
+    book: AlertBook
     webhook: Webhook | None
     on_event: Event | None
+    start: RunStart
     records: int = 0
     provisional: int = 0
-    alerts: int = 0
+    events: Counter = field(default_factory=Counter)
     short_tracks: int = 0
     last_index: int = -1
     delays: list[float] = field(default_factory=list)
     processing: list[float] = field(default_factory=list)
     error: BaseException | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _alerted: set[tuple[int, str]] = field(default_factory=set)
 
     def run(self) -> None:
         try:
@@ -265,13 +213,15 @@ class Camera:
         self._submit(track, keep, last_arrived, provisional=False)
 
     def _submit(self, track: Track, keep: KeptCrops, last_arrived: float, provisional: bool) -> None:
-        frames, crops = keep.chosen(self.T)
-        snapshot = Track(track.id, list(track.frames), list(track.boxes), list(track.scores))
+        frames, crops = keep.chosen(self.T, track.frames)
+        # ids go on from the folder's earlier runs: an id names one person in the folder's whole history
+        snapshot = Track(track.id + self.start.first_id - 1, list(track.frames), list(track.boxes),
+                         list(track.scores))
         self.batcher.submit(Request(self, snapshot, frames, crops, provisional, last_arrived, time.monotonic()))
 
     def deliver(self, r: Request, probs: np.ndarray) -> None:
-        """Called by the batcher with a track's probabilities: its record, appended, and its alerts."""
-        record = track_record(r.track, probs, r.frames, self.schema, self.threshold)
+        """Called by the batcher with a track's probabilities: its record, appended, and its alert events."""
+        record = {"run": self.start.run, **track_record(r.track, probs, r.frames, self.schema, self.threshold)}
         now = time.monotonic()
         delay = round(now - r.last_arrived, 4) if r.last_arrived else None
         thumbs = [thumbnail_uri(c) for c in r.crops]
@@ -280,17 +230,9 @@ class Camera:
                        "last_time": round(r.track.last / self.source.fps, 3),
                        "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "delay_s": delay,
                        "thumbnails": thumbs})
-        fired = []
-        for rule in self.rules:
-            found = match(rule.conditions, record)
-            if found is not None and (r.track.id, rule.text) not in self._alerted:
-                self._alerted.add((r.track.id, rule.text))
-                fired.append({"format": "par-alert", "version": 1, "camera": self.name, "rule": rule.text,
-                              "track": r.track.id, "score": found[0], "scores": found[1], "line": record["line"],
-                              "provisional": r.provisional, "first_frame": record["first_frame"],
-                              "last_frame": record["last_frame"], "written_at": record["written_at"]})
+        events = self.book.events(record, r.provisional)
         with self._lock:
-            _append_line(self.out / RECORDS, record)
+            append_line(self.out / RECORDS, record)
             if not r.provisional:
                 self.records += 1
                 if delay is not None:
@@ -300,16 +242,18 @@ class Camera:
                     f.write(mot_rows([r.track]))
             else:
                 self.provisional += 1
-            for alert in fired:
-                _append_line(self.out / ALERTS, alert)
-                self.alerts += 1
+            for event in events:
+                append_line(self.out / ALERTS, event)
+                self.events[event["event"]] += 1
         if self.on_event:
             self.on_event("record", self.name, record)
-        for alert in fired:
+        for event in events:
             if self.webhook is not None:
-                self.webhook.post({**alert, "record": record})
+                sent = record if self.cfg.webhook_thumbnails else {k: v for k, v in record.items()
+                                                                   if k != "thumbnails"}
+                self.webhook.post({**event, "record": sent})
             if self.on_event:
-                self.on_event("alert", self.name, alert)
+                self.on_event("alert", self.name, event)
 
     def summary(self) -> dict[str, Any]:
         def quantiles(values: list[float]) -> dict[str, float | None]:
@@ -320,24 +264,16 @@ class Camera:
                     "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 4)}
 
         return {**self.source.stats.record(), "fps": self.source.fps, "records": self.records,
-                "provisional_records": self.provisional, "alerts": self.alerts, "short_tracks": self.short_tracks,
+                "provisional_records": self.provisional, "alerts": self.events["alert"] + self.events["confirmed"],
+                "alert_events": {k: self.events[k] for k in sorted(self.events)}, "short_tracks": self.short_tracks,
                 "delay_s": quantiles(self.delays), "processing_s": quantiles(self.processing)}
-
-
-def _append_line(path: Path, obj: dict[str, Any]) -> None:
-    """One whole line per write (O_APPEND), so a reader of the file sees whole records only."""
-    line = (json.dumps(obj) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
 
 
 # --- the run -------------------------------------------------------------------------------------------------------
 
 def source_names(sources: list[str]) -> list[tuple[str, str]]:
-    """(name, source) of each: `NAME=SOURCE` names it; otherwise a file's stem, a URL's last path part or host."""
+    """(name, source) of each: `NAME=SOURCE` names it; otherwise a file's stem, a URL's last path part or host (of
+    the URL as masked: a stream key or token never names a folder)."""
     named = []
     for s in sources:
         head, sep, rest = s.partition("=")
@@ -345,9 +281,10 @@ def source_names(sources: list[str]) -> list[tuple[str, str]]:
             named.append((head, rest))
             continue
         if "://" in s:
-            path = s.split("://", 1)[1].split("?")[0]
+            path = masked(s).split("://", 1)[1].split("?")[0].split("#")[0]
             host, _, tail = path.rpartition("@")[2].partition("/")
-            name = Path(tail).stem if tail.strip("/") else host.split(":")[0]
+            parts = [p for p in tail.split("/") if p and p != "***"]
+            name = Path(parts[-1]).stem if parts else host.split(":")[0]
         else:
             name = Path(s).stem
         named.append((name or "camera", s))
@@ -362,26 +299,6 @@ def for_this_rank(named: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Under torchrun, rank r of W follows sources r, r + W, ... (each camera once across the machines)."""
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     return named[rank::world]
-
-
-def check_live_dir(out: Path) -> None:
-    """OUT may be a new or empty folder, or an earlier live output of par's holding only what par wrote."""
-    if out.is_dir() and read_marker(out) is not None:
-        check_dir_target(out, LIVE_KIND)  # par's own: of this kind, with nothing but what par wrote
-    elif out.exists() and not out.is_dir():
-        raise ParError(f"{out}: exists and is a file; a live run writes a folder - choose another --out")
-    elif out.is_dir() and any(out.iterdir()):
-        raise ParError(f"{out}: exists, is not empty and was not written by par; par does not write into folders it "
-                       f"did not create - choose another --out")
-
-
-def claim_live_dir(out: Path) -> None:
-    """OUT as par's own live folder; the files of an earlier live run there (par's own) go."""
-    check_live_dir(out)
-    claim_dir(out, LIVE_KIND)
-    for name in LIVE_FILES:
-        remove_own(out / name)
-    mark_own(out, LIVE_KIND, list(LIVE_FILES))
 
 
 @contextlib.contextmanager
@@ -400,18 +317,32 @@ def _stopped_by_signals(stop: Callable[[str], None]) -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _check_history(out: Path, meta: dict[str, Any]) -> None:
+    """A folder continued by this run holds records of the same attributes (else they cannot be searched together)."""
+    for run in read_runs(out):
+        if run.get("attributes") not in (None, meta["attributes"]):
+            raise ParError(f"{out}: its run {run['run']} named other attributes (checkpoint {run.get('checkpoint')}); "
+                           f"records of both could not be searched together - choose another --out")
+
+
 def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = None) -> list[dict[str, Any]]:
     """Follow each source until it ends or the run is stopped; returns each camera's tracks.json record."""
     if not sources:
         raise ParError("nothing to track: give a camera URL, a capture device or a video file")
     if cfg.annotate or cfg.save_crops:
         raise ParError("--annotate and --save-crops need the finished footage: run `par track` on the recorded file")
+    check_alert_options(cfg, live=True)
     named = source_names(sources)
     for _, s in named:
         check_live_source(s)
     check_device(cfg.device)
-    outs = {n: Path(cfg.out) if len(named) == 1 else Path(cfg.out) / n for n, _ in named}
+    several = len(named) > 1
+    outs = {n: Path(cfg.out) / n if several else Path(cfg.out) for n, _ in named}
     mine = for_this_rank(named)
+    if several:  # refused before connecting to anything
+        check_cameras_dir(Path(cfg.out), [n for n, _ in named])
+    else:
+        check_camera_dir(Path(cfg.out))
     model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
     schema = schema_from_dict(meta["schema_definition"])
     rules = parse_alerts(cfg.alerts, schema)
@@ -419,12 +350,11 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
     if cfg.keep_crops < T:
         raise ParError(f"--keep-crops {cfg.keep_crops} is fewer than the {T} frames a track's attributes need; give "
                        f"at least {T}")
-    for name, _ in mine:  # refused before connecting to anything
-        check_live_dir(outs[name])
+    for name, _ in mine:
+        _check_history(outs[name], meta)
     enc = encoder_for_checkpoint(meta, cfg.pretrained, cfg.device)
     options = TrackerOptions(cfg.activation, cfg.high_confidence, cfg.match_iou, cfg.confirm_frames, cfg.lost_frames)
     live = [LiveSource(s, reconnect=cfg.reconnect, speed=cfg.speed) for _, s in mine]
-
     def stop(why: str) -> None:
         for src in live:
             src.stop(f"stopped by {why}")
@@ -436,15 +366,23 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
         trackers = [PersonTracker(options) for _ in mine]
         for src in live:  # a source that never gives video is one line, before any output exists
             src.start()
-        for name, _ in mine:
-            claim_live_dir(outs[name])
+        if several:
+            claim_cameras_dir(Path(cfg.out), [n for n, _ in named])
+        starts = {}
+        for (name, _), src in zip(mine, live):
+            claim_dir(outs[name], LIVE_KIND)
             held.enter_context(exclusive(outs[name], "live track"))
+            starts[name] = start_run(outs[name], {"source": src.name, "checkpoint": meta["_path"],
+                                                  "attributes": meta["attributes"], "pid": os.getpid()})
+            if rules:  # there from the start: an empty alerts.jsonl says no rule has fired yet
+                append_line(outs[name] / ALERTS, None)
         webhook = Webhook(cfg.alert_webhook) if cfg.alert_webhook else None
         batcher = AttributeBatcher(model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg.device,
                                    cfg.batch_size)
         cameras = [Camera(name, src, outs[name], det, tracker, options, cfg, T, schema, meta["threshold"], batcher,
-                          rules, webhook, on_event) for (name, _), src, det, tracker in zip(mine, live, detectors,
-                                                                                            trackers)]
+                          AlertBook(rules, cfg.early_alerts, {"camera": name, "run": starts[name].run}), webhook,
+                          on_event, starts[name])
+                   for (name, _), src, det, tracker in zip(mine, live, detectors, trackers)]
         threads = [threading.Thread(target=c.run, name=f"camera {c.name}", daemon=True) for c in cameras]
         for t in threads:
             t.start()
@@ -465,8 +403,12 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
 
 
 def _finish(camera: Camera, meta: dict[str, Any], webhook: dict[str, Any] | None) -> dict[str, Any]:
-    """The whole-run outputs from tracks.jsonl: each track's last record (a provisional one only if it never
-    closed), MOT rows by frame, the page."""
+    """The run's end in runs.jsonl, then the folder's summaries from every run's records: each track's last record
+    (a provisional one only if it never closed), this run's MOT rows in frame order, the page."""
+    summary = {**camera.summary(), "camera": camera.name, "keep_crops": camera.cfg.keep_crops,
+               "update_every": camera.cfg.update_every, "alert_rules": [r.text for r in camera.book.rules],
+               "early_alerts": camera.book.early, "webhook": webhook}
+    end_run(camera.out, camera.start.run, summary)
     path = camera.out / RECORDS
     tracks = read_live_records(path) if path.is_file() else []
     thumbnails = {r["id"]: r.pop("thumbnails") for r in tracks}
@@ -475,14 +417,16 @@ def _finish(camera: Camera, meta: dict[str, Any], webhook: dict[str, Any] | None
            "detector": camera.detector.record(), "tracker": camera.options.record(),
            "min_track_frames": camera.cfg.min_track_frames, "frames_per_track": camera.T,
            "attributes": meta["attributes"], "groups": [g.name for g in camera.schema.groups], "tracks": tracks,
-           "live": {**camera.summary(), "camera": camera.name, "keep_crops": camera.cfg.keep_crops,
-                    "update_every": camera.cfg.update_every, "alert_rules": [r.text for r in camera.rules],
-                    "webhook": webhook}}
+           "run": camera.start.run, "live": {**summary, "run": camera.start.run},
+           "runs": read_runs(camera.out)}
     atomic_write(camera.out / "tracks.json", lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
     atomic_write(camera.out / "tracks.csv",
                  lambda tmp: tmp.write_text(tracks_csv(tracks, camera.schema, meta["attributes"])))
-    rows = (camera.out / MOT).read_text().splitlines(keepends=True) if (camera.out / MOT).is_file() else []
-    rows.sort(key=lambda line: tuple(int(v) for v in line.split(",", 2)[:2]))
-    atomic_write(camera.out / MOT, lambda tmp: tmp.write_text("".join(rows)))
+    mot = camera.out / MOT
+    if mot.is_file():  # the earlier runs' rows as they are, then this run's by frame
+        data = mot.read_bytes()
+        head, rows = data[:camera.start.mot_offset], data[camera.start.mot_offset:].decode().splitlines(keepends=True)
+        rows.sort(key=lambda line: tuple(int(v) for v in line.split(",", 2)[:2]))
+        atomic_write(mot, lambda tmp: tmp.write_bytes(head + "".join(rows).encode()))
     atomic_write(camera.out / "tracks.html", lambda tmp: tmp.write_text(tracks_html(doc, thumbnails)))
     return doc

@@ -31,17 +31,20 @@ from ..data.preprocess import prepare_image
 from ..data.sampling import sample_frames
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..data.video import FrameSource
-from ..engine.metrics import describe, group_answers
+from ..engine.metrics import group_answers
 from ..errors import ParError
 from ..footage import TRACKS_FORMAT, TRACKS_VERSION
-from ..footage.detect import FileDetections, MotionDetector, TorchvisionDetector, detections_of
+from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
+from ..footage.detect import detections_of, make_detector
+from ..footage.records import crop_box, mot_rows, track_probabilities, track_record, tracks_csv
+from ..footage.stream import check_not_a_broken_url
 from ..footage.tracking import PersonTracker, Track, TrackerOptions
+from ..footage.webhook import Webhook
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
 from ..outputs import atomic_write, check_dir_target, check_file_target, fault_point, replace_dir
 from ..pages.render import thumbnail_uri
 from ..pages.tracks_page import tracks_html
-from ..reports import csv_text
 from ..store.codec import TokenCodec
 
 
@@ -74,23 +77,14 @@ CROPS_KIND = "tracked crops"
 Progress = Callable[[str, int, int | None], None]
 
 
-def make_detector(cfg: TrackConfig) -> Any:
-    if cfg.detections is not None:
-        return FileDetections.read(cfg.detections)
-    if cfg.detector == "motion":
-        return MotionDetector(cfg.motion_threshold, cfg.min_height)
-    kind, _, name = cfg.detector.partition(":")
-    if kind != "torchvision" or not name:
-        raise ParError(f"--detector {cfg.detector}: give motion or torchvision:NAME (or --detections FILE)")
-    return TorchvisionDetector(name, cfg.detector_weights, cfg.allow_random_detector, cfg.detector_threshold,
-                               cfg.device, cfg.min_height)
-
-
-def track_sources(sources: list[Path], cfg: TrackConfig, on_progress: Progress | None = None
+def track_sources(sources: list[str | Path], cfg: TrackConfig, on_progress: Progress | None = None
                   ) -> list[dict[str, Any]]:
     """Each source into OUT (one source) or OUT/<name>/ (several); returns each one's tracks.json record."""
     if not sources:
         raise ParError("nothing to track: give a video file or a folder of frames")
+    check_alert_options(cfg, live=False)
+    for s in sources:
+        check_not_a_broken_url(str(s))
     if len(sources) > 1 and (cfg.annotate or cfg.save_crops):
         raise ParError("--annotate and --save-crops take one video at a time")
     names = [Path(s).stem for s in sources]
@@ -122,6 +116,7 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     enc = encoder_for_checkpoint(meta, cfg.pretrained, cfg.device)
     detector = make_detector(cfg)
     schema = schema_from_dict(meta["schema_definition"])
+    rules = parse_alerts(cfg.alerts, schema)  # a wrong rule is one line before the footage is read
     options = TrackerOptions(cfg.activation, cfg.high_confidence, cfg.match_iou, cfg.confirm_frames, cfg.lost_frames)
 
     # pass 1: detect and track
@@ -159,6 +154,11 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
            "checkpoint": meta["_path"], "detector": detector.record(), "tracker": options.record(),
            "min_track_frames": cfg.min_track_frames, "frames_per_track": T, "attributes": meta["attributes"],
            "groups": [g.name for g in schema.groups], "tracks": records}
+    book = AlertBook(rules, context={"camera": source_path.stem})
+    events = [e for r in records for e in book.events(r, provisional=False)]  # the live run's rules, on final records
+    if rules:
+        doc["alerts"] = {"rules": [r.text for r in rules], "events": len(events),
+                         "webhook": _post(events, records, thumbnails, cfg) if cfg.alert_webhook else None}
     if cfg.save_crops:
         _save_crops(source, read, tracks, records, schema, meta["threshold"], Path(cfg.save_crops), on_progress)
     if cfg.annotate:
@@ -171,11 +171,24 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
         (folder / "tracks.html").write_text(page)
         (folder / "tracks.csv").write_text(tracks_csv(records, schema, meta["attributes"]))
         (folder / "tracks.txt").write_text(mot_rows(tracks))
+        if rules:
+            (folder / "alerts.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
 
     t = time.perf_counter()
     replace_dir(out, TRACKS_KIND, build)
     clock.add("write", t)
     return doc, clock.seconds
+
+
+def _post(events: list[dict[str, Any]], records: list[dict[str, Any]], thumbnails: dict[int, list[str]],
+          cfg: TrackConfig) -> dict[str, Any]:
+    """Each alert event to the webhook (the person's record with it, as a live run sends it); what was delivered."""
+    by_id = {r["id"]: r for r in records}
+    hook = Webhook(cfg.alert_webhook)
+    for e in events:
+        extra = {"thumbnails": thumbnails.get(e["track"], [])} if cfg.webhook_thumbnails else {}
+        hook.post({**e, "record": {**by_id[e["track"]], **extra}})
+    return hook.close()
 
 
 def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, model: torch.nn.Module, enc: Any,
@@ -227,59 +240,6 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
         raise ParError(f"{source.path}: frames of track(s) {missing[:5]} could not be read again; is the file being "
                        f"written? run the same command on a finished file")
     return results
-
-
-@torch.no_grad()
-def track_probabilities(model: torch.nn.Module, frames: torch.Tensor, device: str) -> np.ndarray:
-    """A track's chosen frames' tokens [T, N, D] -> its A probabilities, as `par predict` computes them."""
-    visual = frames if model.cfg.needs_frames else frames.mean(0)
-    return torch.sigmoid(model(visual.unsqueeze(0).to(device)).float())[0].cpu().numpy()
-
-
-def crop_box(rgb: np.ndarray, box: tuple[float, ...]) -> Image.Image:
-    H, W = rgb.shape[:2]
-    x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x1, y1 = min(W, max(x0 + 1, int(np.ceil(box[2])))), min(H, max(y0 + 1, int(np.ceil(box[3]))))
-    return Image.fromarray(rgb[y0:y1, x0:x1])
-
-
-def track_record(t: Track, probs: np.ndarray, used: list[int], schema: AttributeSchema, threshold: float
-            ) -> dict[str, Any]:
-    description, confidence = describe(probs, schema, threshold)
-    record = {"id": t.id, "first_frame": t.first + 1, "last_frame": t.last + 1, "frames": len(t.frames),
-              "frames_used": [f + 1 for f in used],
-              "boxes": [[f + 1, round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2),
-                         round(s, 4)] for f, b, s in zip(t.frames, t.boxes, t.scores)],
-              "description": description, "confidence": confidence,
-              "probabilities": {a: float(p) for a, p in zip(schema.attributes, probs)}}
-    record["line"] = short_line(record, schema)
-    return record
-
-
-def tracks_csv(records: list[dict[str, Any]], schema: AttributeSchema, attributes: list[str]) -> str:
-    groups = [g.name for g in schema.groups]
-    rows = [[r["id"], r["first_frame"], r["last_frame"], r["frames"], *(r["description"][g] for g in groups),
-             *(f"{r['probabilities'][a]:.4f}" for a in attributes)] for r in records]
-    return csv_text(["track", "first_frame", "last_frame", "frames", *groups, *(f"p({a})" for a in attributes)], rows)
-
-
-def mot_rows(tracks: list[Track]) -> str:
-    """MOTChallenge result rows: frame,id,x,y,w,h,conf,-1,-1,-1 (frames and ids from 1), by frame."""
-    rows = sorted((f + 1, t.id, b, s) for t in tracks for f, b, s in zip(t.frames, t.boxes, t.scores))
-    return "".join(f"{f},{i},{b[0]:.2f},{b[1]:.2f},{b[2] - b[0]:.2f},{b[3] - b[1]:.2f},{s:.4f},-1,-1,-1\n"
-                   for f, i, b, s in rows)
-
-
-def short_line(record: dict[str, Any], schema: AttributeSchema) -> str:
-    """`#3 female, red top, black bottom, backpack`: the colours and the binary attributes that are present."""
-    parts = []
-    for g in schema.groups:
-        answer = record["description"][g.name]
-        if g.is_binary and answer == g.value_names[1]:
-            parts.append(g.name)
-        elif g.name in ("top color", "bottom color"):
-            parts.append(f"{answer} {g.name.split()[0]}")
-    return f"#{record['id']} " + ", ".join(parts)
 
 
 def _boxes_by_frame(tracks: list[Track]) -> dict[int, list[tuple[int, tuple[float, ...]]]]:

@@ -308,6 +308,16 @@ class PointRun:
         return best
 
 
+def saved_options(out: str) -> tuple[str | None, dict[str, Any]]:
+    """(recipe name, train options) of the run in `out` as it began (its config.json), for `--resume` given with
+    nothing else; ({} when there is no run there: the usual checks then say what is missing)."""
+    run = RunFolder(Path(out))
+    if not run.config_path.is_file():
+        return None, {}
+    saved = run.read_config()
+    return saved.get("recipe", {}).get("name"), dict(saved.get("train", {}))
+
+
 def _restore(
     trainer: Trainer, model: VTFPAR, steps: TrainingStep
 ) -> tuple[int, dict[str, Any] | None, list[dict[str, Any]]]:
