@@ -186,7 +186,6 @@ def test_a_dead_webhook_counts_failures_not_its_stop_marker():
 def test_an_unknown_torchscript_archive_is_not_loaded(tmp_path, monkeypatch):
     """Loading TorchScript runs code from the file: only OpenAI's release or an archive the user lists is read."""
     from clip_weights import tiny_clip_files
-
     from par_pipeline.errors import ParError
     from par_pipeline.model.clip import load_clip
 
