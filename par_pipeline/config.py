@@ -275,9 +275,13 @@ class TrackConfig:
     min_track_frames: int = option(5, "tracks shorter than this are dropped (flickers, passers-by at the edge)",
                                    minimum=1)
     frames: int | None = option(None, "T evenly spaced frames of each track (default: the checkpoint's)", minimum=1)
-    annotate: str | None = option(None, "write the video with boxes, ids and attribute lines to this .mp4/.mkv")
+    annotate: str | None = option(None, "write the video with boxes, ids and short labels to this .mp4 (H.264), "
+                                  ".mov, .mkv, .webm (VP9) or .avi (MPEG-4 Part 2: browsers do not play it)")
     save_crops: str | None = option(None, "write every tracked box in the MARS layout + the predicted labels as a "
                                     "mars_attributes.csv to this folder (for `par manifest mars`)")
+    crops_train: float = option(0.0, "--save-crops: the share of the people whose crops go to bbox_train (the rest to "
+                                "bbox_test), spread evenly over the track ids: 0.5 makes a dataset to train and "
+                                "evaluate on", minimum=0.0, maximum=1.0)
     device: str = option("cpu", "cpu, cuda or cuda:N")
     batch_size: int = option(32, "crops per CLIP batch", minimum=1)
     live: bool = option(False, "read files as live streams: one pass at their own rate (streams and capture devices "

@@ -1,9 +1,13 @@
 """Tiny CLIP weights written in every form users hold: OpenAI's TorchScript archive, torch state dicts, safetensors."""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 
@@ -30,18 +34,28 @@ def write_torchscript(state: dict[str, torch.Tensor], path: Path) -> None:
     trust(path)
 
 
+def trust_file(basetemp: Path) -> Path:
+    """The suite's PAR_TRUSTED_WEIGHTS file, shared by the test processes of one run (pytest-xdist's workers have
+    basetemp folders side by side); made empty when missing."""
+    shared = basetemp.parent if os.environ.get("PYTEST_XDIST_WORKER") else basetemp
+    listed = shared / "trusted-weights.json"
+    with FileLock(f"{listed}.lock"):
+        if not listed.is_file():
+            listed.write_text(json.dumps({"weights": {}}))
+    return listed
+
+
 def trust(path: Path) -> None:
     """List the archive's sha256 in the file PAR_TRUSTED_WEIGHTS names (the suite's own: conftest sets it), as a
     user trusts a TorchScript export of their own: par loads only known archives."""
-    import hashlib
-    import json
-    import os
-
     listed = Path(os.environ["PAR_TRUSTED_WEIGHTS"])
-    known = json.loads(listed.read_text()) if listed.is_file() else {"weights": {}}
-    known["weights"][hashlib.sha256(path.read_bytes()).hexdigest()] = {"name": f"test archive {path.name}",
-                                                                       "quick_gelu": True}
-    listed.write_text(json.dumps(known))
+    with FileLock(f"{listed}.lock"):
+        known = json.loads(listed.read_text()) if listed.is_file() else {"weights": {}}
+        known["weights"][hashlib.sha256(path.read_bytes()).hexdigest()] = {"name": f"test archive {path.name}",
+                                                                           "quick_gelu": True}
+        tmp = listed.with_name(f"{listed.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, listed)
 
 
 def tiny_clip_files(folder: Path, seed: int = 3) -> dict[str, Path]:

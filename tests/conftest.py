@@ -242,7 +242,11 @@ def session_temp_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tmp", numbered=False)
     os.environ["TMPDIR"] = str(folder)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "torchinductor")  # else /tmp/torchinductor_<user>
-    os.environ["PAR_TRUSTED_WEIGHTS"] = str(folder / "trusted-weights.json")  # the tiny TorchScript CLIPs' sha256s
+    # the tiny TorchScript CLIPs' sha256s, listed as a user lists their own archives: one file for every test
+    # process of the run (a session fixture built in one process is used by the others)
+    from clip_weights import trust_file
+
+    os.environ["PAR_TRUSTED_WEIGHTS"] = str(trust_file(tmp_path_factory.getbasetemp()))
     tempfile.tempdir = None  # gettempdir() caches its answer: ask again
     return folder
 

@@ -43,7 +43,7 @@ def tracked(scene, run_path, tmp_path_factory):
     base = tmp_path_factory.mktemp("tracked")
     run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", base / "out", "--detections",
             scene / "gt" / "gt.txt", "--annotate", base / "annotated.mp4", "--save-crops", base / "crops",
-            "--alert", "backpack = no, hat")
+            "--crops-train", 0.5, "--alert", "backpack = no, hat")
     return base
 
 
@@ -100,17 +100,42 @@ def test_crops_round_trip_into_a_dataset(tracked, tmp_path):
         probs = np.array([t["probabilities"][a] for a in schema.attributes])
         expected = [k for k, _ in group_answers(probs, schema.groups, 0.45)]
         got = [r.labels[g.start] if g.is_binary else r.labels[g.start:g.end].index(1) for g in schema.groups]
-        assert got == expected and len(r.frames) == t["frames"] and r.split == "test"
+        assert got == expected and len(r.frames) == t["frames"]
+    # --crops-train 0.5: half the people (evenly over the ids) under bbox_train, the rest under bbox_test
+    splits = {r.person_id: r.split for r in m.records}
+    ids = sorted(splits)
+    assert [splits[i] for i in ids] == ["test" if k % 2 == 0 else "train" for k in range(len(ids))]
     run_par("extract", tmp_path / "m.jsonl", "--out", tmp_path / "s.zarr", *TINY)
 
 
-def test_annotated_video(tracked, scene, run_path, tmp_path):
+def test_annotated_video(tracked, scene, run_path, tmp_path, open_page):
+    """H.264 in MP4, which Chromium plays; labels short, colours first, inside the frame and apart."""
     import av
+    from PIL import Image
+
+    from par_pipeline.footage.annotate import LABEL_CHARS, draw_people
 
     with av.open(str(tracked / "annotated.mp4")) as c:
-        assert c.metadata.get("comment") == "par track --annotate"
+        assert c.metadata.get("comment") == "par track --annotate" and c.streams.video[0].codec_context.name == "h264"
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     assert len(frames) == SECONDS * 10 and frames[0].shape == (180, 320, 3)
+    doc = json.loads((tracked / "out" / "tracks.json").read_text())
+    assert doc["annotated"]["codec"] == "libx264"
+    (tracked / "play.html").write_text('<video id="v" src="annotated.mp4" muted></video>')
+    page = open_page(tracked / "play.html").page
+    played = page.evaluate("""() => new Promise(done => { const v = document.getElementById('v');
+        v.onerror = () => done({error: v.error && v.error.code});
+        v.oncanplay = () => v.play().then(() => done({width: v.videoWidth, duration: v.duration}),
+                                          e => done({error: String(e)})); v.load(); })""")
+    assert played.get("width") == 320 and played["duration"] > SECONDS - 1, played
+    # two people side by side at the top edge: both labels inside the frame, neither over the other
+    img = Image.new("RGB", (160, 90))
+    placed = draw_people(img, [(1, (0.0, 0.0, 60.0, 80.0)), (2, (10.0, 2.0, 70.0, 85.0))],
+                         {1: "#1 red/black backpack", 2: "#2 blue/blue hat, hand bag"})
+    assert all(0 <= x0 and 0 <= y0 and x1 <= 160 and y1 <= 90 for x0, y0, x1, y1 in placed)
+    (a, b) = placed
+    assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+    assert all(len(t["line"]) > 0 for t in doc["tracks"]) and LABEL_CHARS <= 30
     mine = tmp_path / "mine.mp4"
     mine.write_bytes(b"my own video")
     line = one_error_line(run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", tmp_path / "o",

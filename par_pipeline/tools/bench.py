@@ -636,6 +636,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                  ("live: frames dropped at 1x / 2x / 4x what this machine keeps up with",
                   " / ".join(f"{100 * d:.1f}%" for d in v["dropped"].values()), "0% at 1x"),
                  ("live: cameras at 10 fps followed without dropping", str(v["cameras_without_dropping"]), ""),
+                 (f"live vs file on the same footage ({v['file_agreement']['tracks_compared']} people): group "
+                  f"answers agreeing / tracks from the same frames / tracks agreeing in every group",
+                  f"{ms(v['file_agreement']['group_agreement'], 100)} / {ms(v['file_agreement']['same_frames'], 100)}"
+                  f" / {ms(v['file_agreement']['tracks_equal'], 100)}", "100% where no frame drops"),
                  ("live peak memory", " / ".join(f"{m}: {x:,.0f} MB" for m, x in v["peak_memory_mb"].items()),
                   "flat")]
     if "grid" in results:

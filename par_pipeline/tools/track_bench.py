@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,11 +28,12 @@ from ..config import BenchConfig, build_config
 from ..data.layouts import read_attribute_csv
 from ..data.schema import schema_from_dict
 from ..engine.metrics import evaluate_predictions, group_answers
+from ..footage.records import crop_box, track_probabilities
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
 from ..reports import spread
 from ..store.codec import TokenCodec
-from ..workflows.track import crop_box, track_probabilities, track_video
+from ..workflows.track import track_video
 from .scenes import write_scene
 
 Log = Callable[[str], None]
@@ -203,6 +205,21 @@ def _peak_memory(work: Path, run: str, sizes: BenchConfig, log: Log, live_speed:
     return peaks
 
 
+def file_live_agreement(file_doc: dict[str, Any], live_doc: dict[str, Any]) -> dict[str, Any]:
+    """The people of a file's run and of a live run of the same footage, matched by id (the same detector and
+    tracker on the same frames give the same ids): the share of group answers that agree, of tracks whose
+    attributes came from the same frames, and of tracks that agree in every group."""
+    live = {t["id"]: t for t in live_doc["tracks"]}
+    both = [(t, live[t["id"]]) for t in file_doc["tracks"] if t["id"] in live]
+    groups = file_doc["groups"]
+    same = [sum(a["description"][g] == b["description"][g] for g in groups) for a, b in both]
+    n = max(1, len(both))
+    return {"tracks_compared": len(both), "dropped": live_doc["live"]["dropped"],
+            "group_agreement": sum(same) / max(1, len(both) * len(groups)),
+            "same_frames": sum(a["frames_used"] == b["frames_used"] for a, b in both) / n,
+            "tracks_equal": sum(k == len(groups) for k in same) / n}
+
+
 def bench_live(work: Path, run: str, sizes: BenchConfig, keep_up_fps: float, log: Log) -> dict[str, Any]:
     """`par track --live` on scene 0 (640 x 360 at 10 fps): the delay from a person's last frame to their record
     at the stream's own rate; frames dropped when the stream runs at 1x, 2x and 4x what this machine keeps up with
@@ -212,15 +229,30 @@ def bench_live(work: Path, run: str, sizes: BenchConfig, keep_up_fps: float, log
 
     scene = work / "scene-s0" / "video.mp4"
 
-    def live(name: str, sources: list[str], speed: float) -> list[dict[str, Any]]:
+    def live_docs(name: str, sources: list[str], speed: float) -> list[dict[str, Any]]:
         cfg = build_config("track", [("bench", {"checkpoint": run, "out": str(work / f"live-{name}"), "live": True,
                                                 "speed": speed, "device": sizes.device})])
         shutil.rmtree(cfg.out, ignore_errors=True)  # the bench's own folder, from an earlier run
-        return [d["live"] for d in track_live(sources, cfg)]
+        return track_live(sources, cfg)
+
+    def live(name: str, sources: list[str], speed: float) -> list[dict[str, Any]]:
+        return [d["live"] for d in live_docs(name, sources, speed)]
+
+    # live and file mode on the same footage: the same people named the same way? (every scene, played as fast as
+    # this machine keeps up with, so that no frame is dropped and both runs see the same frames)
+    pairs = []
+    for seed in range(sizes.track_seeds):
+        [doc] = live_docs(f"agreement-s{seed}", [str(work / f"scene-s{seed}" / "video.mp4")], keep_up_fps / 10)
+        pairs.append(file_live_agreement(
+            json.loads((work / f"tracks-motion-s{seed}" / "tracks.json").read_text()), doc))
+    agreement = {k: spread([p[k] for p in pairs]) for k in ("group_agreement", "same_frames", "tracks_equal")}
+    agreement["tracks_compared"] = sum(p["tracks_compared"] for p in pairs)
+    agreement["dropped"] = sum(p["dropped"] for p in pairs)
+    log(f"live vs file, the same footage: {agreement}")
 
     [at_rate] = live("1x", [str(scene)], 1.0)
     result: dict[str, Any] = {"delay_s": at_rate["delay_s"], "processing_s": at_rate["processing_s"],
-                              "keep_up_fps": keep_up_fps, "dropped": {}}
+                              "keep_up_fps": keep_up_fps, "dropped": {}, "file_agreement": agreement}
     log(f"live at the stream's rate: delay {at_rate['delay_s']}")
     for k in (1, 2, 4):
         [d] = live(f"{k}x-keep-up", [str(scene)], k * keep_up_fps / 10)

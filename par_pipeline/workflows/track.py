@@ -23,7 +23,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from ..config import TrackConfig, check_device
 from ..data.layouts import MARS_CSV, MARS_SPLITS, mars_frame_path
@@ -35,6 +34,7 @@ from ..engine.metrics import group_answers
 from ..errors import ParError
 from ..footage import TRACKS_FORMAT, TRACKS_VERSION
 from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
+from ..footage.annotate import check_annotate_target, encoder_for, label, write_annotated
 from ..footage.detect import detections_of, make_detector
 from ..footage.records import crop_box, mot_rows, track_probabilities, track_record, tracks_csv
 from ..footage.stream import check_not_a_broken_url
@@ -42,7 +42,7 @@ from ..footage.tracking import PersonTracker, Track, TrackerOptions
 from ..footage.webhook import Webhook
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
-from ..outputs import atomic_write, check_dir_target, check_file_target, fault_point, replace_dir
+from ..outputs import atomic_write, check_dir_target, fault_point, replace_dir
 from ..pages.render import thumbnail_uri
 from ..pages.tracks_page import tracks_html
 from ..store.codec import TokenCodec
@@ -110,7 +110,7 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     if cfg.save_crops:
         check_dir_target(cfg.save_crops, CROPS_KIND)
     if cfg.annotate:
-        _check_annotate_target(Path(cfg.annotate))
+        check_annotate_target(Path(cfg.annotate))
     source = FrameSource(source_path)
     model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
     enc = encoder_for_checkpoint(meta, cfg.pretrained, cfg.device)
@@ -160,9 +160,11 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
         doc["alerts"] = {"rules": [r.text for r in rules], "events": len(events),
                          "webhook": _post(events, records, thumbnails, cfg) if cfg.alert_webhook else None}
     if cfg.save_crops:
-        _save_crops(source, read, tracks, records, schema, meta["threshold"], Path(cfg.save_crops), on_progress)
+        _save_crops(source, read, tracks, records, schema, meta["threshold"], Path(cfg.save_crops), cfg.crops_train,
+                    on_progress)
     if cfg.annotate:
-        _annotate(source, read, tracks, records, Path(cfg.annotate), on_progress)
+        doc["annotated"] = {"file": str(cfg.annotate),
+                            "codec": _annotate(source, read, tracks, records, schema, Path(cfg.annotate), on_progress)}
 
     page = tracks_html(doc, thumbnails)
 
@@ -251,23 +253,34 @@ def _boxes_by_frame(tracks: list[Track]) -> dict[int, list[tuple[int, tuple[floa
     return boxes
 
 
+def train_people(ids: list[int], share: float) -> set[int]:
+    """`--crops-train`: that share of the people (track ids), spread evenly over them in id order."""
+    ordered = sorted(ids)
+    return {pid for k, pid in enumerate(ordered) if int((k + 1) * share) > int(k * share)}
+
+
 def _save_crops(source: FrameSource, read: int, tracks: list[Track], records: list[dict[str, Any]],
-                schema: AttributeSchema, threshold: float, folder: Path, on_progress: Progress | None) -> None:
-    """Every tracked box as a MARS tracklet (`bbox_test/<id>/<id>C1T<id>F<frame>.jpg`, person = track) and the
-    predicted labels as a mars_attributes.csv to correct by hand: `par manifest mars FOLDER` reads them back."""
+                schema: AttributeSchema, threshold: float, folder: Path, train_share: float,
+                on_progress: Progress | None) -> None:
+    """Every tracked box as a MARS tracklet (`bbox_test/<id>/<id>C1T<id>F<frame>.jpg`, person = track; the
+    `--crops-train` share of the people under bbox_train/) and the predicted labels as a mars_attributes.csv to
+    correct by hand: `par manifest mars FOLDER` reads them back."""
     if schema.name != "mars":
         raise ParError(f"--save-crops writes the MARS layout; the checkpoint's schema is {schema.name}")
     if max(t.id for t in tracks) > 9999:
         raise ParError("--save-crops: more than 9,999 tracks do not fit MARS's 4-digit person ids")
     boxes = _boxes_by_frame(tracks)
+    train = train_people([t.id for t in tracks], train_share)
+    split = {t.id: "train" if t.id in train else "test" for t in tracks}
 
     def build(tmp: Path) -> None:
-        (tmp / MARS_SPLITS["train"]).mkdir()
+        for name in MARS_SPLITS.values():
+            (tmp / name).mkdir()
         for t in tracks:
-            (tmp / mars_frame_path("test", t.id, 1, t.id, 0)).parent.mkdir(parents=True)
+            (tmp / mars_frame_path(split[t.id], t.id, 1, t.id, 0)).parent.mkdir(parents=True)
         for index, rgb in source:
             for tid, b in boxes.get(index, []):
-                crop_box(rgb, b).save(tmp / mars_frame_path("test", tid, 1, tid, index), quality=95)
+                crop_box(rgb, b).save(tmp / mars_frame_path(split[tid], tid, 1, tid, index), quality=95)
             if on_progress:
                 on_progress("save crops", index + 1, read)
             if index + 1 >= read:
@@ -284,63 +297,18 @@ def _save_crops(source: FrameSource, read: int, tracks: list[Track], records: li
     replace_dir(folder, CROPS_KIND, build)
 
 
-def _annotate(source: FrameSource, read: int, tracks: list[Track], records: list[dict[str, Any]], path: Path,
-              on_progress: Progress | None) -> None:
-    import av
+def _annotate(source: FrameSource, read: int, tracks: list[Track], records: list[dict[str, Any]],
+              schema: AttributeSchema, path: Path, on_progress: Progress | None) -> str:
+    """The annotated video (footage/annotate.py), written whole; returns the encoder used."""
+    labels = {r["id"]: label(r, schema) for r in records}
+    codec = encoder_for(path)
 
-    lines = {r["id"]: r["line"] for r in records}
-    boxes = _boxes_by_frame(tracks)
-    palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-               (70, 240, 240), (240, 50, 230)]
+    def after_frame(index: int) -> bool:
+        if on_progress:
+            on_progress("annotate", index + 1, read)
+        return index + 1 >= read
 
-    def write(tmp: Path) -> None:
-        with av.open(str(tmp), "w", format=FORMATS[path.suffix.lower()]) as container:
-            container.metadata["comment"] = ANNOTATED
-            stream = None
-            for index, rgb in source:
-                if stream is None:
-                    stream = container.add_stream("mpeg4", rate=max(1, int(round(source.fps))))
-                    stream.width, stream.height = rgb.shape[1] // 2 * 2, rgb.shape[0] // 2 * 2
-                    stream.pix_fmt, stream.bit_rate = "yuv420p", 4_000_000
-                img = Image.fromarray(rgb[:stream.height, :stream.width])
-                d = ImageDraw.Draw(img)
-                for tid, b in boxes.get(index, []):
-                    colour = palette[tid % len(palette)]
-                    d.rectangle([b[0], b[1], b[2], b[3]], outline=colour, width=2)
-                    text = lines[tid] if len(lines[tid]) <= LINE_CHARS else lines[tid][:LINE_CHARS - 1] + "…"
-                    x, y = b[0], max(0.0, b[1] - 12)
-                    d.rectangle(d.textbbox((x, y), text), fill=(0, 0, 0))
-                    d.text((x, y), text, fill=colour)
-                for packet in stream.encode(av.VideoFrame.from_image(img)):
-                    container.mux(packet)
-                if on_progress:
-                    on_progress("annotate", index + 1, read)
-                if index + 1 >= read:
-                    break
-            if stream is not None:
-                for packet in stream.encode():
-                    container.mux(packet)
-
-    _check_annotate_target(path)
-    atomic_write(path, write)
-
-
-def _check_annotate_target(path: Path) -> None:
-    if path.suffix.lower() not in FORMATS:
-        raise ParError(f"--annotate {path}: give a file name ending in {', '.join(FORMATS)}")
-    check_file_target(path, "annotated video", _is_annotated)
-
-
-LINE_CHARS = 48  # of a person's attribute line on the video (tracks.json holds it whole)
-FORMATS = {".mp4": "mp4", ".mkv": "matroska", ".avi": "avi", ".mov": "mov"}
-ANNOTATED = "par track --annotate"  # the container's comment: how a later run knows the file is its own
-
-
-def _is_annotated(path: Path) -> bool:
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            return container.metadata.get("comment") == ANNOTATED
-    except (av.error.FFmpegError, OSError):
-        return False
+    check_annotate_target(path)
+    atomic_write(path, lambda tmp: write_annotated(tmp, path.suffix.lower(), source, source.fps,
+                                                   _boxes_by_frame(tracks), labels, codec, after_frame))
+    return codec
