@@ -346,6 +346,17 @@ def scene(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tracked(scene, run_path, tmp_path_factory):
+    """`par track` of the scene with the ground-truth boxes as detections, with every output (OUT, the annotated
+    video, crops split between train and test, an alert rule); shared by the track, page and alert tests."""
+    base = tmp_path_factory.mktemp("tracked")
+    run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", base / "out", "--detections",
+            scene / "gt" / "gt.txt", "--annotate", base / "annotated.mp4", "--save-crops", base / "crops",
+            "--crops-train", 0.5, "--alert", "backpack = no, hat")
+    return base
+
+
+@pytest.fixture(scope="session")
 def run_faults(store_path, tmp_path_factory) -> tuple[Path, list[str]]:
     """A trained run (`SMALL_TRAIN`: 2 epochs) shared by tests that only read it, and the fault points it passed."""
     run = tmp_path_factory.mktemp("run") / "run"

@@ -1,6 +1,7 @@
 """Conditions, alert events, the webhook and the masking of secrets: in-process, against servers on 127.0.0.1."""
 import http.server
 import json
+import shutil
 import threading
 import time
 
@@ -244,3 +245,28 @@ def test_par_bench_refuses_a_folder_it_did_not_make(tmp_path):
     result = run_par("bench", "--out", data, "--part", "extract", check=False)
     assert result.returncode == 2 and "was not written by par" in one_error_line(result)
     assert (data / "store.zarr" / "precious").read_text() == "the user's"
+
+
+def test_messages_that_used_to_mislead(tracked, scene, store_path, tmp_path):
+    """A URL missing its colon, a token store given as a checkpoint, defaults in --help, search's wording and its
+    folder column: each says what it is; a command refused at once prints nothing but its error."""
+    result = run_par("track", "rtsp//cam.example/live", "--checkpoint", tmp_path, "--out", tmp_path / "o",
+                     check=False)
+    assert "looks like a URL missing its colon; write rtsp://cam.example/live" in one_error_line(result)
+    assert result.stdout.strip() == "" and not (tmp_path / "o").exists()
+    tracked_out = tracked / "out"
+    result = run_par("track", scene / "video.mp4", "--checkpoint", store_path, "--out", tmp_path / "o2", check=False)
+    assert "is a token store (`par extract`), not a checkpoint" in one_error_line(result)
+    assert "(default: 30)" in " ".join(run_par("track", "--help").stdout.split())
+    two = tmp_path / "two"
+    for name in ("a", "b"):
+        shutil.copytree(tracked_out, two / name)
+    shown = run_par("search", two, "backpack >= 0").stdout
+    assert "folder" in shown and " a " in shown.replace("│", " ") and " b " in shown.replace("│", " ")
+    assert "nobody matches hat >= 1.0" in " ".join(run_par("search", two, "hat >= 1.0").stdout.split())
+    one = json.loads((tracked_out / "tracks.json").read_text())["tracks"][0]
+    single = run_par("search", tracked_out, f"backpack >= 0, top color = {one['description']['top color']}",
+                     "--json")
+    if len(json.loads(single.stdout)["results"]) == 1:
+        assert "1 person matches" in run_par("search", tracked_out, f"backpack >= 0, top color = "
+                                                                    f"{one['description']['top color']}").stdout

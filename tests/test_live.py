@@ -398,7 +398,7 @@ def test_bad_live_sources_are_one_line_each_and_write_nothing(scene, run_path, t
 
 
 def test_torchrun_ranks_split_the_cameras(monkeypatch):
-    from par_pipeline.workflows.live import for_this_rank, source_names
+    from par_pipeline.footage.cameras import for_this_rank, source_names
 
     named = source_names(["rtsp://u:p@10.0.0.1/door", "rtsp://10.0.0.2/stream1", "yard=udp://239.0.0.1:5000"])
     assert [n for n, _ in named] == ["door", "stream1", "yard"]

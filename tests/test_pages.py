@@ -130,14 +130,6 @@ def test_no_held_out_persons_no_tuned_threshold(store_path, run_path, tmp_path, 
     assert page.locator(".curve line[stroke-dasharray]").count() == 0  # no tuned-threshold rule on any chart
 
 
-@pytest.fixture(scope="module")
-def tracked(scene, run_path, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tracked") / "people"
-    run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", out, "--detections",
-            scene / "gt" / "gt.txt")
-    return out
-
-
 def _queries(doc: dict) -> list[str]:
     """Conditions that some of this video's people meet and some do not, of every form par search reads."""
     first, binary = doc["tracks"][0], [g for g in doc["groups"] if g in doc["attributes"]]
@@ -156,6 +148,7 @@ def binary_group(doc: dict) -> str:
 
 
 def test_tracks_page_and_its_search(tracked, open_page, tmp_path):
+    tracked = tracked / "out"
     from par_pipeline.workflows.search import search
 
     path = tracked / "tracks.html"
@@ -196,6 +189,7 @@ def test_tracks_page_and_its_search(tracked, open_page, tmp_path):
 
 
 def test_tracks_page_escapes_names_from_the_footage(tracked, tmp_path, open_page):
+    tracked = tracked / "out"
     """A video named like markup is shown as text, not run."""
     from par_pipeline.pages.tracks_page import tracks_html
 

@@ -112,7 +112,7 @@ def make_user_data(base: Path) -> dict[str, str]:
     for f in frames[:4]:
         (person / f.name).write_bytes(f.read_bytes())
     _write_video(base / "walk.mp4", frames[:5])
-    run_par("synth", base / "street", "--video", "--people", "3", "--seconds", "4", "--width", "320", "--height",
+    run_par("synth", base / "street", "--video", "--people", "6", "--seconds", "4", "--width", "320", "--height",
             "180")
     authors = base / "models" / "VTF-Pretrain.pth"
     torch.save({"model_state_dict": reference_model(43).state_dict(), "epoch": 20}, authors)
@@ -280,6 +280,11 @@ class TestFootage:
         people = json.loads((work / "people" / "tracks.json").read_text())
         assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
         assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
+        # ... -> a run trained on the people of bbox_train, evaluated on those of bbox_test
+        assert (work / "crops-run" / "best.json").is_file()
+        assert json.loads((work / "crops-run" / "eval-test" / "metrics.json").read_text())["format"] == "par-metrics"
+        assert [json.loads(line)["event"] for line in (work / "people" / "alerts.jsonl").read_text().splitlines()] \
+            == ["alert"] * people["alerts"]["events"]
         assert json.loads((work / "found.json").read_text())["format"] == "par-search"
         scene = json.loads((work / "scene-people" / "tracks.json").read_text())
         assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
@@ -302,9 +307,13 @@ class TestLive:
         door = json.loads((work / "door" / "tracks.json").read_text())
         assert door["tracks"] and door["live"]["frames_read"] == 40 and door["live"]["ended"].startswith("could not")
         alerts = [json.loads(line) for line in (work / "door" / "alerts.jsonl").read_text().splitlines()]
-        assert sorted((a["rule"], a["track"]) for a in hook.received) == sorted((a["rule"], a["track"]) for a in alerts)
+        assert sorted((a["event"], a["rule"], a["track"]) for a in hook.received) == \
+            sorted((a["event"], a["rule"], a["track"]) for a in alerts)
         found = json.loads(run_par("search", work / "door", "backpack", "--json").stdout)["results"]
-        assert sorted(a["track"] for a in alerts if a["rule"] == "backpack") == sorted(r["track"] for r in found)
+        final = [a for a in alerts if a["event"] in ("alert", "confirmed")]  # --early-alerts: early ones settle
+        assert sorted(a["track"] for a in final if a["rule"] == "backpack") == sorted(r["track"] for r in found)
+        early = sorted((a["rule"], a["track"]) for a in alerts if a["event"] == "early")
+        assert early == sorted((a["rule"], a["track"]) for a in alerts if a["event"] in ("confirmed", "retracted"))
         for name in ("yard", "street"):  # one rank each
             doc = json.loads((work / "cameras" / name / "tracks.json").read_text())
             assert doc["tracks"] and doc["live"]["camera"] == name and doc["live"]["frames_read"] == 40

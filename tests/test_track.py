@@ -37,16 +37,6 @@ def test_synthetic_video_has_ground_truth_and_is_deterministic(scene, tmp_path):
         assert (tmp_path / "again" / name).read_bytes() == (scene / name).read_bytes(), name
 
 
-@pytest.fixture(scope="session")
-def tracked(scene, run_path, tmp_path_factory):
-    """`par track` with the ground-truth boxes as detections, with every output."""
-    base = tmp_path_factory.mktemp("tracked")
-    run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", base / "out", "--detections",
-            scene / "gt" / "gt.txt", "--annotate", base / "annotated.mp4", "--save-crops", base / "crops",
-            "--crops-train", 0.5, "--alert", "backpack = no, hat")
-    return base
-
-
 def test_ground_truth_boxes_give_the_ground_truth_tracks(scene, tracked, run_path):
     mota, idf1, switches = mot_scores(scene / "gt" / "gt.txt", tracked / "out" / "tracks.txt")
     assert mota >= 0.9 and idf1 >= 0.9 and switches <= 1, (mota, idf1, switches)

@@ -43,6 +43,7 @@ from ..store.writer import ShardSink, StorePlan, convert_store, copy_to_host, cr
 from ..tools.synth import plan_random, write_synth
 from ..workflows.extract import encode_shards, extract, preprocess_of
 from ..workflows.train import build_model, train, train_together
+from .stubs import StubFrames
 
 PARTS = ("extract", "train", "predict", "sweep")  # `all`
 OTHER_PARTS = ("track", "grid")  # asked for by name (`make track-bench`; scripts/gpu_check.sh)
@@ -137,20 +138,6 @@ def bench_extract(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
             "random_read_ms_T6": read_ms, "store": cfg.out, "loader_wait_s": res.loader_wait_s,
             "encode_loop_s": res.encode_s, "extract_s": wall, "host_loop": host, "precision_vs_fp32": agreement,
             "dtype_vs_fp32": stored}
-
-
-class StubFrames(torch.utils.data.Dataset):
-    """Stands in for JPEG decoding: every row is the same ready image (of `size`; the grid part's stub CLIP does not
-    look at it, so 1)."""
-
-    def __init__(self, rows: int, size: int):
-        self.rows, self.image = rows, torch.full((3, size, size), 128, dtype=torch.uint8)
-
-    def __len__(self) -> int:
-        return self.rows
-
-    def __getitem__(self, row: int) -> tuple[int, torch.Tensor, bool, str]:
-        return row, self.image, True, ""
 
 
 class _InstantEncoder:

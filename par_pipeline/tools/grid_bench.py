@@ -33,7 +33,7 @@ from ..tools.synth import sample_row
 from ..workflows.ablation import evaluate_point, plan_sweep, run_ablation
 from ..workflows.extract import encode_shards, finalize_store, partial_path, plan_store, store_attrs
 from ..workflows.train import train
-from .bench import StubFrames
+from .stubs import StubFrames
 
 Log = Callable[[str], None]
 

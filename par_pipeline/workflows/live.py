@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import signal
 import statistics
 import threading
@@ -27,15 +26,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import torch
-from PIL import Image
 
 from ..config import TrackConfig, check_device
-from ..data.preprocess import prepare_image
 from ..data.schema import AttributeSchema, schema_from_dict
-from ..errors import ParError, masked
+from ..errors import ParError
 from ..footage import TRACKS_FORMAT, TRACKS_VERSION, read_live_records
 from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
+from ..footage.batcher import AttributeBatcher, Request
+from ..footage.cameras import for_this_rank, source_names
 from ..footage.detect import make_detector
 from ..footage.live_folder import (
     ALERTS,
@@ -51,7 +49,7 @@ from ..footage.live_folder import (
     read_runs,
     start_run,
 )
-from ..footage.records import crop_box, mot_rows, track_probabilities, track_record, tracks_csv
+from ..footage.records import crop_box, mot_rows, track_record, tracks_csv
 from ..footage.stream import Gap, LiveSource, check_live_source
 from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
 from ..footage.webhook import Webhook
@@ -63,78 +61,6 @@ from ..pages.tracks_page import tracks_html
 from ..store.codec import TokenCodec
 
 Event = Callable[[str, str, dict[str, Any]], None]  # (kind: frames|record|alert, camera, payload)
-
-
-# --- attributes of closed tracks -----------------------------------------------------------------------------------
-
-@dataclass
-class Request:
-    camera: "Camera"
-    track: Track
-    frames: list[int]
-    crops: list[Image.Image]
-    provisional: bool
-    last_arrived: float  # monotonic time of the track's last frame
-    closed_at: float
-
-
-class AttributeBatcher:
-    """One CLIP + fusion model for every camera: requests (T crops of a track) are gathered into batches of up to
-    `batch_size` crops, so a GPU sees full batches however many cameras feed it."""
-
-    def __init__(self, model: torch.nn.Module, enc: Any, codec: TokenCodec, device: str, batch_size: int):
-        self.model, self.enc, self.codec, self.device, self.batch_size = model, enc, codec, device, batch_size
-        self.error: BaseException | None = None
-        self.batches = 0
-        self._queue: queue.Queue[Request | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="attributes", daemon=True)
-        self._thread.start()
-
-    def submit(self, request: Request) -> None:
-        if self.error is not None:
-            raise self.error
-        self._queue.put(request)
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-
-    def _run(self) -> None:
-        done = False
-        while not done:
-            first = self._queue.get()
-            if first is None:
-                return
-            requests, crops = [first], len(first.crops)
-            while crops < self.batch_size:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    done = True
-                    break
-                requests.append(more)
-                crops += len(more.crops)
-            try:
-                self._answer(requests)
-            except BaseException as exc:  # handed to the video loops, which stop with it
-                self.error = exc
-                return
-
-    @torch.no_grad()
-    def _answer(self, requests: list[Request]) -> None:
-        images = np.stack([prepare_image(c, self.enc.preprocess) for r in requests for c in r.crops])
-        chunks = [torch.from_numpy(images[k:k + self.batch_size]) for k in range(0, len(images), self.batch_size)]
-        feats = torch.cat([self.codec.round_trip(self.enc.encode_frames(c)).cpu() for c in chunks])  # as stored
-        self.batches += 1
-        at = 0
-        for r in requests:
-            tokens = feats[at:at + len(r.crops)]
-            at += len(r.crops)
-            r.camera.deliver(r, track_probabilities(self.model, tokens, self.device))
 
 
 # --- one camera ----------------------------------------------------------------------------------------------------
@@ -270,36 +196,6 @@ class Camera:
 
 
 # --- the run -------------------------------------------------------------------------------------------------------
-
-def source_names(sources: list[str]) -> list[tuple[str, str]]:
-    """(name, source) of each: `NAME=SOURCE` names it; otherwise a file's stem, a URL's last path part or host (of
-    the URL as masked: a stream key or token never names a folder)."""
-    named = []
-    for s in sources:
-        head, sep, rest = s.partition("=")
-        if sep and "://" not in head and "/" not in head:
-            named.append((head, rest))
-            continue
-        if "://" in s:
-            path = masked(s).split("://", 1)[1].split("?")[0].split("#")[0]
-            host, _, tail = path.rpartition("@")[2].partition("/")
-            parts = [p for p in tail.split("/") if p and p != "***"]
-            name = Path(parts[-1]).stem if parts else host.split(":")[0]
-        else:
-            name = Path(s).stem
-        named.append((name or "camera", s))
-    names = [n for n, _ in named]
-    if len(set(names)) != len(names):
-        raise ParError(f"two sources share the name {sorted(n for n in names if names.count(n) > 1)[0]!r}; each "
-                       f"writes OUT/<name>/ - name them NAME=SOURCE")
-    return named
-
-
-def for_this_rank(named: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Under torchrun, rank r of W follows sources r, r + W, ... (each camera once across the machines)."""
-    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    return named[rank::world]
-
 
 @contextlib.contextmanager
 def _stopped_by_signals(stop: Callable[[str], None]) -> Iterator[None]:
