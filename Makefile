@@ -42,6 +42,7 @@ TRACK_CHECKPOINT ?= $(DEMO)/run
 TRACK_SEEDS ?= 3
 TRACK_SECONDS ?= 20
 TRACK_MINUTES ?= 1 10
+TRACK_CAMERAS ?= 1 2 3 4 6 8
 # The page tests open report.html and tracks.html in Debian's chromium (Playwright drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
 # The live-camera tests serve the synthetic scene over RTSP with GStreamer's RTSP server (Debian's packages, reached
@@ -120,7 +121,7 @@ $(DEMO)/run/best.json:
 
 track-bench: $(STAMP) $(TRACK_CHECKPOINT)/best.json
 	$(PAR) bench --out $(BENCH) --part track --track-checkpoint $(TRACK_CHECKPOINT) --track-seeds $(TRACK_SEEDS) \
-		--track-seconds $(TRACK_SECONDS) --track-minutes "$(TRACK_MINUTES)"
+		--track-seconds $(TRACK_SECONDS) --track-minutes "$(TRACK_MINUTES)" --track-cameras "$(TRACK_CAMERAS)"
 
 # Removes only what these targets made: the demo folder (its marker), the ablation results and bench folders
 # (par's output markers).

@@ -232,6 +232,8 @@ class BenchConfig:
     track_seconds: float = option(20.0, "track part: length of each scene", above=0.0)
     track_minutes: list[float] = option([1.0, 10.0], "track part: the short and the long video of the memory "
                                         "measurement, in minutes")
+    track_cameras: list[int] = option([1, 2, 3, 4, 6, 8], "track part: the camera counts a live run is tried with, "
+                                      "in order, until one drops frames")
 
     @property
     def clip_precision(self) -> str:

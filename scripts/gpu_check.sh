@@ -32,6 +32,9 @@ PRECISIONS=${PRECISIONS:-fp16 bf16}
 DECODERS=${DECODERS:-pil torchvision}  # JPEG decoding on the CPU (PIL) and on the device (torchvision)
 TRACK_SECONDS=${TRACK_SECONDS:-20}  # par track: one synthetic scene, and the memory videos below
 TRACK_MINUTES=${TRACK_MINUTES:-1 3}
+TRACK_CAMERAS=${TRACK_CAMERAS:-1 2 3 4 6 8}  # live: camera counts tried until one drops frames
+TRACK_CHECKPOINT=${TRACK_CHECKPOINT:-}  # the track part's model (default: the train part's run)
+PROFILE_COMPILE=${PROFILE_COMPILE---compile}  # the profile also times torch.compile of the token path
 # the grid: MARS's tracklet counts, 8 frames each (26 GB in float16: a 64 GiB disk also holds the other stores), the
 # paper's T, fusion / no-fusion, 3 seeds, 20 epochs; GRID_ALONE points of seed 0 also trained alone
 GRID_TRACKLETS=${GRID_TRACKLETS:-8298 8062}
@@ -60,7 +63,7 @@ FIRST=$(echo $PRECISIONS | cut -d' ' -f1)
 FIRST_D=$(echo $DECODERS | cut -d' ' -f1)
 # where the encoder's time goes (par's token path vs open_clip's pooled forward, a matmul for scale, top kernels)
 want profile && $PY scripts/profile_clip.py --clip-model "$CLIP" --device "$DEVICE" --precision "$FIRST" \
-  --batch "$BATCH" --compile --batches "$PROFILE_BATCHES" 2>&1 | tee "$OUT/profile_clip.txt"
+  --batch "$BATCH" $PROFILE_COMPILE --batches "$PROFILE_BATCHES" 2>&1 | tee "$OUT/profile_clip.txt"
 want extract && for P in $PRECISIONS; do
   for D in $DECODERS; do
     $PY -m cli.main bench --part extract --clip-model "$CLIP" --device "$DEVICE" --precision "$P" --decode "$D" \
@@ -73,7 +76,7 @@ want train && $PY -m cli.main bench --part train,predict --device "$DEVICE" --fu
   --step-modes "$STEP_MODES" --epochs "$EPOCHS" --batch-size "$BATCH" --workers "$W" --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/train.txt"
 want train && cp "$WORK/b-$FIRST-$FIRST_D/bench.json" "$OUT/train.json"
 want track && $PY -m cli.main bench --part track --device "$DEVICE" --track-seeds 1 --track-seconds "$TRACK_SECONDS" \
-  --track-minutes "$TRACK_MINUTES" --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/track.txt"
+  --track-minutes "$TRACK_MINUTES" --track-cameras "$TRACK_CAMERAS" ${TRACK_CHECKPOINT:+--track-checkpoint "$TRACK_CHECKPOINT"} --out "$WORK/b-$FIRST-$FIRST_D" 2>&1 | tee "$OUT/track.txt"
 want track && cp "$WORK/b-$FIRST-$FIRST_D/bench.json" "$OUT/track.json"
 want grid && $PY -m cli.main bench --part grid --device "$DEVICE" --fusion-model "$FUSION" --train-batch "$TRAIN_BATCH" \
   --grid-tracklets "$GRID_TRACKLETS" --grid-frames "$GRID_FRAMES" --grid-dtype "$GRID_DTYPE" \

@@ -134,8 +134,8 @@ def readme_block(containing: str) -> list[str]:
 # What identifies each README workflow block (the first block, `make demo` / `make test`, is test_makefile's)
 BLOCKS = {"mars": "par manifest mars $MARS", "torchrun": "torchrun --nproc-per-node $GPUS", "ablation": "make ablation",
           "duke": "par manifest duke", "import": "par import vtf-par", "compare": "--val-fraction",
-          "predict": "par predict", "footage": "par track $FOOTAGE", "live": "--alert-webhook",
-          "trackers": "par export-logs"}
+          "predict": "par predict", "footage": "--annotate people.mp4", "crops": "--crops-train",
+          "live": "--alert-webhook", "trackers": "par export-logs"}
 ENV = {"OMP_NUM_THREADS": "1", "FRAMES": "1 2"}  # make ablation takes the frame counts as a Makefile variable
 
 
@@ -273,21 +273,29 @@ class TestFootage:
     """The footage block, continuing the MARS folder."""
 
     def test_readme_people_in_footage(self, mars_folder):
-        """par track on footage, its crops into a dataset and a store, a synthetic scene with ground truth, par
+        """par track on footage (an annotated video, an alert rule), a synthetic scene with ground truth, par
         search."""
         mars_folder.run("footage")
         work = mars_folder.work
         people = json.loads((work / "people" / "tracks.json").read_text())
         assert people["format"] == "par-tracks" and people["tracks"] and (work / "people.mp4").is_file()
-        assert TokenStore(work / "crops.zarr").attrs["complete"]  # footage -> crops -> manifest -> a token store
-        # ... -> a run trained on the people of bbox_train, evaluated on those of bbox_test
-        assert (work / "crops-run" / "best.json").is_file()
-        assert json.loads((work / "crops-run" / "eval-test" / "metrics.json").read_text())["format"] == "par-metrics"
         assert [json.loads(line)["event"] for line in (work / "people" / "alerts.jsonl").read_text().splitlines()] \
             == ["alert"] * people["alerts"]["events"]
         assert json.loads((work / "found.json").read_text())["format"] == "par-search"
         scene = json.loads((work / "scene-people" / "tracks.json").read_text())
         assert len(scene["tracks"]) >= 5 and scene["detector"]["kind"] == "file"
+
+
+class TestCrops:
+    """The crops block, continuing the MARS folder: footage -> crops -> manifest -> a token store -> a run trained on
+    the people of bbox_train, evaluated on those of bbox_test."""
+
+    def test_readme_crops_train_and_evaluate(self, mars_folder):
+        mars_folder.run("crops")
+        work = mars_folder.work
+        assert TokenStore(work / "crops.zarr").attrs["complete"]
+        assert (work / "crops-run" / "best.json").is_file()
+        assert json.loads((work / "crops-run" / "eval-test" / "metrics.json").read_text())["format"] == "par-metrics"
 
 
 class TestLive:

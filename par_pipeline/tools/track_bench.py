@@ -259,7 +259,7 @@ def bench_live(work: Path, run: str, sizes: BenchConfig, keep_up_fps: float, log
         result["dropped"][f"{k}x"] = d["dropped"] / d["frames_read"]
         log(f"live at {k}x what this machine keeps up with: {100 * result['dropped'][f'{k}x']:.1f}% dropped")
     cameras = 0
-    for n in (1, 2, 3, 4, 6, 8):
+    for n in sizes.track_cameras:
         docs = live(f"cameras-{n}", [f"cam{i}={scene}" for i in range(n)], 1.0)
         if any(d["dropped"] for d in docs):
             break
