@@ -300,6 +300,8 @@ class TrackConfig:
     early_alerts: bool = option(False, "live: provisional records (--update-every) may fire an alert early; the "
                                 "person's final record then confirms or retracts it")
     webhook_thumbnails: bool = option(False, "send the crops of the person (as data: URIs) in the webhook's body")
+    webhook_retries: int = option(3, "retries of a POST that failed to connect or got 429/5xx (backoff 0.25, 0.5, 1 s, "
+                                  "...; Retry-After honoured)", minimum=0)
 
 
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}

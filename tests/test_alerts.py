@@ -270,3 +270,20 @@ def test_messages_that_used_to_mislead(tracked, scene, store_path, tmp_path):
     if len(json.loads(single.stdout)["results"]) == 1:
         assert "1 person matches" in run_par("search", tracked_out, f"backpack >= 0, top color = "
                                                                     f"{one['description']['top color']}").stdout
+
+
+def test_a_camera_url_s_secrets_reach_no_message_and_name_no_folder(run_path, tmp_path):
+    """Every form of secret in a source URL (local addresses: nothing answers there): the one-line error holds none
+    of them, nothing is written, and an RTMP stream key never names the camera's folder."""
+    from par_pipeline.footage.cameras import source_names
+
+    forms = {"rtsp://admin:p@ss@127.0.0.1:1/cam": "p@ss", "srt://127.0.0.1:1?passphrase=topsecret": "topsecret",
+             "http://127.0.0.1:1/live.ts?res=720&password=hunter2": "hunter2",
+             "rtmp://127.0.0.1:1/live/sk_live_abc123": "sk_live_abc123"}
+    for url, secret in forms.items():
+        result = run_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "o", "--reconnect", 0,
+                         check=False)
+        assert result.returncode == 2 and secret not in result.stdout + result.stderr, result.stderr
+        assert not (tmp_path / "o").exists()
+    named = dict(source_names(["rtmp://127.0.0.1/live/sk_live_abc123", "https://u:pw@127.0.0.1/cams/door?token=x"]))
+    assert set(named) == {"live", "door"}

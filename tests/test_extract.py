@@ -367,6 +367,22 @@ def test_direct_flag_writes_equal_zarr_bytes(tmp_path):
     assert FlagChunkWriter.for_array(tmp_path / "other" / "a") is None
 
 
+def test_a_flag_layout_of_another_codec_is_written_through_zarr(manifest_path, store_path, tmp_path, monkeypatch):
+    """`done` made with another codec chain (what a newer zarr's default could give): the direct flag writer steps
+    aside for zarr-python instead of refusing, and the store ends complete with the same tokens."""
+    import zarr.codecs
+
+    real = zarr.codecs.ZstdCodec
+    monkeypatch.setattr(zarr.codecs, "ZstdCodec", lambda level, checksum: real(level=3, checksum=True))
+    run_par("extract", manifest_path, "--out", tmp_path / "s.zarr", *TINY)
+    meta = json.loads((tmp_path / "s.zarr" / "done" / "zarr.json").read_text())
+    assert meta["codecs"][1]["configuration"] == {"level": 3, "checksum": True}  # not the layout it writes itself
+    ours, theirs = TokenStore(tmp_path / "s.zarr"), TokenStore(store_path)
+    rows = np.arange(ours.tokens.shape[0])
+    assert ours.attrs["complete"] and np.array_equal(ours.read_rows(rows)[0], theirs.read_rows(rows)[0])
+    run_par("verify", tmp_path / "s.zarr")
+
+
 def test_write_failure_is_one_line_and_resumable(store_path, manifest_path, tmp_path, monkeypatch):
     import errno
 

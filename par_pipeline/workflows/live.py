@@ -272,7 +272,7 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
                                                   "attributes": meta["attributes"], "pid": os.getpid()})
             if rules:  # there from the start: an empty alerts.jsonl says no rule has fired yet
                 append_line(outs[name] / ALERTS, None)
-        webhook = Webhook(cfg.alert_webhook) if cfg.alert_webhook else None
+        webhook = Webhook(cfg.alert_webhook, retries=cfg.webhook_retries) if cfg.alert_webhook else None
         batcher = AttributeBatcher(model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg.device,
                                    cfg.batch_size)
         cameras = [Camera(name, src, outs[name], det, tracker, options, cfg, T, schema, meta["threshold"], batcher,

@@ -186,7 +186,7 @@ def _post(events: list[dict[str, Any]], records: list[dict[str, Any]], thumbnail
           cfg: TrackConfig) -> dict[str, Any]:
     """Each alert event to the webhook (the person's record with it, as a live run sends it); what was delivered."""
     by_id = {r["id"]: r for r in records}
-    hook = Webhook(cfg.alert_webhook)
+    hook = Webhook(cfg.alert_webhook, retries=cfg.webhook_retries)
     for e in events:
         extra = {"thumbnails": thumbnails.get(e["track"], [])} if cfg.webhook_thumbnails else {}
         hook.post({**e, "record": {**by_id[e["track"]], **extra}})
