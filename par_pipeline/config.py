@@ -231,7 +231,7 @@ class BenchConfig:
     track_people: int = option(5, "track part: people per scene (and per minute of the memory videos)", minimum=1)
     track_seconds: float = option(20.0, "track part: length of each scene", above=0.0)
     track_minutes: list[float] = option([1.0, 10.0], "track part: the short and the long video of the memory "
-                                        "measurement, in minutes")
+                                        "measurement, in minutes (none: no memory measurement)")
     track_cameras: list[int] = option([1, 2, 3, 4, 6, 8], "track part: the camera counts a live run is tried with, "
                                       "in order, until one drops frames")
 

@@ -451,10 +451,12 @@ def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
 # file's tests stay together; a file whose parts share state through `shared_once` splits into classes that two
 # processes run side by side. Scopes start in this order, the longest first, so that neither process ends with a
 # long one alone; the builders of shared state come first, so that its users find it ready.
-LONGEST_FIRST = ("TestMarsWorkflow", "TestMakeDemo", "test_bench.py", "TestMakeBench", "test_kill.py", "test_track.py",
-                 "test_experiments.py", "test_live.py", "TestTrackers", "TestAblationAndComparison",
-                 "test_packaging.py", "test_train.py", "TestFootage", "TestLive", "test_faults.py", "TestDuke",
-                 "TestTorchrun", "TestImport", "TestMakeAblation", "TestPredict")
+LONGEST_FIRST = ("TestMarsWorkflow", "TestMakeDemo", "test_live.py", "test_train.py", "test_experiments.py",
+                 "TestMakeTrackBench", "test_kill.py", "TestGpuCheckTrack", "TestLive", "TestTrackers",
+                 "TestAblationAndComparison", "TestCrops", "TestFootage", "test_track.py", "TestTorchrun",
+                 "test_packaging.py", "TestGpuCheckChain", "TestGpuCheckAlone", "test_cli.py", "TestDuke",
+                 "TestMakeBench", "TestPredict", "TestImport", "test_extract.py", "TestMakeAblation", "test_ablation.py",
+                 "test_pages.py", "test_import.py", "test_cache.py", "test_weights.py", "test_alerts.py")
 
 
 def test_scope(item) -> str:

@@ -273,7 +273,7 @@ def test_a_webhook_that_fails_never_stops_the_run_and_a_rerun_continues_the_fold
     into a multi-camera folder is told what that folder is."""
     out = tmp_path / "o"
     dead = f"http://u:{SECRET}@127.0.0.1:{free_port()}/hooks/{SECRET}"
-    first = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", out,
+    first = run_par("track", scene / "video.mp4", "--live", "--speed", 4, "--checkpoint", run_path, "--out", out,
                     "--alert", "backpack = no", "--alert", "backpack", "--alert-webhook", dead, "--webhook-retries", 1)
     doc = json.loads((out / "tracks.json").read_text())
     alerts = (out / "alerts.jsonl").read_text().splitlines()
