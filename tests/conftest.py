@@ -455,8 +455,9 @@ LONGEST_FIRST = ("TestMarsWorkflow", "TestMakeDemo", "test_live.py", "test_train
                  "TestMakeTrackBench", "test_kill.py", "TestGpuCheckTrack", "TestLive", "TestTrackers",
                  "TestAblationAndComparison", "TestCrops", "TestFootage", "test_track.py", "TestTorchrun",
                  "test_packaging.py", "TestGpuCheckChain", "TestGpuCheckAlone", "test_cli.py", "TestDuke",
-                 "TestMakeBench", "TestPredict", "TestImport", "test_extract.py", "TestMakeAblation", "test_ablation.py",
-                 "test_pages.py", "test_import.py", "test_cache.py", "test_weights.py", "test_alerts.py")
+                 "TestMakeBench", "TestPredict", "TestImport", "test_extract.py", "TestMakeAblation",
+                 "test_ablation.py", "test_pages.py", "test_import.py", "test_cache.py", "test_weights.py",
+                 "test_alerts.py")
 
 
 def test_scope(item) -> str:

@@ -21,7 +21,7 @@ from test_readme import EXAMPLE_TRACKLET, NOT_RUN_HERE, ROOT, readme_blocks, rea
 SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2", "FRAMES": "1 2",
          "BENCH_CLIP": "par-tiny-clip", "BENCH_TRACKLETS": "4", "BENCH_FRAMES": "4", "BENCH_EPOCHS": "2",
          "BENCH_HOST_FRAMES": "256", "BENCH_SWEEP_FRAMES": "1 2", "BENCH_TRAIN_BATCH": "2", "TRACK_SEEDS": "1",
-         "TRACK_SECONDS": "4", "TRACK_MINUTES": "0.1", "TRACK_CAMERAS": "1"}
+         "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "TRACK_CAMERAS": "1"}
 
 
 @dataclass
