@@ -294,6 +294,8 @@ class TrackConfig:
     update_every: float | None = option(None, "live: also write a provisional record of a track still in view "
                                         "every this many seconds", above=0.0)
     reconnect: int = option(5, "live: attempts to reconnect a stream that drops, with backoff", minimum=0)
+    stream_timeout: float = option(5.0, "live: seconds a camera may take to answer, or a stream stay silent, before "
+                                   "it counts as dropped", above=0.0)
     alerts: list[str] = option([], "attribute rules that raise an alert (recorded or live), in the condition grammar "
                                "of `par search`", cli=False)
     alert_webhook: str | None = option(None, "POST each alert event as JSON to this URL (recorded or live)")

@@ -29,7 +29,7 @@ from ..errors import ParError, masked
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
 QUEUE_SECONDS = 1.0  # video a reader holds for a slower caller before it drops the oldest frame
-OPEN_TIMEOUT_S, READ_TIMEOUT_S = 5.0, 5.0  # a camera that does not answer / stops sending for this long
+READ_TIMEOUT_S = 5.0  # the default of --stream-timeout: a camera that does not answer / stops sending for this long
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits before the 1st, 2nd, ... attempt to reconnect, then 8 s each
 STREAM_OPTIONS = {"rtsp": {"rtsp_transport": "tcp"}, "rtsps": {"rtsp_transport": "tcp"}}  # no lost UDP packets
 GROWING_QUIET_S = 2.0  # a --live file modified this recently is still being written; unchanged this long, it ended
@@ -128,8 +128,9 @@ class GrowingFile(io.RawIOBase):
 class LiveSource:
     """`source.start()`, then `for item in source:` LiveFrame or Gap, until the stream ends or `stop()`."""
 
-    def __init__(self, spec: str, *, reconnect: int = 5, speed: float = 1.0):
+    def __init__(self, spec: str, *, reconnect: int = 5, speed: float = 1.0, timeout: float = READ_TIMEOUT_S):
         check_live_source(spec)
+        self.timeout = timeout
         self.spec, self.name = spec, masked(spec)
         self.is_file = not is_live(spec)
         if self.is_file and not Path(spec).is_file():
@@ -176,7 +177,7 @@ class LiveSource:
         self._stop.set()
 
     def join(self) -> None:
-        self._thread.join(timeout=READ_TIMEOUT_S + 2)
+        self._thread.join(timeout=self.timeout + 2)
 
     # --- the reader thread ----------------------------------------------------------------------------------------
 
@@ -205,9 +206,9 @@ class LiveSource:
                 return av.open(GrowingFile(path))
             return av.open(self.spec)
         if self.spec.startswith("/dev/"):
-            return av.open(self.spec, format="v4l2", timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
+            return av.open(self.spec, format="v4l2", timeout=(self.timeout, self.timeout))
         scheme = self.spec.split("://", 1)[0].lower()
-        return av.open(self.spec, options=STREAM_OPTIONS.get(scheme, {}), timeout=(OPEN_TIMEOUT_S, READ_TIMEOUT_S))
+        return av.open(self.spec, options=STREAM_OPTIONS.get(scheme, {}), timeout=(self.timeout, self.timeout))
 
     def _read(self) -> None:
         import av
@@ -220,11 +221,11 @@ class LiveSource:
                 refused = _login_refused(exc)
                 if refused or failures >= self.reconnect or self.is_file:
                     if last_index < 0 or refused:
-                        self._fail(ParError(_open_error(self.name, exc, failures + 1)))
+                        self._fail(ParError(_open_error(self.name, exc, failures + 1, self.timeout)))
                     else:
-                        self.stats.ended = f"could not reconnect ({_why(exc)})"
+                        self.stats.ended = f"could not reconnect ({_why(exc, self.timeout)})"
                     break
-                away = away or f"could not connect ({_why(exc)})"
+                away = away or f"could not connect ({_why(exc, self.timeout)})"
                 self._wait(failures)
                 failures += 1
                 continue
@@ -264,7 +265,7 @@ class LiveSource:
                         self._put(LiveFrame(index, round(index / self.fps, 4), last_arrived, rgb), droppable=True)
                     away = "the stream ended"
                 except (av.error.FFmpegError, OSError, ValueError, EOFError) as exc:
-                    away = f"the stream dropped ({_why(exc)})"
+                    away = f"the stream dropped ({_why(exc, self.timeout)})"
             if self._stop.is_set():
                 break
             if self.is_file:
@@ -287,11 +288,11 @@ class LiveSource:
         self._stop.wait(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
 
 
-def _why(exc: BaseException) -> str:
+def _why(exc: BaseException, timeout: float = READ_TIMEOUT_S) -> str:
     import av
 
     if isinstance(exc, av.error.ExitError):  # FFmpeg's "immediate exit requested": our timeout fired
-        return f"nothing received for {READ_TIMEOUT_S:g} s"
+        return f"nothing received for {timeout:g} s"
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return masked(text.split(": '")[0])[:160]
 
@@ -303,15 +304,16 @@ def _login_refused(exc: BaseException) -> bool:
     return isinstance(exc, (av.error.HTTPUnauthorizedError, av.error.HTTPForbiddenError))
 
 
-def _open_error(name: str, exc: BaseException, attempts: int) -> str:
+def _open_error(name: str, exc: BaseException, attempts: int, timeout: float = READ_TIMEOUT_S) -> str:
     if _login_refused(exc):
-        return f"{name}: the camera refused the login ({_why(exc)}); check the user and password in the URL"
+        return (f"{name}: the camera refused the login ({_why(exc, timeout)}); check the user and password in the "
+                f"URL")
     if Path(name).is_file():
-        return f"{name}: unreadable video ({_why(exc)}); give an mp4/avi/mkv file"
+        return f"{name}: unreadable video ({_why(exc, timeout)}); give an mp4/avi/mkv file"
     import av
 
     if isinstance(exc, av.error.InvalidDataError):  # something answered, but not with a stream FFmpeg can read
-        return (f"{name}: no video stream could be read there ({_why(exc)}) after {attempts} attempt(s); check the "
-                f"host, port and path, and that the server sends video")
-    return (f"{name}: could not connect ({_why(exc)}) after {attempts} attempt(s); check the address, that the "
-            f"camera is on, and --reconnect")
+        return (f"{name}: no video stream could be read there ({_why(exc, timeout)}) after {attempts} attempt(s); "
+                f"check the host, port and path, and that the server sends video")
+    return (f"{name}: could not connect ({_why(exc, timeout)}) after {attempts} attempt(s); check the address, that "
+            f"the camera is on, and --reconnect")

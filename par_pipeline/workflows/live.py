@@ -250,7 +250,7 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
         _check_history(outs[name], meta)
     enc = encoder_for_checkpoint(meta, cfg.pretrained, cfg.device)
     options = TrackerOptions(cfg.activation, cfg.high_confidence, cfg.match_iou, cfg.confirm_frames, cfg.lost_frames)
-    live = [LiveSource(s, reconnect=cfg.reconnect, speed=cfg.speed) for _, s in mine]
+    live = [LiveSource(s, reconnect=cfg.reconnect, speed=cfg.speed, timeout=cfg.stream_timeout) for _, s in mine]
     def stop(why: str) -> None:
         for src in live:
             src.stop(f"stopped by {why}")
