@@ -29,6 +29,8 @@ from ..errors import ParError, masked
 
 STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt")
 QUEUE_SECONDS = 1.0  # video a reader holds for a slower caller before it drops the oldest frame
+# formats a recorder writes as a stream (readable while they grow); an MP4/MOV is readable only once finished
+GROWING_SUFFIXES = (".ts", ".mts", ".m2ts", ".mkv", ".webm", ".flv")
 READ_TIMEOUT_S = 5.0  # the default of --stream-timeout: a camera that does not answer / stops sending for this long
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits before the 1st, 2nd, ... attempt to reconnect, then 8 s each
 STREAM_OPTIONS = {"rtsp": {"rtsp_transport": "tcp"}, "rtsps": {"rtsp_transport": "tcp"}}  # no lost UDP packets
@@ -202,8 +204,8 @@ class LiveSource:
 
         if self.is_file:
             path = Path(self.spec)
-            if time.time() - path.stat().st_mtime < GROWING_QUIET_S:  # still being written: follow it as it grows
-                return av.open(GrowingFile(path))
+            if path.suffix.lower() in GROWING_SUFFIXES and time.time() - path.stat().st_mtime < GROWING_QUIET_S:
+                return av.open(GrowingFile(path))  # a recorder's stream format still being written: follow it
             return av.open(self.spec)
         if self.spec.startswith("/dev/"):
             return av.open(self.spec, format="v4l2", timeout=(self.timeout, self.timeout))
