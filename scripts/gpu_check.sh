@@ -45,6 +45,7 @@ GRID_SEEDS=${GRID_SEEDS:-3}
 GRID_ALONE=${GRID_ALONE:-2}
 GRID_CACHE=${GRID_CACHE:-auto}
 WORK=${WORK:-/tmp/par-gpu-check}
+DD_MB=${DD_MB:-512}                 # the disk-speed probe's size
 WHEELS=${WHEELS:-.whl}              # packages the lent machine lacks (open_clip_torch, zarr, av, trackers, ...)
 mkdir -p "$OUT" "$WORK"
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
@@ -56,7 +57,7 @@ PY=${PY:-python3}
 W=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 { echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ)"
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
-  echo "disk write speed where the stores go:"; dd if=/dev/zero of="$WORK/ddtest" bs=1M count=512 conv=fdatasync 2>&1 | tail -1
+  echo "disk write speed where the stores go:"; dd if=/dev/zero of="$WORK/ddtest" bs=1M count="$DD_MB" conv=fdatasync 2>&1 | tail -1
   rm -f "$WORK/ddtest"; } | tee "$OUT/machine.txt"
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 FIRST=$(echo $PRECISIONS | cut -d' ' -f1)

@@ -14,7 +14,7 @@ def run_gpu_check(tmp_path, parts: str, **extra: str) -> str:
     its figures, so torch.compile is left to the card (the compiled step's own test pays for compiling once)."""
     env = par_env({"OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
                    "CLIP": "par-tiny-clip", "FUSION": "vtf-par-small", "TRACKLETS": "3", "FRAMES": "3", "BATCH": "8",
-                   "PROFILE_BATCHES": "4", "PROFILE_COMPILE": "",
+                   "PROFILE_BATCHES": "4", "PROFILE_COMPILE": "", "DD_MB": "16",
                    "TRAIN_BATCH": "2", "STEP_MODES": "eager", "EPOCHS": "2", "HOST_FRAMES": "128",
                    "PRECISIONS": "fp32",
                    "DECODERS": "torchvision",
