@@ -110,13 +110,23 @@ def temp_sibling(final: Path, tag: str = "tmp", folder: bool = False) -> Path:
     return Path(name)
 
 
-def _owner_of(name: str, final: Path, tag: str) -> int | None:
-    """The pid of this host's par process that made a temp sibling called `name`, or None when it is not one
-    (another host's, or not a name par gives). Names of earlier par versions (`.<name>.<tag>-<pid>`) count."""
-    parts = name[len(f".{final.name}.{tag}-"):].split("-")  # host, pid, random part (none of them holds a '-')
+def _temp_maker(name: str, final_name: str, tag: str) -> tuple[str, int] | None:
+    """(host, pid) of the par process that made a temp sibling of `final_name` called `name`, or None when `name` is
+    not one. Names of earlier par versions (`.<name>.<tag>-<pid>`) were made on this host."""
+    prefix = f".{final_name}.{tag}-"
+    if not name.startswith(prefix):
+        return None
+    parts = name[len(prefix):].split("-")  # host, pid, random part (none of them holds a '-')
     if len(parts) == 1 and parts[0].isdigit():
-        return int(parts[0])
-    return int(parts[1]) if len(parts) == 3 and parts[0] == _HOST and parts[1].isdigit() else None
+        return _HOST, int(parts[0])
+    return (parts[0], int(parts[1])) if len(parts) == 3 and parts[1].isdigit() else None
+
+
+def _owner_of(name: str, final: Path, tag: str) -> int | None:
+    """The pid of this host's par process that made a temp sibling called `name`, or None (another host's, or not a
+    name par gives)."""
+    maker = _temp_maker(name, final.name, tag)
+    return maker[1] if maker is not None and maker[0] == _HOST else None
 
 
 def remove_stale_siblings(final: Path) -> None:
@@ -257,7 +267,9 @@ def check_dir_target(final: str | os.PathLike, kind: str) -> None:
         if marker is None or marker.get("kind") != kind:
             raise ParError(f"{final}: exists and is not a par {kind} output; par does not replace what it did not "
                            f"write - remove it yourself or choose another --out")
-        extra = sorted(set(os.listdir(final)) - set(marker.get("files", [])) - {MARKER})
+        files = set(marker.get("files", []))
+        extra = sorted(n for n in set(os.listdir(final)) - files - {MARKER}  # par's own temp files are not extra
+                       if not any(_temp_maker(n, f, tag) for f in files for tag in TEMP_TAGS))
         if extra:
             raise ParError(f"{final}: holds files par did not write ({', '.join(extra[:3])}); move them away or "
                            f"choose another --out")

@@ -245,3 +245,23 @@ def test_what_a_killed_process_left_is_cleared_and_nothing_else(tmp_path):
     (tmp_path / f".f.json.tmp-{dead.pid}").write_text("half")
     atomic_write(tmp_path / "f.json", lambda tmp: tmp.write_text("{}"))
     assert not (tmp_path / f".f.json.tmp-{dead.pid}").exists() and (tmp_path / "f.json").read_text() == "{}"
+
+
+def test_a_folder_output_s_own_temp_files_are_not_the_user_s(tmp_path):
+    """A par folder output that a killed write left a temp file in (`.tracks.json.tmp-<host>-<pid>-<random>`) may
+    still be replaced or continued; a file of anyone else's in it, hidden or not, still refuses it."""
+    from par_pipeline.errors import ParError
+    from par_pipeline.outputs import _HOST, check_dir_target, mark_own
+
+    out = tmp_path / "o"
+    out.mkdir()
+    mark_own(out, "live tracks", ["tracks.json", "tracks.jsonl"])
+    (out / "tracks.json").write_text("{}")
+    (out / f".tracks.json.tmp-{_HOST}-4242-k3j_x9ab").write_text("half")
+    (out / ".tracks.json.tmp-4242").write_text("half")  # an earlier par version's name
+    check_dir_target(out, "live tracks")
+    for theirs in (".DS_Store", "notes.txt", ".tracks.json.backup"):
+        (out / theirs).write_text("mine")
+        with pytest.raises(ParError, match="holds files par did not write"):
+            check_dir_target(out, "live tracks")
+        (out / theirs).unlink()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,11 @@ TRACKS_VERSION = 1
 
 # a live run's records, one per line, as people leave (README: Live cameras)
 LIVE_RECORDS = "tracks.jsonl"
+
+
+def now_text() -> str:
+    """The local time as records, alerts and runs.jsonl write it (`written_at`, `at`)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def read_live_records(path: Path) -> list[dict[str, Any]]:

@@ -11,12 +11,12 @@ Events (alerts.jsonl, `par-alert` version 2, and the webhook's body):
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..data.schema import AttributeSchema
 from ..errors import ParError
+from . import now_text
 from .conditions import Condition, match, parse_query
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class AlertBook:
                 "track": record["id"], "score": found[0] if found else None, "scores": found[1] if found else None,
                 "line": record["line"], "provisional": event == "early", "first_frame": record["first_frame"],
                 "last_frame": record["last_frame"],
-                "written_at": record.get("written_at") or time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                "written_at": record.get("written_at") or now_text()}
 
 
 def check_alert_options(cfg: "TrackConfig", live: bool) -> None:

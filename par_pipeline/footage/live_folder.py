@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ParError
-from ..outputs import claim_dir, io_errors, mark_own, read_marker
-from . import LIVE_RECORDS
+from ..outputs import check_dir_target, claim_dir, io_errors, mark_own, read_marker
+from . import LIVE_RECORDS, now_text
 
 LIVE_KIND = "live tracks"
 CAMERAS_KIND = "live cameras"
@@ -41,13 +40,7 @@ def check_camera_dir(out: Path) -> None:
             cams = ", ".join(marker.get("files", [])) or "none yet"
             raise ParError(f"{out}: holds a multi-camera live run (cameras: {cams}); to continue one camera give "
                            f"--out {out}/<camera>, or name every camera again, or choose another --out")
-        if marker.get("kind") != LIVE_KIND:
-            raise ParError(f"{out}: holds a par {marker.get('kind')} output, not a live run; choose another --out")
-        extra = sorted(set(os.listdir(out)) - set(LIVE_FILES) - {".par-output.json"} -
-                       {n for n in os.listdir(out) if n.startswith(".")})
-        if extra:
-            raise ParError(f"{out}: holds files par did not write ({', '.join(extra[:3])}); move them away or "
-                           f"choose another --out")
+        check_dir_target(out, LIVE_KIND)  # par's own live folder, holding nothing but what par wrote
     elif out.is_dir() and any(out.iterdir()):
         raise ParError(f"{out}: exists, is not empty and was not written by par; par does not write into folders it "
                        f"did not create - choose another --out")
@@ -109,13 +102,13 @@ def start_run(out: Path, record: dict[str, Any]) -> RunStart:
     mot = out / MOT
     start = RunStart(run, last_id + 1, mot.stat().st_size if mot.is_file() else 0)
     append_line(out / RUNS, {"format": RUN_FORMAT, "version": RUN_VERSION, "run": run, "event": "started",
-                             "at": _now(), "first_id": start.first_id, **record})
+                             "at": now_text(), "first_id": start.first_id, **record})
     return start
 
 
 def end_run(out: Path, run: int, summary: dict[str, Any]) -> None:
     append_line(out / RUNS, {"format": RUN_FORMAT, "version": RUN_VERSION, "run": run, "event": "ended",
-                             "at": _now(), **summary})
+                             "at": now_text(), **summary})
 
 
 def read_runs(out: Path) -> list[dict[str, Any]]:
@@ -146,7 +139,3 @@ def append_line(path: Path, obj: dict[str, Any] | None) -> None:
         os.write(fd, line)
     finally:
         os.close(fd)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

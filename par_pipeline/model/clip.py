@@ -94,10 +94,11 @@ def check_trusted_torchscript(path: Path) -> None:
 
 def read_weight_file(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict, form) from a TorchScript archive, a .safetensors file or a torch-saved state dict."""
-    if is_torchscript(path):
+    torchscript = is_torchscript(path)
+    if torchscript:
         check_trusted_torchscript(path)
     try:
-        if is_torchscript(path):
+        if torchscript:
             with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export: OpenAI ships jit
                 warnings.simplefilter("ignore", FutureWarning)
                 state = torch.jit.load(str(path), map_location="cpu").state_dict()

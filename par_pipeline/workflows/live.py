@@ -30,7 +30,7 @@ import numpy as np
 from ..config import TrackConfig, check_device
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..errors import ParError
-from ..footage import TRACKS_FORMAT, TRACKS_VERSION, read_live_records
+from ..footage import TRACKS_FORMAT, TRACKS_VERSION, now_text, read_live_records
 from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
 from ..footage.batcher import AttributeBatcher, Request
 from ..footage.cameras import for_this_rank, source_names
@@ -154,7 +154,7 @@ class Camera:
         record.update({"camera": self.name, "provisional": r.provisional,
                        "first_time": round(r.track.first / self.source.fps, 3),
                        "last_time": round(r.track.last / self.source.fps, 3),
-                       "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "delay_s": delay,
+                       "written_at": now_text(), "delay_s": delay,
                        "thumbnails": thumbs})
         events = self.book.events(record, r.provisional)
         with self._lock:
