@@ -271,7 +271,8 @@ def test_ctrl_c_and_sigterm_write_the_open_tracks(scene, run_path, tmp_path):
                 assert said == (e["event"] == "confirmed"), e
 
 
-def test_a_webhook_that_fails_never_stops_the_run_and_a_rerun_continues_the_folder(scene, run_path, tmp_path):
+def test_a_webhook_that_fails_never_stops_the_run_and_a_rerun_continues_the_folder(scene, run_path, tmp_path,
+                                                                                    open_page):
     """Alerts to a webhook nobody answers: every record and alert is still written, the failures are counted in
     tracks.json and said once at the end, and the run ends normally. The same command again continues the folder:
     nothing of the first run is removed or rewritten, ids go on, every run is searched and shown; a single camera
@@ -313,6 +314,11 @@ def test_a_webhook_that_fails_never_stops_the_run_and_a_rerun_continues_the_fold
     found = json.loads(run_par("search", out, "backpack >= 0", "--json").stdout)["results"]  # everyone
     assert {r["run"] for r in found} == {1, 2} and sorted(r["track"] for r in found) == sorted(ids)
     assert "wrote" in again.stdout and "alerts.jsonl" in again.stdout and "(every run of this folder" in again.stdout
+    opened = open_page(out / "tracks.html")  # the page shows every run, each person tagged with theirs
+    opened.check_clean(out / "tracks.html")
+    assert "2 runs of this live folder" in opened.page.locator("p.note").first.text_content()
+    assert opened.page.locator("#people tbody tr").count() == len(ids)
+    assert opened.page.locator("#people tbody tr", has_text="(run 2)").count() == runs.count(2)
     csv_rows = (out / "tracks.csv").read_text().splitlines()
     assert csv_rows[0].startswith("run,track,") and len(csv_rows) == len(both["tracks"]) + 1
 
