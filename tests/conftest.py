@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import io
 import os
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ os.environ.setdefault("COLUMNS", "200")
 # start), set before torch is imported. More would oversubscribe the cores, and idle OpenMP threads spin.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+# torch.compile's vector ISA is the one /proc/cpuinfo names, without inductor's probe that compiles and loads a test
+# library per ISA first (8 s of a compiled test's 24 on a fresh cache, and CI's cache is always fresh)
+os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -108,10 +112,12 @@ def _forked_par(args: list[str], env: dict[str, str], folder: str, file_size_lim
     """The body of a forked `par` process: its environment, its limits, its output in files, then the CLI."""
     import multiprocessing
     import resource
+    import signal
 
     from cli.main import run
 
     os.setpgrp()  # its own process group, as a shell job: its loader workers are found by it after a kill
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a `par` started from a shell
     multiprocessing.set_start_method(None, force=True)  # a fresh process's default, not the fork server's
     for name in OWN_PROCESS_ONLY:
         os.environ.pop(name, None)
@@ -128,29 +134,60 @@ def _forked_par(args: list[str], env: dict[str, str], folder: str, file_size_lim
     sys.exit(code)
 
 
+class ForkedPar:
+    """`par ARGS` as a real process of its own (its own pid, its own signals, limits of its own), forked from
+    multiprocessing's fork server, which imported par once: no interpreter start-up and no torch import per process.
+    The server forks before any torch work runs, so each child starts clean (OpenMP's thread pool is not fork-safe
+    once used). Used as subprocess.Popen is: `pid`, `poll()`, `returncode` (negative for a signal), `wait()`,
+    `communicate()` (its stdout and stderr, once it ended)."""
+
+    def __init__(self, args: list[str], env: dict | None = None, file_size_limit: int | None = None):
+        import multiprocessing
+        import tempfile
+
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(FORK_PRELOAD)
+        self._folder = tempfile.TemporaryDirectory()
+        self._proc = ctx.Process(target=_forked_par, args=([str(a) for a in args], {k: str(v) for k, v in
+                                                                                    (env or {}).items()},
+                                                            self._folder.name, file_size_limit))
+        self._proc.start()
+        self.pid = self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise subprocess.TimeoutExpired(f"par (pid {self.pid})", timeout)
+        return self._proc.exitcode
+
+    def kill(self) -> None:
+        self._proc.kill()
+        self._proc.join()
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        out, err = (Path(self._folder.name) / name for name in ("stdout", "stderr"))
+        texts = tuple(p.read_text() if p.exists() else "" for p in (out, err))
+        self._folder.cleanup()
+        return texts
+
+
 def run_par_forked(*args, env: dict | None = None, file_size_limit: int | None = None,
                    while_running: Callable[[Any], None] | None = None) -> Result:
-    """`par ARGS` as a real process of its own (its own pid, killed by SIGKILL at a fault point, with limits of its
-    own), forked from multiprocessing's fork server, which imported par once: no interpreter start-up and no torch
-    import per process. The server forks before any torch work runs, so each child starts clean (OpenMP's thread
-    pool is not fork-safe once used). `while_running(process)` is called once it started. The return code is
-    negative for a signal, as with subprocess."""
-    import multiprocessing
-    import tempfile
-
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(FORK_PRELOAD)
-    with tempfile.TemporaryDirectory() as folder:
-        proc = ctx.Process(target=_forked_par, args=([str(a) for a in args], {k: str(v) for k, v in
-                                                                               (env or {}).items()}, folder,
-                                                       file_size_limit))
-        proc.start()
-        if while_running is not None:
-            while_running(proc)  # e.g. a kill from outside at a chosen moment
-        proc.join()
-        out, err = (Path(folder) / name for name in ("stdout", "stderr"))
-        return Result(proc.exitcode, out.read_text() if out.exists() else "", err.read_text() if err.exists() else "",
-                      proc.pid)
+    """`par ARGS` as a process of its own (ForkedPar), run to its end; `while_running(process)` is called once it
+    started (e.g. a kill from outside at a chosen moment)."""
+    proc = ForkedPar(list(args), env, file_size_limit)
+    if while_running is not None:
+        while_running(proc)
+    out, err = proc.communicate()
+    return Result(proc.returncode, out, err, proc.pid)
 
 
 def one_error_line(result) -> str:
@@ -237,8 +274,11 @@ def session_temp_dir(tmp_path_factory) -> Path:
     """TMPDIR of this test process and of everything it starts (torchrun's rendezvous folders, MLflow's locks,
     browser profiles), and torch.compile's cache: a folder of the session's own, removed with it when the session
     passes, so that a machine running the suite often (CI) keeps nothing of it."""
+    import multiprocessing.util
     import tempfile
 
+    # multiprocessing's own folder (the fork server's socket) stays outside: it removes it at exit, after this one
+    multiprocessing.util.get_temp_dir()
     folder = tmp_path_factory.mktemp("tmp", numbered=False)
     os.environ["TMPDIR"] = str(folder)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "torchinductor")  # else /tmp/torchinductor_<user>

@@ -1,4 +1,4 @@
-"""The installed `par` entry point as a real process: exit codes and what Ctrl-C leaves behind."""
+"""`par` as a real process: the installed entry point's exit codes, and what Ctrl-C leaves behind."""
 import json
 import os
 import signal
@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, SMALL_TRAIN, flags, par_env
+from conftest import ROOT, SMALL_TRAIN, ForkedPar, flags, par_env
 
 
 def test_entry_point_usage_error_exits_2():
@@ -23,10 +23,7 @@ def test_ctrl_c_ends_with_130_and_says_how_to_resume(store_path, tmp_path):
     run = tmp_path / "run"
 
     def interrupted(args: list[str], after_epoch: int) -> str:
-        # as from a shell: SIGINT at its default (a test runner's worker may ignore it, and children inherit that)
-        proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "par"), *args], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=par_env(),
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        proc = ForkedPar(args)  # a process of its own, Ctrl-C as from a shell
         deadline = time.time() + 120
         while time.time() < deadline and not (
                 (run / "last.json").exists() and json.loads((run / "last.json").read_text())["epoch"] > after_epoch):

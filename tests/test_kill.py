@@ -151,7 +151,7 @@ def test_kill_9_as_the_partial_store_appears_then_rerun(store_faults, manifest_p
         args = ["extract", manifest_path, "--out", out, *TINY]
 
         def kill_when_it_appears(proc) -> None:
-            while not partial.exists() and proc.is_alive():
+            while not partial.exists() and proc.poll() is None:
                 time.sleep(0.0005)
             time.sleep(delay)
             proc.kill()

@@ -12,11 +12,13 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from conftest import PAR, ROOT, one_error_line, par_env, run_par
+from conftest import ForkedPar, one_error_line, run_par
 
 SERVERS = Path(__file__).parent / "servers"
 DEBIAN_PYTHON = os.environ.get("PAR_STREAM_PYTHON", "/usr/bin/python3")  # python3-gi: GStreamer's RTSP server
@@ -86,14 +88,12 @@ class Webhook:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-def start_par(*args) -> subprocess.Popen:
-    """`par` as a user starts it from a shell (SIGINT at its default)."""
-    return subprocess.Popen([*PAR, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=par_env({"OMP_NUM_THREADS": "1"}),
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+def start_par(*args) -> ForkedPar:
+    """`par` as a process of its own, as a user starts it from a shell (Ctrl-C raises KeyboardInterrupt)."""
+    return ForkedPar(list(args))
 
 
-def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+def finish(proc: ForkedPar, timeout: float = 120) -> tuple[str, str]:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
     return out, err
@@ -129,44 +129,140 @@ def test_kept_crops_stay_bounded_and_span_the_track():
     assert short.chosen(6, track)[0] == [track[k] for k in sample_frames(len(track), 6, None)]
 
 
-def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_path, tmp_path, open_page):
-    """An RTSP camera with a login, followed with an alert rule and a webhook, beside the same footage played live
-    from the file as two cameras at once: records appear while the stream plays, the tracks and attributes agree,
-    the alerts are the people `par search` finds, the webhook hears each alert once, no credential anywhere."""
-    from test_track import mot_scores
+# --- the scenes played in real time, side by side --------------------------------------------------------------
+# Each waits on a stream's clock, not on the CPU: played at once (a thread each, `par` a process of its own in each),
+# they take as long as the longest, not as long as all of them. Each test asserts on its own scenario's result; a
+# failure inside a scenario is raised in its test.
 
+def play_camera_and_file(scene: Path, run_path: Path, base: Path) -> dict:
+    """An RTSP camera with a login, followed with alert rules and a webhook, beside the same footage played live
+    from the file as two cameras at once; `par search` asked while the camera still plays."""
     server, url = rtsp_server(scene / "video.mp4", user="ann")
     hook = Webhook()
+    cam = base / "cam"
+
+    def with_backpack() -> set[int]:
+        return {r["id"] for r in records(cam) if r["description"]["backpack"] == "yes"}
     try:
-        streamed = start_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "cam", "--alert", "backpack",
+        streamed = start_par("track", url, "--checkpoint", run_path, "--out", cam, "--alert", "backpack",
                              "--alert", "top color = black, bottom length short", "--alert-webhook", hook.url,
                              "--reconnect", 0)
         from_file = start_par("track", f"door={scene / 'video.mp4'}", f"hall={scene / 'video.mp4'}", "--live",
-                              "--checkpoint", run_path, "--out", tmp_path / "file")
+                              "--checkpoint", run_path, "--out", base / "file")
         seen_while_playing = 0
         while streamed.poll() is None and not seen_while_playing:
-            seen_while_playing = len(records(tmp_path / "cam"))
+            seen_while_playing = len(records(cam))
             time.sleep(0.05)
-        assert seen_while_playing, "no record appeared while the stream was playing"
-        # par search answers from what the running camera has written so far
-        def with_backpack() -> set[int]:
-            return {r["id"] for r in records(tmp_path / "cam") if r["description"]["backpack"] == "yes"}
-
         before = with_backpack()
-        found_live = {r["track"] for r in json.loads(run_par("search", tmp_path / "cam", "backpack", "--json").stdout)
-                      ["results"]}
-        assert before <= found_live <= with_backpack() and streamed.poll() is None
+        search, _ = finish(start_par("search", cam, "backpack", "--json"))
+        after, still_playing = with_backpack(), streamed.poll() is None
         out, err = finish(streamed)
         finish(from_file)
     finally:
         server.kill()
-    cam, file = tmp_path / "cam", tmp_path / "file" / "door"
+    return {"url": url, "cam": cam, "file": base / "file", "seen_while_playing": seen_while_playing,
+            "before": before, "found_live": {r["track"] for r in json.loads(search)["results"]}, "after": after,
+            "still_playing": still_playing, "out": out, "err": err, "hook": hook.received}
+
+
+def play_reconnect(scene: Path, run_path: Path, base: Path) -> Path:
+    """The HTTP stream's server killed mid-stream, back a moment later with the scene going on."""
+    server, url = http_server(scene / "video.mp4")
+    port = int(url.split(":")[2].split("/")[0])
+    proc = start_par("track", url, "--checkpoint", run_path, "--out", base / "cam", "--reconnect", 4,
+                     "--lost-frames", 10)  # attempts 0.5, 1.5, 3.5 and 7.5 s after the drop
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not (base / "cam").exists():  # made once the stream answered
+            time.sleep(0.05)
+        time.sleep(3)
+        server.kill()
+        time.sleep(0.5)
+        server, _ = http_server(scene / "video.mp4", start_frame=50, port=port)  # back within a few seconds
+        finish(proc)
+    finally:
+        server.kill()
+    return base / "cam"
+
+
+def play_signals(scene: Path, run_path: Path, base: Path) -> dict:
+    """Two live runs with people in view, one stopped by SIGINT (Ctrl-C), one by SIGTERM, once each has written a
+    provisional record: per signal its folder, exit code and stderr."""
+    runs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        out = base / sig.name
+        runs[sig] = (out, start_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", out,
+                                    "--update-every", 0.5, "--lost-frames", 200,  # nobody closes before the signal
+                                    "--alert", "backpack", "--alert", "backpack = no", "--early-alerts"))
+    for sig, (out, proc) in runs.items():
+        deadline = time.time() + 60
+        while time.time() < deadline and not any(r["provisional"] for r in records(out)):
+            time.sleep(0.05)
+        os.kill(proc.pid, sig)
+    ended = {}
+    for sig, (out, proc) in runs.items():
+        _, err = proc.communicate(timeout=120)
+        ended[sig] = (out, proc.returncode, err)
+    return ended
+
+
+def play_growing_file(scene: Path, run_path: Path, base: Path) -> tuple[Path, int | None]:
+    """`--live` on an MPEG-TS recording under way (written at twice the scene's rate, played at --speed 2): the
+    folder, and the recorder's exit code when par had ended."""
+    recording = base / "recording.ts"
+    recorder = subprocess.Popen([sys.executable, str(SERVERS / "recorder.py"), str(scene / "video.mp4"),
+                                 str(recording), "--speed", "2"])
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not (recording.exists() and recording.stat().st_size):
+            time.sleep(0.02)
+        finish(start_par("track", recording, "--live", "--speed", 2, "--checkpoint", run_path, "--out", base / "o"))
+        return base / "o", recorder.poll()
+    finally:
+        recorder.kill()
+        recorder.wait()
+
+
+def play_udp(scene: Path, run_path: Path, base: Path) -> Path:
+    """An encoder pushing the scene once as MPEG-TS over UDP (at twice its rate) to a listening par."""
+    port = free_port()
+    proc = start_par("track", f"udp://127.0.0.1:{port}", "--checkpoint", run_path, "--out", base / "o",
+                     "--reconnect", 0, "--stream-timeout", 3)
+    listening = f":{port:04X} "
+    deadline = time.time() + 60
+    while time.time() < deadline and listening not in Path("/proc/net/udp").read_text():
+        time.sleep(0.05)
+    subprocess.run([sys.executable, str(SERVERS / "recorder.py"), str(scene / "video.mp4"),
+                    f"udp://127.0.0.1:{port}?pkt_size=1316", "--speed", "2"], check=True, timeout=60)
+    finish(proc)
+    return base / "o"
+
+
+@pytest.fixture(scope="module")
+def played(scene, run_path, tmp_path_factory) -> Iterator[dict[str, Future]]:
+    scenarios = {"camera": play_camera_and_file, "reconnect": play_reconnect, "signals": play_signals,
+                 "growing": play_growing_file, "udp": play_udp}
+    with ThreadPoolExecutor(len(scenarios)) as pool:
+        yield {name: pool.submit(play, scene, run_path, tmp_path_factory.mktemp(name))
+               for name, play in scenarios.items()}
+
+
+def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(played, open_page):
+    """Records appear while the stream plays, the tracks and attributes agree with the file played live, the
+    alerts are the people `par search` finds, the webhook hears each alert once, no credential anywhere."""
+    from test_track import mot_scores
+
+    r = played["camera"].result()
+    cam, file = r["cam"], r["file"] / "door"
+    assert r["seen_while_playing"], "no record appeared while the stream was playing"
+    # par search answered from what the running camera had written so far
+    assert r["before"] <= r["found_live"] <= r["after"] and r["still_playing"]
     doc = json.loads((cam / "tracks.json").read_text())
     live = doc["live"]
     assert live["frames_read"] == 80 and live["dropped"] == 0 and live["ended"]
-    assert doc["source"] == url.replace(f"ann:{SECRET}@", "***@")
+    assert doc["source"] == r["url"].replace(f"ann:{SECRET}@", "***@")
     # the stream carries the file's own packets: the same tracks, identity agreement of the two >= 0.95
-    reference = tmp_path / "reference-gt.txt"  # the file's tracks as ground truth (consider = 1, pedestrian, visible)
+    reference = cam.parent / "reference-gt.txt"  # the file's tracks as ground truth (consider = 1, pedestrian, visible)
     reference.write_text("".join(",".join(line.split(",")[:6] + ["1", "1", "1"]) + "\n"
                                  for line in (file / "tracks.txt").read_text().splitlines()))
     _, idf1, _ = mot_scores(reference, cam / "tracks.txt")
@@ -176,24 +272,24 @@ def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_pat
         twin = by_id[t["id"]]
         assert t["frames_used"] == twin["frames_used"] and t["description"] == twin["description"]
         assert all(abs(p - twin["probabilities"][a]) < 1e-4 for a, p in t["probabilities"].items())
-    assert (tmp_path / "file" / "hall" / "tracks.txt").read_text() == (file / "tracks.txt").read_text()
+    assert (r["file"] / "hall" / "tracks.txt").read_text() == (file / "tracks.txt").read_text()
     # each record was written once, whole, a lost_frames wait after the person's last frame
     lines = records(cam)
-    assert sorted(r["id"] for r in lines) == sorted(t["id"] for t in doc["tracks"])
+    assert sorted(x["id"] for x in lines) == sorted(t["id"] for t in doc["tracks"])
     # a person who left while the stream played: lost_frames (30) frames at 10 fps = 3 s, then the model; who was
     # still in view when the stream ended is written at once
-    left = [r for r in lines if r["last_frame"] + 31 <= 80]
-    assert left and all(3.0 <= r["delay_s"] < 20 for r in left) and all(r["delay_s"] < 20 for r in lines)
+    left = [x for x in lines if x["last_frame"] + 31 <= 80]
+    assert left and all(3.0 <= x["delay_s"] < 20 for x in left) and all(x["delay_s"] < 20 for x in lines)
     # alerts: exactly the people par search finds on the final output, each POSTed once
     alerts = [json.loads(line) for line in (cam / "alerts.jsonl").read_text().splitlines()]
     for rule, conditions in (("backpack", ["backpack"]),
                              ("top color = black, bottom length short", ["top color = black", "bottom length short"])):
         found = json.loads(run_par("search", cam, *conditions, "--json").stdout)["results"]
-        assert sorted(a["track"] for a in alerts if a["rule"] == rule) == sorted(r["track"] for r in found), rule
-    assert alerts and sorted((a["rule"], a["track"]) for a in hook.received) == \
+        assert sorted(a["track"] for a in alerts if a["rule"] == rule) == sorted(x["track"] for x in found), rule
+    assert alerts and sorted((a["rule"], a["track"]) for a in r["hook"]) == \
         sorted((a["rule"], a["track"]) for a in alerts)
     assert live["webhook"]["sent"] == len(alerts) and live["webhook"]["failed"] == 0
-    assert "alert" in out and live["alerts"] == len(alerts)
+    assert "alert" in r["out"] and live["alerts"] == len(alerts)
     # the page: a row per person with the crops their attributes came from, loaded clean from disk
     opened = open_page(cam / "tracks.html")
     opened.check_clean(cam / "tracks.html")
@@ -202,29 +298,14 @@ def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(scene, run_pat
     assert opened.page.locator("#people img").count() == sum(len(t["frames_used"]) for t in doc["tracks"])
     assert "***@127.0.0.1" in opened.page.locator("h1").text_content()
     # no credential in any output, on the screen, or in what the webhook got
-    for text in (everything_in(cam), out, err, json.dumps(hook.received)):
+    for text in (everything_in(cam), r["out"], r["err"], json.dumps(r["hook"])):
         assert SECRET not in text
 
 
-def test_a_camera_that_drops_is_reconnected(scene, run_path, tmp_path):
-    """The HTTP stream's server is killed mid-stream and comes back (the scene going on): par reconnects, says how
-    long it was away, closes the tracks before the gap, and goes on writing records after it."""
-    server, url = http_server(scene / "video.mp4")
-    port = int(url.split(":")[2].split("/")[0])
-    proc = start_par("track", url, "--checkpoint", run_path, "--out", tmp_path / "cam", "--reconnect", 4,
-                     "--lost-frames", 10)  # attempts 0.5, 1.5, 3.5 and 7.5 s after the drop
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline and not (tmp_path / "cam").exists():  # made once the stream answered
-            time.sleep(0.05)
-        time.sleep(3)
-        server.kill()
-        time.sleep(0.5)
-        server, _ = http_server(scene / "video.mp4", start_frame=50, port=port)  # back within a few seconds
-        finish(proc)
-    finally:
-        server.kill()
-    doc = json.loads((tmp_path / "cam" / "tracks.json").read_text())
+def test_a_camera_that_drops_is_reconnected(played):
+    """par reconnects, says how long it was away, closes the tracks before the gap, and goes on writing records
+    after it."""
+    doc = json.loads((played["reconnect"].result() / "tracks.json").read_text())
     live = doc["live"]
     assert live["reconnects"] == 1 and len(live["gaps"]) == 1, live
     gap = live["gaps"][0]
@@ -234,25 +315,14 @@ def test_a_camera_that_drops_is_reconnected(scene, run_path, tmp_path):
     assert all(t["last_frame"] <= gap["after_frame"] or t["first_frame"] > after for t in doc["tracks"])  # closed
 
 
-def test_ctrl_c_and_sigterm_write_the_open_tracks(scene, run_path, tmp_path):
+def test_ctrl_c_and_sigterm_write_the_open_tracks(played):
     """Stopped while people are in view: their tracks are closed and written, then every output, and the exit code
     says the run was stopped (130, 143); provisional records of long tracks came first (--update-every), and with
     --early-alerts each early alert is confirmed or retracted by the person's final record."""
-    runs = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):  # side by side
-        out = tmp_path / sig.name
-        runs[sig] = (out, start_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", out,
-                                    "--update-every", 0.5, "--lost-frames", 200,  # nobody closes before the signal
-                                    "--alert", "backpack", "--alert", "backpack = no", "--early-alerts"))
-    for sig, (out, proc) in runs.items():
-        deadline = time.time() + 60
-        while time.time() < deadline and not any(r["provisional"] for r in records(out)):
-            time.sleep(0.05)
-        os.kill(proc.pid, sig)
+    ended = played["signals"].result()
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
-        out, proc = runs[sig]
-        out_text, err = proc.communicate(timeout=120)
-        assert proc.returncode == code, err[-3000:]
+        out, returncode, err = ended[sig]
+        assert returncode == code, err[-3000:]
         assert "interrupted" in err if sig == signal.SIGINT else True
         doc = json.loads((out / "tracks.json").read_text())
         assert doc["live"]["ended"] == f"stopped by {sig.name}" and doc["tracks"], doc["live"]
@@ -269,6 +339,22 @@ def test_ctrl_c_and_sigterm_write_the_open_tracks(scene, run_path, tmp_path):
             if e["event"] in ("confirmed", "retracted"):  # as the final record says
                 said = by_id[e["track"]]["description"]["backpack"] == ("yes" if e["rule"] == "backpack" else "no")
                 assert said == (e["event"] == "confirmed"), e
+
+
+def test_a_file_still_being_written_is_followed_as_it_grows(played):
+    """Every frame is read, as it arrives, and the run ends once the recorder has stopped writing."""
+    out, recorder_code = played["growing"].result()
+    assert recorder_code == 0  # it had finished when par did
+    doc = json.loads((out / "tracks.json").read_text())
+    assert doc["live"]["frames_read"] == 80 and doc["live"]["dropped"] == 0 and doc["tracks"]
+
+
+def test_an_encoder_pushing_udp_mpeg_ts(played):
+    """`udp://` as an encoder pushes it: par listens, the encoder sends the scene once; when it stops sending, the
+    read times out and the run ends with what it saw."""
+    doc = json.loads((played["udp"].result() / "tracks.json").read_text())
+    assert doc["live"]["frames_read"] >= 70 and doc["tracks"] and "nothing received for 3 s" in doc["live"]["ended"], \
+        doc["live"]
 
 
 def test_a_webhook_that_fails_never_stops_the_run_and_a_rerun_continues_the_folder(scene, run_path, tmp_path,
@@ -329,43 +415,6 @@ def test_a_webhook_that_fails_never_stops_the_run_and_a_rerun_continues_the_fold
     assert result.returncode == 2 and "holds a multi-camera live run (cameras: door, hall)" in \
         one_error_line(result)
     assert json.loads((multi / "door" / "tracks.json").read_text())["run"] == 1
-
-
-def test_a_file_still_being_written_is_followed_as_it_grows(scene, run_path, tmp_path):
-    """`--live` on a recording under way (MPEG-TS written at the scene's rate): every frame is read, as it arrives,
-    and the run ends once the recorder has stopped writing."""
-    recording = tmp_path / "recording.ts"
-    recorder = subprocess.Popen([sys.executable, str(SERVERS / "recorder.py"), str(scene / "video.mp4"),
-                                 str(recording)])
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline and not (recording.exists() and recording.stat().st_size):
-            time.sleep(0.02)
-        run_par("track", recording, "--live", "--checkpoint", run_path, "--out", tmp_path / "o")
-        assert recorder.poll() == 0  # it had finished when par did
-    finally:
-        recorder.kill()
-        recorder.wait()
-    doc = json.loads((tmp_path / "o" / "tracks.json").read_text())
-    assert doc["live"]["frames_read"] == 80 and doc["live"]["dropped"] == 0 and doc["tracks"]
-
-
-def test_an_encoder_pushing_udp_mpeg_ts(scene, run_path, tmp_path):
-    """`udp://` as an encoder pushes it: par listens, the encoder sends the scene once; when it stops sending, the
-    read times out and the run ends with what it saw."""
-    port = free_port()
-    proc = start_par("track", f"udp://127.0.0.1:{port}", "--checkpoint", run_path, "--out", tmp_path / "o",
-                     "--reconnect", 0, "--stream-timeout", 3)
-    listening = f":{port:04X} "
-    deadline = time.time() + 60
-    while time.time() < deadline and listening not in Path("/proc/net/udp").read_text():
-        time.sleep(0.05)
-    subprocess.run([sys.executable, str(SERVERS / "recorder.py"), str(scene / "video.mp4"),
-                    f"udp://127.0.0.1:{port}?pkt_size=1316"], check=True, timeout=60)
-    finish(proc)
-    doc = json.loads((tmp_path / "o" / "tracks.json").read_text())
-    assert doc["live"]["frames_read"] >= 70 and doc["tracks"] and "nothing received for 3 s" in doc["live"]["ended"], \
-        doc["live"]
 
 
 def test_falling_behind_drops_frames_and_counts_them(scene, run_path, tmp_path):
