@@ -1,7 +1,6 @@
 """A recorder / encoder for the live tests: sends a video as MPEG-TS at the video's own rate (times --speed), flushing
-each packet, to
-a file (as a camera's recorder writes the file `par track --live` follows while it grows) or to a URL (as an encoder
-pushes `udp://HOST:PORT` to whoever listens there). `send_mpeg_ts` is also what http_ts_server.py sends.
+each packet, to a file (as a camera's recorder writes the file `par track --live` follows while it grows) or to a URL
+(as an encoder pushes `udp://HOST:PORT` to whoever listens there). `send_mpeg_ts` is also what http_ts_server.py sends.
 
     python recorder.py VIDEO.mp4 FILE.ts | udp://127.0.0.1:PORT?pkt_size=1316 [--speed X]"""
 import sys
