@@ -207,16 +207,17 @@ def play_signals(scene: Path, run_path: Path, base: Path) -> dict:
 
 
 def play_growing_file(scene: Path, run_path: Path, base: Path) -> tuple[Path, int | None]:
-    """`--live` on an MPEG-TS recording under way (written at twice the scene's rate, played at --speed 2): the
-    folder, and the recorder's exit code when par had ended."""
+    """`--live` on an MPEG-TS recording under way (written at the scene's own rate: its 8 s are shorter than the
+    camera scenario beside it, and at twice the rate a loaded machine dropped frames): the folder, and the
+    recorder's exit code when par had ended."""
     recording = base / "recording.ts"
     recorder = subprocess.Popen([sys.executable, str(SERVERS / "recorder.py"), str(scene / "video.mp4"),
-                                 str(recording), "--speed", "2"])
+                                 str(recording)])
     try:
         deadline = time.time() + 30
         while time.time() < deadline and not (recording.exists() and recording.stat().st_size):
             time.sleep(0.02)
-        finish(start_par("track", recording, "--live", "--speed", 2, "--checkpoint", run_path, "--out", base / "o"))
+        finish(start_par("track", recording, "--live", "--checkpoint", run_path, "--out", base / "o"))
         return base / "o", recorder.poll()
     finally:
         recorder.kill()
