@@ -37,12 +37,19 @@ BENCH_EPOCHS ?= 6
 BENCH_HOST_FRAMES ?= 4096
 BENCH_SWEEP_FRAMES ?= 1 2 4 6
 BENCH_TRAIN_BATCH ?= 8
-# make track-bench: par track on synthetic footage (tracking, attributes, throughput, memory) with the demo's model.
+# make track-bench: par track on synthetic footage (tracking, attributes, throughput, memory) with the demo's model,
 TRACK_CHECKPOINT ?= $(DEMO)/run
 TRACK_SEEDS ?= 3
 TRACK_SECONDS ?= 20
 TRACK_MINUTES ?= 1 10
 TRACK_CAMERAS ?= 1 2 3 4 6 8
+# ... and par link on synthetic sites (par synth --video --cameras K): camera counts, sites of each, people, seconds,
+# and the tracks of the site that times the linker alone.
+LINK_CAMERAS ?= 3 6
+LINK_SEEDS ?= 3
+LINK_PEOPLE ?= 12
+LINK_SECONDS ?= 60
+LINK_SCALE ?= 10000
 # The page tests open report.html and tracks.html in Debian's chromium (Playwright drives it; no browser download).
 CHROMIUM ?= /usr/bin/chromium
 # The live-camera tests serve the synthetic scene over RTSP with GStreamer's RTSP server (Debian's packages, reached
@@ -120,8 +127,10 @@ $(DEMO)/run/best.json:
 	$(MAKE) demo
 
 track-bench: $(STAMP) $(TRACK_CHECKPOINT)/best.json
-	$(PAR) bench --out $(BENCH) --part track --track-checkpoint $(TRACK_CHECKPOINT) --track-seeds $(TRACK_SEEDS) \
-		--track-seconds $(TRACK_SECONDS) --track-minutes "$(TRACK_MINUTES)" --track-cameras "$(TRACK_CAMERAS)"
+	$(PAR) bench --out $(BENCH) --part track,link --track-checkpoint $(TRACK_CHECKPOINT) --track-seeds $(TRACK_SEEDS) \
+		--track-seconds $(TRACK_SECONDS) --track-minutes "$(TRACK_MINUTES)" --track-cameras "$(TRACK_CAMERAS)" \
+		--link-cameras "$(LINK_CAMERAS)" --link-seeds $(LINK_SEEDS) --link-people $(LINK_PEOPLE) \
+		--link-seconds $(LINK_SECONDS) --link-scale $(LINK_SCALE)
 
 # Removes only what these targets made: the demo folder (its marker), the ablation results and bench folders
 # (par's output markers).

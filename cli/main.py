@@ -14,6 +14,7 @@ from par_pipeline.config import (
     EvalConfig,
     ExtractConfig,
     ImportConfig,
+    LinkConfig,
     PredictConfig,
     SynthConfig,
     TrackConfig,
@@ -105,8 +106,13 @@ def _synth(own: dict[str, Any], given: dict[str, Any]) -> None:
     if cfg.video:
         with progress_bar("synth", None, "frames") as update:
             people = synthesize_scene(cfg, update)
-        console.print(f"wrote {cfg.out}/video.mp4 ({len(people)} people, {cfg.seconds:g} s at {cfg.fps} fps), "
-                      f"gt/gt.txt and labels.csv")
+        if cfg.cameras > 1:
+            console.print(f"wrote a site of {cfg.cameras} cameras to {cfg.out} ({len(people)} people, "
+                          f"{cfg.seconds:g} s at {cfg.fps} fps): <camera>/video.mp4 each, site.json, gt.txt and "
+                          f"labels.csv")
+        else:
+            console.print(f"wrote {cfg.out}/video.mp4 ({len(people)} people, {cfg.seconds:g} s at {cfg.fps} fps), "
+                          f"gt/gt.txt and labels.csv")
         return
     with progress_bar("synth", None, "frames") as update:
         layout, plan = synthesize(cfg, update)
@@ -427,20 +433,28 @@ def search(out: Path = typer.Argument(..., help="a par track output folder (reco
                                                   "any of them followed by >= PROBABILITY; e.g. \"backpack = no, "
                                                   "hat\", \"top color = red >= 0.5\", \"not gender female\""),
            json_out: bool = typer.Option(False, "--json", help="print the results as JSON (par-search) instead"),
+           by: str = typer.Option("track", "--by", help="track: each camera's tracked people; person: the people "
+                                  "of a `par link` folder, across cameras"),
            ) -> None:
     """The tracked people matching attribute conditions, best first (the grammar of --alert rules and of the
     tracks.html search box)."""
     import json
 
     from par_pipeline.workflows.search import search as run_search
+    from par_pipeline.workflows.search import search_people
 
-    found = run_search(out, conditions)
+    if by not in ("track", "person"):
+        raise ParError(f"--by {by!r}: track or person")
+    found = (search_people if by == "person" else run_search)(out, conditions)
     if json_out:
         print(json.dumps(found, indent=1))
         return
     results, texts = found["results"], found["conditions"]
     if not results:
         console.print(f"nobody matches {' AND '.join(texts)} in {out}", highlight=False)
+        return
+    if by == "person":
+        _people_table(results, texts)
         return
     folders = sorted({r["folder"] for r in results})
     runs = any("run" in r for r in results)
@@ -457,6 +471,20 @@ def search(out: Path = typer.Argument(..., help="a par track output folder (reco
                   Path(r["source"]).name, *([str(r.get("run", ""))] if runs else []), str(r["track"]),
                   f"{r['first_frame']}-{r['last_frame']}", *(f"{r['scores'][c]:.2f}" for c in texts),
                   r["line"].partition(" ")[2])
+    console.print(t)
+    if n > 50:
+        console.print(f"[dim]the first 50 of {n} shown; --json gives every one[/]")
+
+
+def _people_table(results: list[dict[str, Any]], texts: list[str]) -> None:
+    n = len(results)
+    t = Table(title=f"{n} {'person matches' if n == 1 else 'people match'} {' AND '.join(texts)}",
+              title_justify="left")
+    for col in ("score", "person", "cameras", "seconds", *texts, "attributes"):
+        t.add_column(col, justify="left" if col in ("cameras", "attributes") else "right")
+    for r in results[:50]:
+        t.add_row(f"{r['score']:.3f}", str(r["person"]), " > ".join(r["cameras"]),
+                  f"{r['first_time']:.1f}-{r['last_time']:.1f}", *(f"{r['scores'][c]:.2f}" for c in texts), r["line"])
     console.print(t)
     if n > 50:
         console.print(f"[dim]the first 50 of {n} shown; --json gives every one[/]")
@@ -586,6 +614,40 @@ def _track_live(sources: list[str], cfg: Any) -> None:
     ended = " ".join(str(doc["live"]["ended"]) for doc in docs)
     if "stopped by SIGINT" in ended or "stopped by SIGTERM" in ended:  # finished cleanly, but stopped: say so
         raise typer.Exit(INTERRUPTED if "SIGINT" in ended else TERMINATED)
+
+
+def _link(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from par_pipeline.workflows.link import link_folders, parse_offsets
+
+    cfg = _command_config("link", own, given, {"out": str(own["out"])})
+    doc, _ = link_folders(own["folders"], Path(cfg.out), cfg.threshold, cfg.max_gap, cfg.cues,
+                          Path(cfg.transit) if cfg.transit else None, parse_offsets(own["offset"]), cfg.weights)
+    people = doc["people"]
+    several = [p for p in people if len(p["cameras"]) > 1]
+    t = Table(title=f"{len(people)} people in {len(doc['cameras'])} cameras ({len(several)} seen by more than one)",
+              title_justify="left")
+    for col in ("person", "cameras", "tracks", "seconds", "attributes"):
+        t.add_column(col, justify="left" if col in ("cameras", "tracks", "attributes") else "right")
+    for p in people[:50]:
+        t.add_row(str(p["person"]), " > ".join(p["cameras"]),
+                  " ".join(f"{x['camera']}:{x['track']}" for x in p["sightings"]),
+                  f"{p['first_time']:.1f}-{p['last_time']:.1f}",
+                  p["line"])
+    console.print(t)
+    if len(people) > 50:
+        console.print(f"[dim]the first 50 of {len(people)} shown; people.json has every one[/]")
+    console.print(f"wrote {cfg.out}: people.json, people.csv, people.txt, people.html", highlight=False)
+
+
+command_with_config(app, "link", LinkConfig, [
+    parameter("folders", typer.Argument(..., help="`par track` output folders, one per camera (NAME=FOLDER names "
+                                        "one), or a folder of several cameras (OUT/<name>/ each)"), list[str]),
+    parameter("out", typer.Option(..., "--out", "-o", help="folder to write people.json, people.csv, people.txt, people.html"),
+              Path),
+    parameter("offset", typer.Option([], "--offset", help="NAME=SECONDS: that camera's video started this much later "
+                                     "than the others (recorded folders); repeatable"), list[str]),
+    CONFIG,
+], _link, "The same person across cameras: link the tracks of several cameras' `par track` folders into people.")
 
 
 command_with_config(app, "track", TrackConfig, [

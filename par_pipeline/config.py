@@ -17,6 +17,7 @@ from .data.texts import TEXT_SOURCES
 from .engine.resident import CACHE_TIERS
 from .errors import ParError
 from .experiments import DEFAULT_EXPERIMENT, TRACKERS
+from .footage.linking import CUES
 from .options import as_dict, build, coerce, option, results_keys
 from .precision import PRECISIONS
 from .resources import load_json, shipped_names
@@ -188,12 +189,15 @@ class SynthConfig:
     people: int = option(5, "--video: people who walk through", minimum=1, maximum=500)
     seconds: float = option(20.0, "--video: length", above=0.0)
     fps: int = option(10, "--video: frames per second", minimum=1)
+    cameras: int = option(1, "--video: cameras of a site the same people walk through (SITE/<camera>/ each, "
+                          "site.json, the site's gt.txt)", minimum=1, maximum=16)
 
 
 @dataclass
 class BenchConfig:
     out: str = option("bench", "folder for bench.json and the work files")
-    part: str = option("all", "all (extract,train,predict,sweep), or a comma-separated list of those, track and grid")
+    part: str = option("all", "all (extract,train,predict,sweep), or a comma-separated list of those, track, link "
+                       "and grid")
     clip_model: str = option("ViT-B-16-quickgelu", "CLIP model of the extract part (random weights: speed does not "
                              "depend on them)")
     fusion_model: str = option("vtf-par", "fusion model config of the train part")
@@ -234,6 +238,11 @@ class BenchConfig:
                                         "measurement, in minutes (none: no memory measurement)")
     track_cameras: list[int] = option([1, 2, 3, 4, 6, 8], "track part: the camera counts a live run is tried with, "
                                       "in order, until one drops frames")
+    link_cameras: list[int] = option([3, 6], "link part: the camera counts of the synthetic sites")
+    link_seeds: int = option(3, "link part: sites of each camera count (seeds 0..N-1)", minimum=1)
+    link_people: int = option(12, "link part: people per site", minimum=2)
+    link_seconds: float = option(60.0, "link part: length of each site's videos", above=0.0)
+    link_scale: int = option(10_000, "link part: tracks of the site that times the linker alone", minimum=2)
 
     @property
     def clip_precision(self) -> str:
@@ -306,9 +315,23 @@ class TrackConfig:
                                   "...; Retry-After honoured)", minimum=0)
 
 
+@dataclass
+class LinkConfig:
+    out: str = option("", "folder to write", cli=False)
+    threshold: float | None = option(None, "join tracks into one person while their similarity is at least this "
+                                     "(default: data_manifests/linking/default.json)")
+    max_gap: float | None = option(None, "most seconds from a person's sighting to their next one in another camera "
+                                   "(default: data_manifests/linking/default.json)", above=0.0)
+    transit: str | None = option(None, "CSV with columns from,to,min,max: each camera pair's transit seconds (a "
+                                 "pair holds both ways unless the other way has its own row)")
+    cues: str = option(",".join(CUES), f"what links tracks: {', '.join(CUES)} (a comma list)")
+    weights: str | None = option(None, "each similarity cue's weight, e.g. appearance=1,colour=1,attributes=2 "
+                                 "(default: data_manifests/linking/default.json)")
+
+
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}
 COMMANDS = {**STAGES, "import": ImportConfig, "eval": EvalConfig, "predict": PredictConfig, "synth": SynthConfig,
-            "bench": BenchConfig, "track": TrackConfig}
+            "bench": BenchConfig, "track": TrackConfig, "link": LinkConfig}
 
 
 def load_recipe(name_or_path: str) -> dict[str, Any]:

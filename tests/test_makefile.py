@@ -21,7 +21,8 @@ from test_readme import EXAMPLE_TRACKLET, NOT_RUN_HERE, ROOT, readme_blocks, rea
 SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2", "FRAMES": "1 2",
          "BENCH_CLIP": "par-tiny-clip", "BENCH_TRACKLETS": "4", "BENCH_FRAMES": "4", "BENCH_EPOCHS": "2",
          "BENCH_HOST_FRAMES": "256", "BENCH_SWEEP_FRAMES": "1 2", "BENCH_TRAIN_BATCH": "2", "TRACK_SEEDS": "1",
-         "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "TRACK_CAMERAS": "1"}
+         "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "TRACK_CAMERAS": "1", "LINK_CAMERAS": "2", "LINK_SEEDS": "1",
+         "LINK_PEOPLE": "3", "LINK_SECONDS": "6", "LINK_SCALE": "300"}
 
 
 @dataclass
@@ -187,7 +188,8 @@ class TestMakeTrackBench:
     """`make track-bench` in the demo's folder, beside `make bench`."""
 
     def test_make_track_bench(self, track_bench):
-        """`make track-bench` with the demo's model: every documented figure in bench.json."""
+        """`make track-bench` with the demo's model: every documented figure in bench.json (tracking, then linking
+        cameras)."""
         bench = track_bench
         data = json.loads((bench.work / "track-bench" / "bench.json").read_text())
         k = data["track"]
@@ -206,6 +208,15 @@ class TestMakeTrackBench:
         agree = live["file_agreement"]  # live and file mode on the same footage, no frame dropped: the same answers
         assert agree["dropped"] == 0 and agree["group_agreement"]["mean"] == agree["same_frames"]["mean"] == 1.0
         assert "live vs file on the same footage" in " ".join(bench.out["track-bench"].split())
+        link = data["link"]  # par link on a synthetic site: every linker's figures, in range; the scale run timed
+        assert list(link["sites"]) == ["2 cameras"] and link["seeds"] == 1 and link["checkpoint"] == "demo/run"
+        for detector in ("ground_truth", "motion"):
+            row = link["sites"]["2 cameras"][detector]
+            assert set(row) == {"par", "par_no_appearance", "par_no_colour", "par_no_attributes", "par_no_time",
+                                "pp_human"}
+            assert all(0 <= m[k]["mean"] <= 1 for m in row.values() for k in ("idf1", "idp", "idr", "precision",
+                                                                                 "recall"))
+        assert link["scale"]["tracks"] == 300 and link["scale"]["seconds"] > 0 and link["scale"]["people"] >= 1
 
 
 class TestMakeClean:

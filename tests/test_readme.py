@@ -7,9 +7,11 @@ here: it is what CI runs to run this file.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, par_env, run_par, shared_once
+from conftest import ROOT, one_error_line, par_env, run_par, shared_once
 from par_pipeline.store.reader import TokenStore
 from tracked import expected_curve, mlflow_curve, tensorboard_scalars, trackers_of, wandb_history
 
@@ -135,7 +137,7 @@ def readme_block(containing: str) -> list[str]:
 BLOCKS = {"mars": "par manifest mars $MARS", "torchrun": "torchrun --nproc-per-node $GPUS", "ablation": "make ablation",
           "duke": "par manifest duke", "import": "par import vtf-par", "compare": "--val-fraction",
           "predict": "par predict", "footage": "--annotate people.mp4", "crops": "--crops-train",
-          "live": "--alert-webhook", "trackers": "par export-logs"}
+          "live": "--alert-webhook", "trackers": "par export-logs", "link": "par link site-tracks"}
 ENV = {"OMP_NUM_THREADS": "1", "FRAMES": "1 2"}  # make ablation takes the frame counts as a Makefile variable
 
 
@@ -329,6 +331,149 @@ class TestLive:
             (work / "cameras" / "street" / "tracks.txt").read_text()
         assert SECRET not in out and all(SECRET not in p.read_text(errors="replace")
                                          for p in (work / "door").iterdir())
+
+
+@pytest.fixture(scope="session")
+def site_linked(mars_folder, tmp_path_factory) -> tuple[Path, str]:
+    """The README's cameras block, continuing the MARS folder (its run's model): a synthetic site, its three
+    cameras tracked in one `par track`, `par link`; the folder and what the block printed."""
+    def build(base: Path) -> None:
+        (base / "out.txt").write_text(mars_folder.run("link"))
+    base = shared_once(tmp_path_factory, "readme-link", build)
+    return mars_folder.work, (base / "out.txt").read_text()
+
+
+class TestLink:
+    """The same person across cameras: the README's block (`par synth --cameras`, `par track NAME=VIDEO ...`,
+    `par link`) and what it wrote."""
+
+    def test_a_synthetic_site_has_global_ids_in_every_camera(self, site_linked):
+        site = site_linked[0] / "site"
+        doc = json.loads((site / "site.json").read_text())
+        assert doc["format"] == "par-site" and [c["name"] for c in doc["cameras"]] == ["cam1", "cam2", "cam3"]
+        assert {t["from"] for t in doc["transit"]} == {"cam1", "cam2", "cam3"} and all(
+            0 < t["min"] <= t["max"] for t in doc["transit"])
+        rows = [line.split(",") for line in (site / "gt.txt").read_text().splitlines()]
+        for cam in doc["cameras"]:  # the site's rows are each camera's, ids and boxes unchanged
+            own = [line.split(",") for line in (site / cam["name"] / "gt" / "gt.txt").read_text().splitlines()]
+            assert [r[1:] for r in rows if r[0] == str(cam["index"])] == [[r[1], r[0], *r[2:6]] for r in own]
+            assert {int(r[1]) for r in own} == {p["id"] for p in doc["people"] if cam["name"] in p["cameras"]}
+        with open(site / "labels.csv") as f:
+            labels = {int(r["person_id"]): r for r in csv.DictReader(f)}
+        assert sorted(labels) == [p["id"] for p in doc["people"]] == list(range(1, 7))
+        alike = [p for p in doc["people"] if "clothes_of" in p]
+        assert alike  # the same clothes: the same attribute row, a figure of its own
+        for p in alike:
+            mine, theirs = dict(labels[p["id"]]), dict(labels[p["clothes_of"]])
+            mine.pop("person_id"), theirs.pop("person_id")
+            assert mine == theirs
+
+    def test_par_link_writes_people_with_every_sighting_once(self, site_linked):
+        work, out = site_linked
+        doc = json.loads((work / "site-people" / "people.json").read_text())
+        assert doc["format"] == "par-people" and doc["version"] == 1
+        assert [c["name"] for c in doc["cameras"]] == ["cam1", "cam2", "cam3"]
+        assert doc["linker"]["cues"] == ["appearance", "colour", "attributes", "time"]
+        tracks = {c: json.loads((work / "site-tracks" / c / "tracks.json").read_text())["tracks"]
+                  for c in ("cam1", "cam2", "cam3")}
+        seen = sorted((x["camera"], x["track"]) for p in doc["people"] for x in p["sightings"])
+        assert seen == sorted((c, t["id"]) for c, ts in tracks.items() for t in ts)
+        for p in doc["people"]:
+            times = [x["first_time"] for x in p["sightings"]]
+            assert times == sorted(times) and len(p["links"]) == len(p["sightings"]) - 1
+            assert set(p["description"]) == set(doc["groups"])
+            for link in p["links"]:
+                assert set(link["agreed"]) | set(link["differed"]) == set(doc["groups"])
+                assert set(link) >= {"similarity", "appearance", "colour", "attributes"}
+        firsts = [p["first_time"] for p in doc["people"]]
+        assert firsts == sorted(firsts) and [p["person"] for p in doc["people"]] == list(range(1, len(firsts) + 1))
+        rows = (work / "site-people" / "people.txt").read_text().splitlines()
+        assert len(rows) == sum(len(t["boxes"]) for ts in tracks.values() for t in ts)
+        assert all(len(r.split(",")) == 7 for r in rows)
+        with open(work / "site-people" / "people.csv") as f:
+            assert len(list(csv.DictReader(f))) == len(doc["people"])
+        said = " ".join(out.split())
+        assert f"{len(doc['people'])} people in 3 cameras" in said
+        found = json.loads(run_par("search", work / "site-people", "backpack = no", "--by", "person", "--json").stdout)
+        assert found["by"] == "person" and all(r["scores"]["backpack = no"] > 0.5 for r in found["results"])
+        assert ("nobody matches backpack = no" in said) == (not found["results"])  # the README's search, a table
+
+    def test_people_page_shows_each_person_and_searches_as_par_search(self, site_linked, open_page):
+        """people.html: a row per person with their crops per camera (each camera's tracks.html crops, at most
+        CROPS_PER_CAMERA), a bar per sighting, and the search box answering as `par search --by person`."""
+        from par_pipeline.pages.people_page import CROPS_PER_CAMERA
+        from par_pipeline.workflows.search import search_people
+
+        work = site_linked[0]
+        path = work / "site-people" / "people.html"
+        doc = json.loads((work / "site-people" / "people.json").read_text())
+        crops = {(c, t["id"]): len(t["frames_used"]) for c in ("cam1", "cam2", "cam3")
+                 for t in json.loads((work / "site-tracks" / c / "tracks.json").read_text())["tracks"]}
+        opened = open_page(path)
+        opened.check_clean(path)
+        page = opened.page
+        assert page.eval_on_selector_all("#people tbody tr", "rs => rs.map(r => Number(r.dataset.id))") == [
+            p["person"] for p in doc["people"]]
+        for p in doc["people"]:
+            row = page.locator(f'#people tbody tr[data-id="{p["person"]}"]')
+            assert row.locator("rect.sighting").count() == len(p["sightings"])
+            for camera in p["cameras"]:
+                expected = min(CROPS_PER_CAMERA, sum(crops[(x["camera"], x["track"])] for x in p["sightings"]
+                                                     if x["camera"] == camera))
+                assert row.locator(f'span.camera[data-camera="{camera}"] img').count() == expected
+        assert page.locator("#people img").count() > 0
+        assert page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+        first = doc["people"][0]["description"]
+        binary = next(g for g in doc["groups"] if g in doc["attributes"])
+        multi = next(g for g in doc["groups"] if g not in doc["attributes"])
+        for query in (f"{binary} = no", f"{multi} = {first[multi]}", f"not {binary} >= 0.3"):
+            page.fill("#query", query)
+            expected = search_people(work / "site-people", [query])["results"]
+            shown = page.eval_on_selector_all(
+                "#people tbody tr:not([hidden])", "rs => rs.map(r => [Number(r.dataset.id), r.cells[7].textContent])")
+            assert shown == [[r["person"], f"{r['score']:.3f}"] for r in expected], query
+        assert opened.console == []
+
+    def test_the_multi_camera_scores_of_the_bench(self, site_linked):
+        """The bench's multi-camera IDF1 of the ground truth itself is 1, of everyone as one person lower."""
+        from par_pipeline.tools.link_bench import link_precision_recall, multi_camera_idf1
+
+        site = site_linked[0] / "site"
+        rows = [line.split(",") for line in (site / "gt.txt").read_text().splitlines()]
+        records = [{"_cam": int(c) - 1, "boxes": [[int(f), float(x), float(y), float(w), float(h)]]}
+                   for c, _, f, x, y, w, h in rows]
+        truth = np.array([int(r[1]) - 1 for r in rows])
+        cameras = ["cam1", "cam2", "cam3"]
+        assert multi_camera_idf1(site, records, truth, cameras)["idf1"] == pytest.approx(1.0)
+        assert multi_camera_idf1(site, records, np.zeros_like(truth), cameras)["idf1"] < 1.0
+        assert link_precision_recall(np.array([0, 0, 1]), np.array([0, 0, 0]), np.array([0, 1, 1])) == {
+            "precision": 0.5, "recall": 1.0}
+
+    def test_bad_link_input_is_one_line_and_writes_nothing(self, site_linked, tmp_path):
+        work = site_linked[0]
+        out = tmp_path / "people"
+        cam1, cam2 = work / "site-tracks" / "cam1", work / "site-tracks" / "cam2"
+        line = one_error_line(run_par("link", work / "site" / "cam1", "--out", out, check=False))
+        assert str(work / "site" / "cam1") in line and "par track" in line
+        line = one_error_line(run_par("link", f"door={cam1}", f"door={cam2}", "--out", out, check=False))
+        assert "'door' is named twice" in line
+        other = tmp_path / "other"
+        shutil.copytree(cam2, other)
+        doc = json.loads((other / "tracks.json").read_text())
+        (other / "tracks.json").write_text(json.dumps({**doc, "checkpoint_sha256": "0" * 64}))
+        line = one_error_line(run_par("link", cam1, other, "--out", out, check=False))
+        assert "another checkpoint" in line and str(other / "tracks.json") in line
+        table = tmp_path / "transit.csv"
+        table.write_text("from,to,min,max\ncam1,yard,2,8\n")
+        line = one_error_line(run_par("link", work / "site-tracks", "--out", out, "--transit", table, check=False))
+        assert f"{table}:2" in line and "'yard'" in line
+        line = one_error_line(run_par("link", work / "site-tracks", "--out", out, "--offset", "hall=3", check=False))
+        assert "--offset hall" in line
+        line = one_error_line(run_par("link", work / "site-tracks", "--out", out, "--cues", "time", check=False))
+        assert "--cues" in line
+        line = one_error_line(run_par("search", work / "site-tracks", "hat", "--by", "person", check=False))
+        assert "no people.json" in line and "par link" in line
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["other", "transit.csv"]
 
 
 class TestTrackers:

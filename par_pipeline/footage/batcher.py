@@ -14,13 +14,13 @@ from PIL import Image
 
 from ..data.preprocess import prepare_image
 from ..store.codec import TokenCodec
-from .records import track_probabilities
+from .records import colour_histogram, track_cues, track_probabilities
 from .tracking import Track
 
 
 @dataclass
 class Request:
-    camera: Any  # the workflow's camera: deliver(request, probabilities) takes the answer
+    camera: Any  # the workflow's camera: deliver(request, probabilities, cues) takes the answer
     track: Track
     frames: list[int]
     crops: list[Image.Image]
@@ -85,4 +85,5 @@ class AttributeBatcher:
         for r in requests:
             tokens = feats[at:at + len(r.crops)]
             at += len(r.crops)
-            r.camera.deliver(r, track_probabilities(self.model, tokens, self.device))
+            r.camera.deliver(r, track_probabilities(self.model, tokens, self.device),
+                             track_cues(tokens, [colour_histogram(c) for c in r.crops]))

@@ -1,8 +1,9 @@
 """A tracked person's record and its derived forms, shared by recorded and live `par track`: the record
-(tracks.json's `tracks`), its short line, tracks.csv rows and MOTChallenge rows; the crop of a box and a track's
-probabilities from its chosen frames' tokens."""
+(tracks.json's `tracks`), its short line, tracks.csv rows and MOTChallenge rows; the crop of a box, a track's
+probabilities and what links it across cameras from its chosen frames' tokens."""
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,44 @@ def track_probabilities(model: torch.nn.Module, frames: torch.Tensor, device: st
     return torch.sigmoid(model(visual.unsqueeze(0).to(device)).float())[0].cpu().numpy()
 
 
+COLOUR_BINS = 8  # chromaticity bins per axis of the colour cue
+
+
+def colour_histogram(crop: Image.Image) -> np.ndarray:
+    """A crop's colours: per half (upper and lower body) the histogram of its chromaticity (r and g over r + g + b,
+    so a camera's brightness cancels), COLOUR_BINS x COLOUR_BINS bins, each half summing to 1."""
+    rgb = np.asarray(crop.convert("RGB"), dtype=np.float32)
+    chroma = rgb[..., :2] / (rgb.sum(2, keepdims=True) + 1.0)
+    q = np.minimum((chroma * COLOUR_BINS).astype(np.int64), COLOUR_BINS - 1)
+    cells = q[..., 0] * COLOUR_BINS + q[..., 1]
+    half = max(1, len(cells) // 2)
+    out = []
+    for part in (cells[:half], cells[half:]):
+        h = np.bincount(part.ravel(), minlength=COLOUR_BINS ** 2).astype(np.float32)
+        out.append(h / max(1.0, float(h.sum())))
+    return np.concatenate(out)
+
+
+def _vector_text(vec: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vec, dtype="<f2").tobytes()).decode("ascii")
+
+
+def read_vector(text: str) -> np.ndarray:
+    """A record's `appearance` or `colour` as float32."""
+    return np.frombuffer(base64.b64decode(text), dtype="<f2").astype(np.float32)
+
+
+def track_cues(frames: torch.Tensor, colours: list[np.ndarray]) -> dict[str, str]:
+    """What links a track across cameras (`par link`), as a record carries it (float16 little-endian in base64):
+    `appearance`, the class tokens of its chosen frames (CLIP's image embedding of each crop; tokens [T, N, D] as
+    stored) L2-normalised, averaged and normalised again (D = 512: 1.4 KB); `colour`, the mean of the crops'
+    colour histograms, square-rooted (Hellinger) and L2-normalised."""
+    cls = torch.nn.functional.normalize(frames[:, 0, :].float(), dim=-1).mean(0)
+    appearance = torch.nn.functional.normalize(cls, dim=0).numpy()
+    colour = np.sqrt(np.mean(colours, axis=0))
+    return {"appearance": _vector_text(appearance), "colour": _vector_text(colour / max(1e-12, np.linalg.norm(colour)))}
+
+
 def crop_box(rgb: np.ndarray, box: tuple[float, ...]) -> Image.Image:
     H, W = rgb.shape[:2]
     x0, y0 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
@@ -29,15 +68,15 @@ def crop_box(rgb: np.ndarray, box: tuple[float, ...]) -> Image.Image:
     return Image.fromarray(rgb[y0:y1, x0:x1])
 
 
-def track_record(t: Track, probs: np.ndarray, used: list[int], schema: AttributeSchema, threshold: float
-            ) -> dict[str, Any]:
+def track_record(t: Track, probs: np.ndarray, used: list[int], cues: dict[str, str], schema: AttributeSchema,
+                 threshold: float) -> dict[str, Any]:
     description, confidence = describe(probs, schema, threshold)
     record = {"id": t.id, "first_frame": t.first + 1, "last_frame": t.last + 1, "frames": len(t.frames),
               "frames_used": [f + 1 for f in used],
               "boxes": [[f + 1, round(b[0], 2), round(b[1], 2), round(b[2] - b[0], 2), round(b[3] - b[1], 2),
                          round(s, 4)] for f, b, s in zip(t.frames, t.boxes, t.scores)],
               "description": description, "confidence": confidence,
-              "probabilities": {a: float(p) for a, p in zip(schema.attributes, probs)}}
+              "probabilities": {a: float(p) for a, p in zip(schema.attributes, probs)}, **cues}
     record["line"] = short_line(record, schema)
     return record
 
@@ -61,12 +100,16 @@ def mot_rows(tracks: list[Track]) -> str:
 
 
 def short_line(record: dict[str, Any], schema: AttributeSchema) -> str:
-    """`#3 female, red top, black bottom, backpack`: the colours and the binary attributes that are present."""
+    """`#3 female, red top, black bottom, backpack`: the record's id and its `answers_line`."""
+    return f"#{record['id']} " + answers_line(record["description"], [g.name for g in schema.groups if g.is_binary])
+
+
+def answers_line(description: dict[str, str], yes_no: list[str]) -> str:
+    """`female, red top, black bottom, backpack`: the colours and the yes/no groups that are present."""
     parts = []
-    for g in schema.groups:
-        answer = record["description"][g.name]
-        if g.is_binary and answer == g.value_names[1]:
-            parts.append(g.name)
-        elif g.name in ("top color", "bottom color"):
-            parts.append(f"{answer} {g.name.split()[0]}")
-    return f"#{record['id']} " + ", ".join(parts)
+    for group, answer in description.items():
+        if group in yes_no and answer == "yes":
+            parts.append(group)
+        elif group in ("top color", "bottom color"):
+            parts.append(f"{answer} {group.split()[0]}")
+    return ", ".join(parts)

@@ -4,6 +4,8 @@ page's script takes the patterns of the one grammar (footage/conditions.py, data
 and follows its rules; a browser test holds the two to the same answers."""
 from __future__ import annotations
 
+from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 from ..footage.conditions import grammar
@@ -28,3 +30,39 @@ def tracks_html(doc: dict[str, Any], thumbnails: dict[int, list[str]]) -> str:
                    "people": [{"id": t["id"], "description": t["description"], "probabilities": t["probabilities"]}
                               for t in doc["tracks"]]}
     return render_page("tracks.html.j2", doc=doc, people=people, search_data=search_data)
+
+
+class _StripReader(HTMLParser):
+    """Each row's crops (`<tr data-id data-run>` ... `<td class="strip"><img src>`) of a tracks.html that par wrote."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crops: dict[tuple[int, str | None], list[str]] = {}
+        self.row: tuple[int, str | None] | None = None
+        self.in_strip = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "tr" and a.get("data-id", "").isdigit():
+            self.row = (int(a["data-id"]), a.get("data-run"))
+            self.crops[self.row] = []
+        elif tag == "td":
+            self.in_strip = self.row is not None and a.get("class") == "strip"
+        elif tag == "img" and self.in_strip and self.row is not None and (a.get("src") or "").startswith("data:"):
+            self.crops[self.row].append(a["src"])
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self.in_strip = False
+        elif tag == "tr":
+            self.row = None
+
+
+def page_thumbnails(page: Path) -> dict[tuple[int, str | None], list[str]]:
+    """The crops tracks.html shows for each (track, run): people.html shows them again, so a link needs neither the
+    videos nor a second copy of the crops. A missing page is no crops."""
+    if not page.is_file():
+        return {}
+    reader = _StripReader()
+    reader.feed(page.read_text(errors="replace"))
+    return reader.crops

@@ -46,7 +46,7 @@ from ..workflows.train import build_model, train, train_together
 from .stubs import StubFrames
 
 PARTS = ("extract", "train", "predict", "sweep")  # `all`
-OTHER_PARTS = ("track", "grid")  # asked for by name (`make track-bench`; scripts/gpu_check.sh)
+OTHER_PARTS = ("track", "link", "grid")  # asked for by name (`make track-bench`; scripts/gpu_check.sh)
 Log = Callable[[str], None]
 
 
@@ -491,7 +491,7 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
                        f"'{part}'")
     needs = {"train": ("extract", out / "store.zarr"), "predict": ("train", out / "bench-run" / "best.json")}
     if sizes.track_checkpoint is None:
-        needs["track"] = ("train", out / "bench-run" / "best.json")
+        needs["track"] = needs["link"] = ("train", out / "bench-run" / "best.json")
     for p, (before, path) in needs.items():
         if p in parts and before not in parts and not path.exists():
             raise ParError(f"{path}: the {p} part needs the {before} part's output; run `par bench --part {before}` "
@@ -516,6 +516,10 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
         from .track_bench import bench_track
 
         results["track"] = bench_track(out, sizes, log)
+    if "link" in parts:
+        from .link_bench import bench_link
+
+        results["link"] = bench_link(out, sizes, log)
     if "grid" in parts:
         from .grid_bench import bench_grid
 
@@ -629,6 +633,23 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                   f" / {ms(v['file_agreement']['tracks_equal'], 100)}", "100% where no frame drops"),
                  ("live peak memory", " / ".join(f"{m}: {x:,.0f} MB" for m, x in v["peak_memory_mb"].items()),
                   "flat")]
+    if "link" in results:
+        from ..footage.linking import CUES
+
+        k = results["link"]
+        names = {"par": "par", **{f"par_no_{c}": f"par without {c}" for c in CUES}, "pp_human": "PP-Human's method"}
+        for size, site in k["sites"].items():
+            for detector in ("ground_truth", "motion"):
+                for name, label in names.items():
+                    m = site[detector][name]
+                    rows.append((f"link, {size} ({k['seeds']} sites), {detector.replace('_', '-')} boxes, {label}: "
+                                 f"multi-camera IDF1 / IDP / IDR / link precision / recall",
+                                 " / ".join(plus_minus(m[x]["mean"], m[x]["std"])
+                                            for x in ("idf1", "idp", "idr", "precision", "recall")),
+                                 ">= 85% IDF1 (par, ground-truth boxes)" if name == "par" and detector ==
+                                 "ground_truth" else ""))
+        rows.append((f"link: {k['scale']['tracks']:,} tracks (random appearances, a day of times)",
+                     f"{k['scale']['seconds']:.2f} s", "< 10 s"))
     if "grid" in results:
         g, s = results["grid"], results["grid"]["store"]
         rows += [(f"grid store: {s['tracklets']:,} MARS-shaped tracklets, {s['rows']:,} rows ({s['gb']:.1f} GB "

@@ -103,9 +103,11 @@ def figure(p: ScenePerson, frame: int, w: int, h: int, spec: dict[str, Any],
 
 
 def render_scene_frame(plan: list[ScenePerson], frame: int, W: int, H: int, base: Image.Image,
-                       spec: dict[str, Any], nuisance: dict[str, Any], seed: int
+                       spec: dict[str, Any], nuisance: dict[str, Any], seed: int,
+                       gain: tuple[float, float, float] = (1.0, 1.0, 1.0)
                        ) -> tuple[np.ndarray, list[tuple[int, tuple[float, float, float, float], float]]]:
-    """(RGB uint8 [H, W, 3], ground truth [(id, (x, y, w, h) clipped to the frame, visibility)])."""
+    """(RGB uint8 [H, W, 3], ground truth [(id, (x, y, w, h) clipped to the frame, visibility)]); `gain` is the
+    camera's own colour response (a site's cameras differ)."""
     img = base.copy()
     here = sorted((p for p in plan if p.enter <= frame <= p.leave), key=lambda p: p.depth)  # far first
     masks, extents = [], []
@@ -138,57 +140,79 @@ def render_scene_frame(plan: list[ScenePerson], frame: int, W: int, H: int, base
                               float((mask & ~covered).sum() / total)))
         covered |= mask
     rng = np.random.default_rng([seed, 8, frame])
-    arr = np.asarray(img, dtype=np.float32) * (1 + 0.08 * np.sin(frame / 40.0)) + rng.normal(0, 3, (H, W, 3))
+    arr = np.asarray(img, dtype=np.float32) * np.asarray(gain, dtype=np.float32) * (1 + 0.08 * np.sin(frame / 40.0)) \
+        + rng.normal(0, 3, (H, W, 3))
     return np.clip(np.round(arr), 0, 255).astype(np.uint8), sorted(truth)
+
+
+def write_camera(tmp: Path, plan: list[ScenePerson], frames: int, fps: int, width: int, height: int, seed: int,
+                 gain: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                 progress: Callable[[int], None] | None = None) -> None:
+    """One camera's footage and ground truth into the (new) folder `tmp`: video.mp4, gt/gt.txt, labels.csv of the
+    people in `plan`, seqinfo.ini. `seed` sets the background, the post and the noise."""
+    import av
+
+    spec, nuisance = load_json("synth", "mars"), load_json("synth", "frames")
+    base = background(width, height, seed)
+    schema = load_schema("mars")
+    (tmp / "gt").mkdir(parents=True)
+    with av.open(str(tmp / "video.mp4"), "w") as container, open(tmp / "gt" / "gt.txt", "w") as gt:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 4_000_000
+        for f in range(frames):
+            rgb, truth = render_scene_frame(plan, f, width, height, base, spec, nuisance, seed, gain)
+            for pid, (x, y, w, h), vis in truth:
+                gt.write(f"{f + 1},{pid},{x:.2f},{y:.2f},{w:.2f},{h:.2f},1,1,{vis:.3f}\n")
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                container.mux(packet)
+            if progress:
+                progress(f + 1)
+        for packet in stream.encode():
+            container.mux(packet)
+    with open(tmp / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(schema.csv_columns)
+        for p in sorted({p.pid: p for p in plan}.values(), key=lambda p: p.pid):
+            w.writerow(schema.csv_row(p.pid, 1, 1, p.row))
+    (tmp / "seqinfo.ini").write_text(f"[Sequence]\nname={tmp.name}\nimDir=img1\nframeRate={fps}\n"
+                                     f"seqLength={frames}\nimWidth={width}\nimHeight={height}\nimExt=.jpg\n")
+
+
+def check_scene_sizes(people: int, seconds: float, fps: int, width: int, height: int) -> int:
+    """The frame count of a synthetic video of these sizes; one line for sizes a video cannot have."""
+    if people < 1 or seconds <= 0 or fps < 1:
+        raise ParError("a synthetic video needs at least 1 person, a positive length and fps")
+    if width % 2 or height % 2:
+        raise ParError(f"--width {width} / --height {height}: a video frame needs even sides")
+    return max(2, int(round(seconds * fps)))
+
+
+def check_new_folder(out: Path) -> None:
+    if out.exists():
+        raise ParError(f"{out}: already exists; par writes a synthetic video into a new folder - choose another")
 
 
 def write_scene(out: Path, people: int, seconds: float, fps: int, width: int, height: int, seed: int,
                 progress: Callable[[int, int], None] | None = None) -> list[ScenePerson]:
     """Render a scene into the folder `out` (built beside it, put in place when complete)."""
-    import av
-
-    if people < 1 or seconds <= 0 or fps < 1:
-        raise ParError("a synthetic video needs at least 1 person, a positive length and fps")
-    if width % 2 or height % 2:
-        raise ParError(f"--width {width} / --height {height}: a video frame needs even sides")
-    frames = max(2, int(round(seconds * fps)))
+    frames = check_scene_sizes(people, seconds, fps, width, height)
     plan = plan_scene(people, frames, seed)
-    spec, nuisance = load_json("synth", "mars"), load_json("synth", "frames")
-    base = background(width, height, seed)
-    schema = load_schema("mars")
-
-    def build(tmp: Path) -> None:
-        (tmp / "gt").mkdir()
-        with av.open(str(tmp / "video.mp4"), "w") as container, open(tmp / "gt" / "gt.txt", "w") as gt:
-            stream = container.add_stream("mpeg4", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.bit_rate = 4_000_000
-            for f in range(frames):
-                rgb, truth = render_scene_frame(plan, f, width, height, base, spec, nuisance, seed)
-                for pid, (x, y, w, h), vis in truth:
-                    gt.write(f"{f + 1},{pid},{x:.2f},{y:.2f},{w:.2f},{h:.2f},1,1,{vis:.3f}\n")
-                for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                    container.mux(packet)
-                if progress:
-                    progress(f + 1, frames)
-            for packet in stream.encode():
-                container.mux(packet)
-        with open(tmp / "labels.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(schema.csv_columns)
-            for p in plan:
-                w.writerow(schema.csv_row(p.pid, 1, 1, p.row))
-        (tmp / "seqinfo.ini").write_text(f"[Sequence]\nname={out.name}\nimDir=img1\nframeRate={fps}\n"
-                                         f"seqLength={frames}\nimWidth={width}\nimHeight={height}\nimExt=.jpg\n")
-
     out = Path(out)
-    if out.exists():
-        raise ParError(f"{out}: already exists; par writes a synthetic video into a new folder - choose another")
-    replace_dir(out, SCENE_KIND, build)
+    check_new_folder(out)
+    replace_dir(out, SCENE_KIND, lambda tmp: write_camera(
+        tmp, plan, frames, fps, width, height, seed, progress=(lambda f: progress(f, frames)) if progress else None))
     return plan
 
 
 def synthesize_scene(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | None = None) -> list[Any]:
-    """`par synth --video`: a scene with its ground truth (sizes default to 640 x 360); returns its people."""
+    """`par synth --video`: a scene with its ground truth (sizes default to 640 x 360), or with `--cameras K` a site
+    (tools/site.py); returns its people."""
+    if cfg.cameras > 1:
+        from .site import write_site
+
+        plan = write_site(Path(cfg.out), cfg.people, cfg.cameras, cfg.seconds, cfg.fps, cfg.width or 640,
+                          cfg.height or 360, cfg.seed, on_progress)
+        return sorted(plan.rows)
     return write_scene(Path(cfg.out), cfg.people, cfg.seconds, cfg.fps, cfg.width or 640, cfg.height or 360, cfg.seed,
                        on_progress)

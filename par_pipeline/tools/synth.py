@@ -374,6 +374,8 @@ def parse_span(text: str) -> tuple[int, int]:
 def synthesize(cfg: "SynthConfig", on_progress: Callable[[int, int], None] | None = None) -> tuple[str, list[Any]]:
     """`par synth` of a dataset: plan (random, or like the real MARS / Duke annotation) and render; returns the
     layout and the plan (a video scene: `scenes.synthesize_scene`)."""
+    if cfg.cameras > 1:
+        raise ParError(f"--cameras {cfg.cameras} makes a site of camera footage: add --video")
     frames = parse_span(cfg.frames_per_tracklet)
     if cfg.like_mars is not None:
         layout, plan = "mars", plan_like_mars(Path(cfg.like_mars), cfg.tracklets, cfg.seed)

@@ -145,9 +145,11 @@ class Camera:
                          list(track.scores))
         self.batcher.submit(Request(self, snapshot, frames, crops, provisional, last_arrived, time.monotonic()))
 
-    def deliver(self, r: Request, probs: np.ndarray) -> None:
-        """Called by the batcher with a track's probabilities: its record, appended, and its alert events."""
-        record = {"run": self.start.run, **track_record(r.track, probs, r.frames, self.schema, self.threshold)}
+    def deliver(self, r: Request, probs: np.ndarray, cues: dict[str, str]) -> None:
+        """Called by the batcher with a track's probabilities and what links it across cameras: its record,
+        appended, and its alert events."""
+        record = {"run": self.start.run, **track_record(r.track, probs, r.frames, cues, self.schema,
+                                                        self.threshold)}
         now = time.monotonic()
         delay = round(now - r.last_arrived, 4) if r.last_arrived else None
         thumbs = [thumbnail_uri(c) for c in r.crops]
@@ -269,6 +271,7 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
             claim_dir(outs[name], LIVE_KIND)
             held.enter_context(exclusive(outs[name], "live track"))
             starts[name] = start_run(outs[name], {"source": src.name, "checkpoint": meta["_path"],
+                                                  "checkpoint_sha256": meta["weights_sha256"],
                                                   "attributes": meta["attributes"], "pid": os.getpid()})
             if rules:  # there from the start: an empty alerts.jsonl says no rule has fired yet
                 append_line(outs[name] / ALERTS, None)
@@ -310,6 +313,7 @@ def _finish(camera: Camera, meta: dict[str, Any], webhook: dict[str, Any] | None
     thumbnails = {r["id"]: r.pop("thumbnails") for r in tracks}
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": camera.source.name, "fps": camera.source.fps,
            "frames_read": camera.source.stats.frames_read, "stopped": None, "checkpoint": meta["_path"],
+           "checkpoint_sha256": meta["weights_sha256"], "threshold": meta["threshold"],
            "detector": camera.detector.record(), "tracker": camera.options.record(),
            "min_track_frames": camera.cfg.min_track_frames, "frames_per_track": camera.T,
            "attributes": meta["attributes"], "groups": [g.name for g in camera.schema.groups], "tracks": tracks,

@@ -4,7 +4,9 @@ Conditions are read in the one grammar of par_pipeline/footage/conditions.py (`b
 `not hat`, `top color = red`, `gender female >= 0.7`; several joined by commas or `and`, in one argument or in
 several); all must hold, and people are ranked by the product of the conditions' probabilities. OUT is a `par track`
 output folder or a folder of them (several videos or cameras: OUT/<name>/ each), searched whole; a live run's folder
-is searched while it runs, through what its tracks.jsonl holds so far (every run into it).
+is searched while it runs, through what its tracks.jsonl holds so far (every run into it). `--by person` searches
+the people of a `par link` folder (people.json) instead: each person once, by the attributes fused over every
+camera that saw them.
 """
 from __future__ import annotations
 
@@ -72,3 +74,29 @@ def search(out: Path, conditions: list[str]) -> dict[str, Any]:
                                 "score": found[0], "scores": found[1], "line": t["line"]})
     results.sort(key=lambda r: (-r["score"], r["folder"], r["track"]))
     return {"format": SEARCH_FORMAT, "version": 1, "conditions": texts, "results": results}
+
+
+def search_people(out: Path, conditions: list[str]) -> dict[str, Any]:
+    """Every matching person of a `par link` folder's people.json, best first (README: `par search --by person`)."""
+    from .link import PEOPLE_FORMAT
+
+    path = Path(out) / "people.json"
+    if not path.is_file():
+        raise ParError(f"{out}: no people.json here; --by person searches a `par link` output folder")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise ParError(f"{path}: not readable JSON; run `par link` again") from None
+    if doc.get("format") != PEOPLE_FORMAT:
+        raise ParError(f"{path}: not a par link output")
+    texts = split_query(conditions)
+    parsed = parse_query(texts, doc["groups"], doc["attributes"])
+    results = []
+    for p in doc["people"]:
+        found = match(parsed, p)
+        if found is not None:
+            results.append({"person": p["person"], "cameras": p["cameras"], "sightings": len(p["sightings"]),
+                            "first_time": p["first_time"], "last_time": p["last_time"], "score": found[0],
+                            "scores": found[1], "line": p["line"]})
+    results.sort(key=lambda r: (-r["score"], r["person"]))
+    return {"format": SEARCH_FORMAT, "version": 1, "by": "person", "conditions": texts, "results": results}

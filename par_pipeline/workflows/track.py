@@ -35,8 +35,17 @@ from ..errors import ParError
 from ..footage import TRACKS_FORMAT, TRACKS_VERSION
 from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
 from ..footage.annotate import check_annotate_target, encoder_for, label, write_annotated
+from ..footage.cameras import source_names
 from ..footage.detect import detections_of, make_detector
-from ..footage.records import crop_box, mot_rows, track_probabilities, track_record, tracks_csv
+from ..footage.records import (
+    colour_histogram,
+    crop_box,
+    mot_rows,
+    track_cues,
+    track_probabilities,
+    track_record,
+    tracks_csv,
+)
 from ..footage.stream import check_not_a_broken_url
 from ..footage.tracking import PersonTracker, Track, TrackerOptions
 from ..footage.webhook import Webhook
@@ -85,13 +94,11 @@ def track_sources(sources: list[str | Path], cfg: TrackConfig, on_progress: Prog
     check_alert_options(cfg, live=False)
     for s in sources:
         check_not_a_broken_url(str(s))
-    if len(sources) > 1 and (cfg.annotate or cfg.save_crops):
-        raise ParError("--annotate and --save-crops take one video at a time")
-    names = [Path(s).stem for s in sources]
-    if len(set(names)) != len(names):
-        raise ParError(f"two sources share a name ({names}); each gets OUT/<name>/ - rename one")
-    outs = [Path(cfg.out)] if len(sources) == 1 else [Path(cfg.out) / n for n in names]
-    return [track_video(Path(s), o, cfg, on_progress)[0] for s, o in zip(sources, outs)]
+    if len(sources) > 1 and (cfg.annotate or cfg.save_crops or cfg.detections):
+        raise ParError("--annotate, --save-crops and --detections take one video at a time")
+    named = source_names([str(s) for s in sources])  # NAME=SOURCE, or the file's stem
+    outs = [Path(cfg.out)] if len(sources) == 1 else [Path(cfg.out) / n for n, _ in named]
+    return [track_video(Path(s), o, cfg, on_progress)[0] for (_, s), o in zip(named, outs)]
 
 
 @dataclass
@@ -100,6 +107,7 @@ class Pending:
     track: Track
     chosen: list[int]  # positions in the track's frames
     tokens: list[torch.Tensor] = field(default_factory=list)
+    colours: list[np.ndarray] = field(default_factory=list)  # the chosen crops' colour histograms
 
 
 def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Progress | None = None
@@ -151,7 +159,8 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     records = [track_record(t, *results[t.id], schema, meta["threshold"]) for t in tracks]
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": str(source_path), "fps": source.fps,
            "frames_read": read, "stopped": None if stopped is None else stopped.__dict__,
-           "checkpoint": meta["_path"], "detector": detector.record(), "tracker": options.record(),
+           "checkpoint": meta["_path"], "checkpoint_sha256": meta["weights_sha256"], "threshold": meta["threshold"],
+           "detector": detector.record(), "tracker": options.record(),
            "min_track_frames": cfg.min_track_frames, "frames_per_track": T, "attributes": meta["attributes"],
            "groups": [g.name for g in schema.groups], "tracks": records}
     book = AlertBook(rules, context={"camera": source_path.stem})
@@ -195,15 +204,15 @@ def _post(events: list[dict[str, Any]], records: list[dict[str, Any]], thumbnail
 
 def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, model: torch.nn.Module, enc: Any,
                 codec: TokenCodec, cfg: TrackConfig, clock: StageClock, on_progress: Progress | None,
-                thumbnails: dict[int, list[str]]) -> dict[int, tuple[np.ndarray, list[int]]]:
-    """Track id -> (A probabilities, the frames used); each used crop's thumbnail goes into `thumbnails` (for
-    tracks.html). A track's tokens are held only between its first and last chosen frame."""
+                thumbnails: dict[int, list[str]]) -> dict[int, tuple[np.ndarray, list[int], dict[str, str]]]:
+    """Track id -> (A probabilities, the frames used, what links it across cameras); each used crop's thumbnail
+    goes into `thumbnails` (for tracks.html). A track's tokens are held only between its first and last chosen frame."""
     wanted: dict[int, list[tuple[Pending, tuple[float, ...]]]] = {}
     pending = {t.id: Pending(t, sample_frames(len(t.frames), T, None).tolist()) for t in tracks}
     for p in pending.values():
         for pos in p.chosen:
             wanted.setdefault(p.track.frames[pos], []).append((p, p.track.boxes[pos]))
-    results: dict[int, tuple[np.ndarray, list[int]]] = {}
+    results: dict[int, tuple[np.ndarray, list[int], dict[str, str]]] = {}
     batch: list[tuple[Pending, np.ndarray]] = []
 
     def flush() -> None:
@@ -217,7 +226,9 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
             p.tokens.append(f)
             if len(p.tokens) == len(p.chosen):
                 used = [p.track.frames[k] for k in p.chosen]
-                results[p.track.id] = (track_probabilities(model, torch.stack(p.tokens), cfg.device), used)
+                tokens = torch.stack(p.tokens)
+                results[p.track.id] = (track_probabilities(model, tokens, cfg.device), used,
+                                       track_cues(tokens, p.colours))
                 p.tokens = []
         clock.add("fusion", t)
         batch.clear()
@@ -228,6 +239,7 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
         for p, box in wanted.get(index, []):
             crop = crop_box(rgb, box)
             batch.append((p, prepare_image(crop, enc.preprocess)))
+            p.colours.append(colour_histogram(crop))
             thumbnails.setdefault(p.track.id, []).append(thumbnail_uri(crop))
         clock.add("crop", t)
         if len(batch) >= cfg.batch_size:

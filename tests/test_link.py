@@ -1,0 +1,99 @@
+"""`par link`'s decisions on sightings built by hand, each rule alone (the README's block runs the command on a
+synthetic site: test_readme.py's TestLink)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from par_pipeline.errors import ParError
+from par_pipeline.footage.linking import LinkRules, Sightings, baseline_labels, default_rules, link_labels
+from par_pipeline.workflows.link import parse_weights
+
+GROUPS = [[0], [1, 2, 3]]  # backpack (yes/no); top color: red, blue, black
+
+
+def sightings(cameras: list[int], times: list[tuple[float, float]], looks: list[np.ndarray],
+              backpack: list[float] | None = None, probs: np.ndarray | None = None) -> Sightings:
+    n = len(cameras)
+    app = np.stack(looks).astype(np.float32)
+    app /= np.linalg.norm(app, axis=1, keepdims=True)
+    if probs is None:
+        probs = np.tile(np.array([0.5, 0.8, 0.1, 0.1], dtype=np.float32), (n, 1))
+    if backpack is not None:
+        probs[:, 0] = backpack
+    return Sightings([f"cam{k}" for k in range(max(cameras) + 1)], np.array(cameras), np.arange(1, n + 1),
+                     np.array([t[0] for t in times], float), np.array([t[1] for t in times], float), app, app, probs,
+                     GROUPS, ["backpack", "top color"], [["no", "yes"], ["red", "blue", "black"]])
+
+
+def rules(**kw) -> LinkRules:
+    return LinkRules(**{**default_rules().__dict__, **kw})
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return len(set(zip(a.tolist(), b.tolist()))) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_a_site_with_known_identities_links_to_them():
+    """Six people walking through three cameras (some through two), each seen as their own appearance and answers
+    plus noise: par's link and PP-Human's both find them; the people are numbered by their first sighting."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(6, 64))
+    answers = np.concatenate([rng.uniform(0.05, 0.85, size=(6, 1)), rng.dirichlet(np.ones(3), size=6)], axis=1)
+    cams, times, looks, truth = [], [], [], []
+    for person in range(6):
+        t = 10.0 * person
+        for cam in range(3 if person % 2 == 0 else 2):
+            cams.append(cam)
+            times.append((t, t + 4))
+            looks.append(base[person] + 0.3 * rng.normal(size=64))
+            truth.append(person)
+            t += 4 + 3  # a 3 s walk to the next camera
+    probs = answers[truth] + rng.uniform(-0.05, 0.05, size=(len(truth), 4))
+    s = sightings(cams, times, looks, probs=probs.clip(0.01, 0.89).astype(np.float32))
+    labels, _ = link_labels(s, default_rules())
+    assert same_partition(labels, np.array(truth)) and labels[0] == 0
+    assert same_partition(baseline_labels(s), np.array(truth))
+
+
+def test_two_people_alike_seen_at_the_same_moment_by_two_cameras_are_not_merged():
+    """Identical appearance and attributes, in two cameras whose views do not overlap, at once: two people. Only
+    the time cue knows it: without it they are one."""
+    look = np.ones(16)
+    s = sightings([0, 1], [(5.0, 9.0), (6.0, 10.0)], [look, look])
+    assert len(set(link_labels(s, default_rules())[0])) == 2
+    assert len(set(link_labels(s, rules(cues=("appearance", "colour", "attributes")))[0])) == 1
+
+
+def test_a_conflict_in_a_confident_attribute_blocks_a_merge():
+    """The same look a few seconds apart: a confident backpack and a confident no backpack stay two people; answers
+    that differ without confidence, or the attributes left out, let them merge."""
+    look = np.ones(16)
+    times = [(0.0, 4.0), (8.0, 12.0)]
+    confident = sightings([0, 1], times, [look, look], backpack=[0.97, 0.02])
+    assert len(set(link_labels(confident, default_rules())[0])) == 2
+    assert len(set(link_labels(confident, rules(cues=("appearance", "colour", "time")))[0])) == 1
+    unsure = sightings([0, 1], times, [look, look], backpack=[0.7, 0.3])
+    assert len(set(link_labels(unsure, default_rules())[0])) == 1
+
+
+def test_the_transit_window_holds_between_consecutive_sightings():
+    """A -> B -> C 15 s apart each with --max-gap 20: one person, although A and C are 30 s apart (a rule on pairs
+    would split them); without B, A and C stay apart. A transit table's minimum forbids a walk that is too fast."""
+    look = np.ones(16)
+    chain = sightings([0, 1, 2], [(0.0, 4.0), (19.0, 23.0), (38.0, 42.0)], [look] * 3)
+    assert len(set(link_labels(chain, rules(max_gap=20.0))[0])) == 1
+    ends = sightings([0, 2], [(0.0, 4.0), (38.0, 42.0)], [look] * 2)
+    assert len(set(link_labels(ends, rules(max_gap=20.0))[0])) == 2
+    assert len(set(link_labels(ends, rules(max_gap=40.0))[0])) == 1
+    too_fast = rules(max_gap=40.0, transit={(0, 2): (40.0, 60.0), (2, 0): (40.0, 60.0)})
+    assert len(set(link_labels(ends, too_fast)[0])) == 2
+
+
+def test_weights_are_cue_weight_pairs():
+    """--weights names similarity cues with weights >= 0, at least one above 0; a cue not named weighs 0."""
+    assert parse_weights("appearance=1, attributes=2.5") == {"appearance": 1.0, "colour": 0.0, "attributes": 2.5}
+    assert parse_weights(None) is None
+    for bad in ("time=1", "colour=-1", "colour", "colour=x", "colour=0"):
+        with pytest.raises(ParError, match="--weights"):
+            parse_weights(bad)
