@@ -642,8 +642,8 @@ def _link(own: dict[str, Any], given: dict[str, Any]) -> None:
 command_with_config(app, "link", LinkConfig, [
     parameter("folders", typer.Argument(..., help="`par track` output folders, one per camera (NAME=FOLDER names "
                                         "one), or a folder of several cameras (OUT/<name>/ each)"), list[str]),
-    parameter("out", typer.Option(..., "--out", "-o", help="folder to write people.json, people.csv, people.txt, people.html"),
-              Path),
+    parameter("out", typer.Option(..., "--out", "-o",
+                                  help="folder to write people.json, people.csv, people.txt, people.html"), Path),
     parameter("offset", typer.Option([], "--offset", help="NAME=SECONDS: that camera's video started this much later "
                                      "than the others (recorded folders); repeatable"), list[str]),
     CONFIG,
