@@ -597,6 +597,8 @@ def _track_live(sources: list[str], cfg: Any) -> None:
                                        f"{escape(payload['line'])}")
             elif kind == "record":
                 state = " (provisional)" if payload["provisional"] else ""
+                if "person" in payload:
+                    where += f"[bold]person {payload['person']}[/] "
                 progress.console.print(f"{where}{escape(payload['line'])}{state}  [dim]frames "
                                        f"{payload['first_frame']}-{payload['last_frame']}[/]", highlight=False)
 
@@ -610,6 +612,11 @@ def _track_live(sources: list[str], cfg: Any) -> None:
                       f"{live['delay_s']['p95']} s", highlight=False)
         if live["alert_rules"]:
             _alerts_said(sum(live["alert_events"].values()), live["webhook"])
+    if docs and "link" in docs[0]["live"]:
+        linked = docs[0]["live"]["link"]
+        console.print(f"--link: {linked['records']} records of {len(docs)} cameras are {linked['people']} people "
+                      f"(links.jsonl; at most {linked['most_open']} records open to change at once)",
+                      highlight=False)
     console.print(f"wrote {cfg.out}: {_written(Path(cfg.out), len(sources) > 1)}", highlight=False)
     ended = " ".join(str(doc["live"]["ended"]) for doc in docs)
     if "stopped by SIGINT" in ended or "stopped by SIGTERM" in ended:  # finished cleanly, but stopped: say so

@@ -302,6 +302,8 @@ class TrackConfig:
                              minimum=1)
     update_every: float | None = option(None, "live: also write a provisional record of a track still in view "
                                         "every this many seconds", above=0.0)
+    link: bool = option(False, "live, several cameras: give each record its person across the cameras as records "
+                        "arrive (OUT/links.jsonl; par link's default rules)")
     reconnect: int = option(5, "live: attempts to reconnect a stream that drops, with backoff", minimum=0)
     stream_timeout: float = option(5.0, "live: seconds a camera may take to answer, or a stream stay silent, before "
                                    "it counts as dropped", above=0.0)

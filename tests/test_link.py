@@ -97,3 +97,39 @@ def test_weights_are_cue_weight_pairs():
     for bad in ("time=1", "colour=-1", "colour", "colour=x", "colour=0"):
         with pytest.raises(ParError, match="--weights"):
             parse_weights(bad)
+
+
+def visits(n: int, seconds_apart: float, seed: int = 0) -> tuple[Sightings, np.ndarray]:
+    """`n` people, each through cameras 0 then 1 (3 s walk), one every `seconds_apart` s, looks their own."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(n, 32))
+    answers = np.concatenate([rng.uniform(0.05, 0.85, size=(n, 1)), rng.dirichlet(np.ones(3), size=n)], axis=1)
+    cams, times, looks, truth = [], [], [], []
+    for person in range(n):
+        t = seconds_apart * person
+        for cam in (0, 1):
+            cams.append(cam)
+            times.append((t, t + 4))
+            looks.append(base[person] + 0.3 * rng.normal(size=32))
+            truth.append(person)
+            t += 7
+    probs = (answers[truth] + rng.uniform(-0.05, 0.05, size=(len(truth), 4))).clip(0.01, 0.89)
+    return sightings(cams, times, looks, probs=probs.astype(np.float32)), np.array(truth)
+
+
+def test_the_live_link_is_the_offline_link_and_forgets_who_cannot_be_joined():
+    """Arriving one by one, within one transit window: the live linker's last link is par link's, numbers
+    included. People far apart in time settle and leave it: it holds a window's people, not the run's."""
+    from par_pipeline.footage.online_linking import replay
+
+    s, truth = visits(6, 10.0)
+    offline, _ = link_labels(s, default_rules())
+    last, first, held = replay(s, default_rules())
+    assert (last == offline).all() and len(set(offline.tolist())) >= 4
+    assert held == len(s)  # nothing settled before the end: every row stayed open
+    far, truth = visits(30, 100.0, seed=1)
+    rules = default_rules(max_gap=20.0)
+    last, first, held = replay(far, rules)
+    assert same_partition(last, truth) and same_partition(link_labels(far, rules)[0], last)
+    assert held <= 4  # a person's two sightings and the next person's
+    assert (first[::2] == last[::2]).all()  # a person's first sighting had their number when it arrived

@@ -239,10 +239,20 @@ def play_udp(scene: Path, run_path: Path, base: Path) -> Path:
     return base / "o"
 
 
+def play_site(scene: Path, run_path: Path, base: Path) -> dict:
+    """Two cameras of a synthetic site (par synth --cameras) played live at once, linked as records arrive."""
+    site = base / "site"
+    finish(start_par("synth", site, "--video", "--cameras", 2, "--people", 4, "--seconds", 12, "--width", 320,
+                     "--height", 180, "--seed", 3))
+    said, _ = finish(start_par("track", f"cam1={site / 'cam1' / 'video.mp4'}", f"cam2={site / 'cam2' / 'video.mp4'}",
+                               "--live", "--link", "--checkpoint", run_path, "--out", base / "o"))
+    return {"out": base / "o", "said": said}
+
+
 @pytest.fixture(scope="module")
 def played(scene, run_path, tmp_path_factory) -> Iterator[dict[str, Future]]:
     scenarios = {"camera": play_camera_and_file, "reconnect": play_reconnect, "signals": play_signals,
-                 "growing": play_growing_file, "udp": play_udp}
+                 "growing": play_growing_file, "udp": play_udp, "site": play_site}
     with ThreadPoolExecutor(len(scenarios)) as pool:
         yield {name: pool.submit(play, scene, run_path, tmp_path_factory.mktemp(name))
                for name, play in scenarios.items()}
@@ -301,6 +311,31 @@ def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(played, open_p
     # no credential in any output, on the screen, or in what the webhook got
     for text in (everything_in(cam), r["out"], r["err"], json.dumps(r["hook"])):
         assert SECRET not in text
+
+
+def test_live_link_gives_each_record_its_person_as_par_link_would(played, tmp_path):
+    """--link: each record carries its person when written, links.jsonl every change, and the run's last link of
+    each record is `par link`'s on the finished folders, numbers included."""
+    r = played["site"].result()
+    out = r["out"]
+    changes = [json.loads(line) for line in (out / "links.jsonl").read_text().splitlines()]
+    assert changes and all(c["format"] == "par-link" and c["version"] == 1 for c in changes)
+    last = {}
+    for c in changes:
+        last[(c["camera"], c["track"])] = c
+    assert all(c["settled"] for c in last.values())
+    online = {key: c["person"] for key, c in last.items()}
+    for camera in ("cam1", "cam2"):
+        for record in records(out / camera):  # its person when written: the one its last change then said
+            said = [c["person"] for c in changes if (c["camera"], c["track"]) == (camera, record["id"])]
+            assert record["person"] in said
+        for t in json.loads((out / camera / "tracks.json").read_text())["tracks"]:
+            assert t["person"] == online[(camera, t["id"])]
+    run_par("link", out, "--out", tmp_path / "people")
+    doc = json.loads((tmp_path / "people" / "people.json").read_text())
+    offline = {(x["camera"], x["track"]): p["person"] for p in doc["people"] for x in p["sightings"]}
+    assert offline == online
+    assert f"{len(online)} records of 2 cameras are {len(doc['people'])} people" in " ".join(r["said"].split())
 
 
 def test_a_camera_that_drops_is_reconnected(played):
@@ -454,6 +489,9 @@ def test_bad_live_sources_are_one_line_each_and_write_nothing(scene, run_path, t
     result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "o",
                      "--alert", "colour of the hat", check=False)
     assert result.returncode == 2 and "no attribute group 'colour of the hat'" in one_error_line(result)
+    result = run_par("track", scene / "video.mp4", "--live", "--link", "--checkpoint", run_path, "--out",
+                     tmp_path / "o", check=False)
+    assert result.returncode == 2 and "--link links the records of several cameras" in one_error_line(result)
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "notes.txt").write_text("mine")
     result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "theirs",

@@ -14,9 +14,19 @@ TRACKS_VERSION = 1
 LIVE_RECORDS = "tracks.jsonl"
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+
+
 def now_text() -> str:
     """The local time as records, alerts and runs.jsonl write it (`written_at`, `at`)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return time.strftime(TIME_FORMAT)
+
+
+def epoch_of(text: str) -> float:
+    """Seconds since the epoch of a `now_text` time."""
+    from datetime import datetime
+
+    return datetime.strptime(text, TIME_FORMAT).timestamp()
 
 
 def read_live_records(path: Path) -> list[dict[str, Any]]:

@@ -83,11 +83,13 @@ def default_rules(**given: Any) -> LinkRules:
 CENTRE_PRIOR = 4  # the mean removed is sum / (n + CENTRE_PRIOR): a few sightings keep most of what they share
 
 
-def centred(vectors: np.ndarray) -> np.ndarray:
+def centred(vectors: np.ndarray, total: tuple[np.ndarray, int] | None = None) -> np.ndarray:
     """Unit vectors less their mean over the sightings, normalised again: what every track shares (the scene's
     light and background, a CLIP embedding's common direction) stops counting as likeness. The mean is shrunk
-    towards zero (CENTRE_PRIOR), so two sightings alone are not pushed apart by their own mean."""
-    v = vectors - vectors.sum(0, keepdims=True) / (len(vectors) + CENTRE_PRIOR)
+    towards zero (CENTRE_PRIOR), so two sightings alone are not pushed apart by their own mean. `total` (sum,
+    count): the mean of other sightings than these (the live linker's, of everything seen so far)."""
+    summed, count = total if total is not None else (vectors.sum(0, dtype=np.float64), len(vectors))
+    v = vectors - summed[None, :] / (count + CENTRE_PRIOR)
     return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
@@ -139,15 +141,22 @@ class Cues:
         return {"similarity": sum(w * each[k] for k, w in used.items()) / max(sum(used.values()), 1e-12), **each}
 
 
-def cues_of(s: Sightings, rules: LinkRules) -> Cues:
+def similarity_vectors(s: Sightings, rules: LinkRules) -> dict[str, np.ndarray]:
+    """Each similarity cue's unit vectors before centring (the attributes': their distributions' square roots)."""
     dists = answer_distributions(s, rules.moment_groups)
     roots = np.concatenate([np.sqrt(d) for d in dists], axis=1).astype(np.float32)
     roots /= np.maximum(np.linalg.norm(roots, axis=1, keepdims=True), 1e-12)
+    return {"appearance": s.appearance, "colour": s.colour, "attributes": roots}
+
+
+def cues_of(s: Sightings, rules: LinkRules, totals: dict[str, tuple[np.ndarray, int]] | None = None) -> Cues:
+    """`totals`: per cue the (sum, count) to centre with, when not these sightings' own."""
+    dists = answer_distributions(s, rules.moment_groups)
     sure = np.concatenate([(d.max(1, keepdims=True) >= rules.confident) for d in dists], axis=1).astype(np.float32)
     answers = np.concatenate([np.eye(d.shape[1], dtype=np.float32)[d.argmax(1)] * sure[:, [g]]
                               for g, d in enumerate(dists)], axis=1)
-    return Cues({"appearance": centred(s.appearance), "colour": centred(s.colour), "attributes": centred(roots)},
-                sure, answers)
+    return Cues({cue: centred(v, totals[cue] if totals else None)
+                 for cue, v in similarity_vectors(s, rules).items()}, sure, answers)
 
 
 def link_distances(s: Sightings, cues: Cues, rules: LinkRules) -> np.ndarray:
@@ -202,9 +211,10 @@ def _gaps_allowed(s: Sightings, members: np.ndarray, rules: LinkRules) -> bool:
     return True
 
 
-def link_labels(s: Sightings, rules: LinkRules) -> tuple[np.ndarray, Cues]:
+def link_labels(s: Sightings, rules: LinkRules, totals: dict[str, tuple[np.ndarray, int]] | None = None
+                ) -> tuple[np.ndarray, Cues]:
     """The person of every sighting (0 .. P-1, numbered by first appearance) and the cues behind it."""
-    cues = cues_of(s, rules)
+    cues = cues_of(s, rules, totals)
     n = len(s)
     if n == 0:
         return np.zeros(0, dtype=np.int64), cues

@@ -69,12 +69,13 @@ def _cameras_of_earlier_par(out: Path) -> bool:
     return bool(entries) and all(p.is_dir() and (read_marker(p) or {}).get("kind") == LIVE_KIND for p in entries)
 
 
-def claim_cameras_dir(out: Path, cameras: list[str]) -> None:
+def claim_cameras_dir(out: Path, cameras: list[str], files: list[str] | None = None) -> None:
+    """OUT marked as par's, naming its camera folders and `files` (OUT/links.jsonl of a --link run)."""
     marker = read_marker(out) if out.is_dir() else None
     known = set(marker.get("files", [])) if marker else {p.name for p in out.glob("*/")}
     with io_errors(out, "create"):
         out.mkdir(parents=True, exist_ok=True)
-        mark_own(out, CAMERAS_KIND, sorted(known | set(cameras)))
+        mark_own(out, CAMERAS_KIND, sorted(known | set(cameras) | set(files or [])))
 
 
 @dataclass

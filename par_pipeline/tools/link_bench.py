@@ -4,8 +4,9 @@ Per site (every camera tracked by `par track`, with the ground-truth boxes as de
 detector): the multi-camera IDF1 / IDP / IDR over all cameras with global ids (the DukeMTMC / AI City definition:
 the cameras' sequences concatenated, IoU 0.5; the `trackers` package's TrackEval-parity evaluation), and link
 precision / recall over the cross-camera pairs of tracks (a track's person: the ground-truth person it follows in
-most frames). Linkers on the same tracks: par with every cue, par without each cue (its share), and PP-Human's
-method (mean appearance, complete linkage at 0.5, same camera masked). Scale: a site of `link_scale` tracks
+most frames). Linkers on the same tracks: par with every cue, par without each cue (its share), par live (the
+records replayed in the order a live run receives them: its last link, and each record's person on arrival), and
+PP-Human's method (mean appearance, complete linkage at 0.5, same camera masked). Scale: a site of `link_scale` tracks
 (random appearances and attributes, a day of times) linked, in seconds.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..config import BenchConfig, build_config
 from ..footage.linking import CUES, LinkRules, Sightings, baseline_labels, default_rules, link_labels
+from ..footage.online_linking import replay
 from ..reports import spread
 from ..workflows.link import read_cameras
 from ..workflows.track import track_video
@@ -27,13 +29,17 @@ from .site import read_site, write_site
 from .track_bench import _gt_boxes, _person_of
 
 Log = Callable[[str], None]
-# par with every cue, then without each one (each cue's share), and PP-Human's method on the same tracks
-LINKERS = ("par", *(f"par_no_{cue}" for cue in CUES), "pp_human")
+# par with every cue, then without each one (each cue's share), par live (the last link of the records replayed as a
+# live run receives them, and each record's person when it arrived), and PP-Human's method on the same tracks
+LINKERS = ("par", *(f"par_no_{cue}" for cue in CUES), "par_live", "par_live_on_arrival", "pp_human")
 
 
 def linker_labels(name: str, s: Sightings, rules: LinkRules) -> np.ndarray:
     if name == "pp_human":
         return baseline_labels(s)
+    if name.startswith("par_live"):
+        last, first, _ = replay(s, rules)
+        return first if name == "par_live_on_arrival" else last
     cues = tuple(c for c in CUES if name != f"par_no_{c}")
     return link_labels(s, LinkRules(**{**rules.__dict__, "cues": cues}))[0]
 
@@ -88,21 +94,27 @@ def bench_site(work: Path, site: Path, run: str, sizes: BenchConfig, rules: Link
             shutil.rmtree(out, ignore_errors=True)  # the bench's own folder, from an earlier run
             track_video(site / cam["name"] / "video.mp4", out, cfg)
             folders.append(str(out))
-        _, records, s = read_cameras(folders, {})
-        truth = np.full(len(records), -1, dtype=np.int64)
-        gts = {c["name"]: _gt_boxes(site / c["name"]) for c in doc["cameras"]}
-        for k, r in enumerate(records):
-            r["_cam"] = int(s.camera[k])
-            person = _person_of(r, gts[r["camera"]], len(doc["people"]))
-            truth[k] = -1 if person is None else person
-        row = {}
-        for name in LINKERS:
-            labels = linker_labels(name, s, rules)
-            row[name] = {**multi_camera_idf1(site, records, labels, s.cameras),
-                         **link_precision_recall(truth, labels, s.camera), "people": int(labels.max()) + 1}
-        row["tracks"] = len(records)
-        result[detector] = row
+        result[detector] = score_site(site, folders, rules)
     return result
+
+
+def score_site(site: Path, folders: list[str], rules: LinkRules) -> dict[str, Any]:
+    """Each linker's figures on the site's cameras as `par track` followed them (`folders`, in the site's order)."""
+    doc = read_site(site)
+    _, records, s = read_cameras(folders, {})
+    truth = np.full(len(records), -1, dtype=np.int64)
+    gts = {c["name"]: _gt_boxes(site / c["name"]) for c in doc["cameras"]}
+    for k, r in enumerate(records):
+        r["_cam"] = int(s.camera[k])
+        person = _person_of(r, gts[r["camera"]], len(doc["people"]))
+        truth[k] = -1 if person is None else person
+    row: dict[str, Any] = {}
+    for name in LINKERS:
+        labels = linker_labels(name, s, rules)
+        row[name] = {**multi_camera_idf1(site, records, labels, s.cameras),
+                     **link_precision_recall(truth, labels, s.camera), "people": int(labels.max()) + 1}
+    row["tracks"] = len(records)
+    return row
 
 
 def scale_sightings(n: int, seed: int = 0, cameras: int = 8, dim: int = 512) -> Sightings:

@@ -15,7 +15,6 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 
 from ..engine.metrics import is_positive
 from ..errors import ParError
+from ..footage import epoch_of
 from ..footage.linking import (
     CUES,
     SIMILARITY_CUES,
@@ -75,10 +75,6 @@ def camera_folders(given: list[str]) -> list[tuple[str, Path]]:
     return cameras
 
 
-def _epoch(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-
-
 def read_cameras(given: list[str], offsets: dict[str, float]) -> tuple[list[Camera], list[dict[str, Any]],
                                                                       Sightings]:
     """The cameras, every track's record (with `camera` and `t0`, `t1` on the site's clock) and the sightings."""
@@ -104,7 +100,7 @@ def read_cameras(given: list[str], offsets: dict[str, float]) -> tuple[list[Came
             raise ParError(f"{path}: tracked with another checkpoint than {cameras[0].folder} (their probabilities "
                            f"are not comparable); track every camera with the same checkpoint")
         cam = Camera(name, folder, {**doc, "checkpoint_sha256": sha}, offsets.get(name, 0.0), live)
-        runs = {r["run"]: _epoch(r["started_at"]) for r in read_runs(folder) if r.get("started_at")} if live else {}
+        runs = {r["run"]: epoch_of(r["started_at"]) for r in read_runs(folder) if r.get("started_at")} if live else {}
         for r in doc["tracks"]:
             if "appearance" not in r or "colour" not in r:
                 raise ParError(f"{path}: track {r['id']} has no appearance (written by an older par); run `par "

@@ -9,7 +9,8 @@ line, flushed: a reader never sees half a line) with its MOTChallenge rows to tr
 (footage/alerts.py) turn records into events in alerts.jsonl and, with `--alert-webhook`, POSTs (footage/webhook.py,
 never blocking the video). At the end (the stream over, Ctrl-C or SIGTERM: open tracks are closed and written first)
 tracks.json, tracks.csv and tracks.html are made from every run's records. OUT is par's own folder, continued by a
-later run into it (footage/live_folder.py), locked while a run writes.
+later run into it (footage/live_folder.py), locked while a run writes. With `--link` (several cameras), each record
+gets its person across the cameras as it arrives, and the changes go to OUT/links.jsonl (footage/live_link.py).
 """
 from __future__ import annotations
 
@@ -30,11 +31,12 @@ import numpy as np
 from ..config import TrackConfig, check_device
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..errors import ParError
-from ..footage import TRACKS_FORMAT, TRACKS_VERSION, now_text, read_live_records
+from ..footage import TRACKS_FORMAT, TRACKS_VERSION, epoch_of, now_text, read_live_records
 from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
 from ..footage.batcher import AttributeBatcher, Request
 from ..footage.cameras import for_this_rank, source_names
 from ..footage.detect import make_detector
+from ..footage.linking import default_rules
 from ..footage.live_folder import (
     ALERTS,
     LIVE_KIND,
@@ -49,6 +51,7 @@ from ..footage.live_folder import (
     read_runs,
     start_run,
 )
+from ..footage.live_link import LINKS, LiveLink
 from ..footage.records import crop_box, mot_rows, track_record, tracks_csv
 from ..footage.stream import Gap, LiveSource, check_live_source
 from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
@@ -82,6 +85,10 @@ class Camera:
     webhook: Webhook | None
     on_event: Event | None
     start: RunStart
+    link: LiveLink | None = None
+    started: float = 0.0  # the run's start, seconds since the epoch (runs.jsonl's started_at)
+    open_first: int = 0  # the first frame of the oldest track still in view (else the latest frame)
+    in_flight: dict[int, int] = field(default_factory=dict)  # closed tracks not yet delivered: id -> first frame
     records: int = 0
     provisional: int = 0
     events: Counter = field(default_factory=Counter)
@@ -129,6 +136,7 @@ class Camera:
             for track in tracker.take_closed():
                 self._close(track, kept.pop(track.id, None), arrived.pop(track.id, 0.0))
                 updated.pop(track.id, None)
+            self.open_first = min((t.first for t in tracker.open.values()), default=max(self.last_index, 0))
         for track in list(tracker.open.values()):  # the stream is over: who is still in view leaves now
             self._close(track, kept.pop(track.id, None), arrived.pop(track.id, 0.0))
 
@@ -143,6 +151,9 @@ class Camera:
         # ids go on from the folder's earlier runs: an id names one person in the folder's whole history
         snapshot = Track(track.id + self.start.first_id - 1, list(track.frames), list(track.boxes),
                          list(track.scores))
+        if not provisional:
+            with self._lock:
+                self.in_flight[snapshot.id] = snapshot.first
         self.batcher.submit(Request(self, snapshot, frames, crops, provisional, last_arrived, time.monotonic()))
 
     def deliver(self, r: Request, probs: np.ndarray, cues: dict[str, str]) -> None:
@@ -158,8 +169,12 @@ class Camera:
                        "last_time": round(r.track.last / self.source.fps, 3),
                        "written_at": now_text(), "delay_s": delay,
                        "thumbnails": thumbs})
+        if self.link is not None and not r.provisional:
+            record["person"] = self.link.arrived(self.name, record)
         events = self.book.events(record, r.provisional)
         with self._lock:
+            if not r.provisional:
+                self.in_flight.pop(r.track.id, None)
             append_line(self.out / RECORDS, record)
             if not r.provisional:
                 self.records += 1
@@ -182,6 +197,12 @@ class Camera:
                 self.webhook.post({**event, "record": sent})
             if self.on_event:
                 self.on_event("alert", self.name, event)
+
+    def oldest_open(self) -> float:
+        """The earliest start (seconds since the epoch) a record of this camera still to come can have."""
+        with self._lock:
+            first = min([self.open_first, *self.in_flight.values()])
+        return self.started + first / self.source.fps
 
     def summary(self) -> dict[str, Any]:
         def quantiles(values: list[float]) -> dict[str, float | None]:
@@ -237,6 +258,9 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
     several = len(named) > 1
     outs = {n: Path(cfg.out) / n if several else Path(cfg.out) for n, _ in named}
     mine = for_this_rank(named)
+    if cfg.link and (not several or len(mine) < len(named)):
+        raise ParError("--link links the records of several cameras followed by one process: give two or more "
+                       "cameras, and run it without torchrun (or link the folders afterwards with `par link`)")
     if several:  # refused before connecting to anything
         check_cameras_dir(Path(cfg.out), [n for n, _ in named])
     else:
@@ -265,7 +289,7 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
         for src in live:  # a source that never gives video is one line, before any output exists
             src.start()
         if several:
-            claim_cameras_dir(Path(cfg.out), [n for n, _ in named])
+            claim_cameras_dir(Path(cfg.out), [n for n, _ in named], [LINKS] if cfg.link else [])
         starts = {}
         for (name, _), src in zip(mine, live):
             claim_dir(outs[name], LIVE_KIND)
@@ -282,6 +306,7 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
                           AlertBook(rules, cfg.early_alerts, {"camera": name, "run": starts[name].run}), webhook,
                           on_event, starts[name])
                    for (name, _), src, det, tracker in zip(mine, live, detectors, trackers)]
+        link = _live_link(cfg, cameras, meta) if cfg.link else None
         threads = [threading.Thread(target=c.run, name=f"camera {c.name}", daemon=True) for c in cameras]
         for t in threads:
             t.start()
@@ -295,21 +320,42 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
         if failed is not None:
             raise failed
         delivery = webhook.close() if webhook else None
-        docs = [_finish(c, meta, delivery) for c in cameras]
+        linked = link.finish() if link else None
+        docs = [_finish(c, meta, delivery, linked) for c in cameras]
     for src in live:
         src.join()
     return docs
 
 
-def _finish(camera: Camera, meta: dict[str, Any], webhook: dict[str, Any] | None) -> dict[str, Any]:
+def _live_link(cfg: TrackConfig, cameras: list[Camera], meta: dict[str, Any]) -> LiveLink:
+    """The run's linker on the clock `par link` reads from the cameras' runs.jsonl."""
+    for c in cameras:
+        c.started = epoch_of(next(r["started_at"] for r in read_runs(c.out) if r["run"] == c.start.run))
+    link = LiveLink(Path(cfg.out), {c.name: (c.start.run, c.started) for c in cameras}, meta["attributes"],
+                    [g.name for g in cameras[0].schema.groups], default_rules(),
+                    lambda: min(c.oldest_open() for c in cameras))
+    for c in cameras:
+        c.link = link
+    return link
+
+
+def _finish(camera: Camera, meta: dict[str, Any], webhook: dict[str, Any] | None,
+            linked: dict[str, Any] | None = None) -> dict[str, Any]:
     """The run's end in runs.jsonl, then the folder's summaries from every run's records: each track's last record
-    (a provisional one only if it never closed), this run's MOT rows in frame order, the page."""
+    (a provisional one only if it never closed; with --link, this run's tracks with their person as the run ended),
+    this run's MOT rows in frame order, the page."""
     summary = {**camera.summary(), "camera": camera.name, "keep_crops": camera.cfg.keep_crops,
                "update_every": camera.cfg.update_every, "alert_rules": [r.text for r in camera.book.rules],
-               "early_alerts": camera.book.early, "webhook": webhook}
+               "early_alerts": camera.book.early, "webhook": webhook,
+               **({"link": linked} if linked is not None else {})}
     end_run(camera.out, camera.start.run, summary)
     path = camera.out / RECORDS
     tracks = read_live_records(path) if path.is_file() else []
+    if camera.link is not None:
+        for t in tracks:
+            person = camera.link.people.get((camera.name, t.get("run"), t["id"]))
+            if person is not None:
+                t["person"] = person
     thumbnails = {r["id"]: r.pop("thumbnails") for r in tracks}
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": camera.source.name, "fps": camera.source.fps,
            "frames_read": camera.source.stats.frames_read, "stopped": None, "checkpoint": meta["_path"],

@@ -92,6 +92,9 @@ def track_sources(sources: list[str | Path], cfg: TrackConfig, on_progress: Prog
     if not sources:
         raise ParError("nothing to track: give a video file or a folder of frames")
     check_alert_options(cfg, live=False)
+    if cfg.link:
+        raise ParError("--link links live cameras as their records arrive; for recorded videos run `par link OUT` "
+                       "on what `par track` wrote")
     for s in sources:
         check_not_a_broken_url(str(s))
     if len(sources) > 1 and (cfg.annotate or cfg.save_crops or cfg.detections):
