@@ -45,12 +45,17 @@ def read_tracks(path: Path) -> dict[str, Any]:
         first = tracks[0] if tracks else {"description": {}, "probabilities": {}, "camera": path.parent.name}
         return {"source": first["camera"], "groups": list(first["description"]),
                 "attributes": list(first["probabilities"]), "tracks": tracks}
+    return read_output(path, TRACKS_FORMAT, "par track")
+
+
+def read_output(path: Path, format: str, command: str) -> dict[str, Any]:
+    """A JSON output of `command` (its `format`), or one line naming the file and how to make it again."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
-        raise ParError(f"{path}: not readable JSON; run `par track` again") from None
-    if doc.get("format") != TRACKS_FORMAT:
-        raise ParError(f"{path}: not a par track output")
+        raise ParError(f"{path}: not readable JSON; run `{command}` again") from None
+    if doc.get("format") != format:
+        raise ParError(f"{path}: not a {command} output")
     return doc
 
 
@@ -83,12 +88,7 @@ def search_people(out: Path, conditions: list[str]) -> dict[str, Any]:
     path = Path(out) / "people.json"
     if not path.is_file():
         raise ParError(f"{out}: no people.json here; --by person searches a `par link` output folder")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise ParError(f"{path}: not readable JSON; run `par link` again") from None
-    if doc.get("format") != PEOPLE_FORMAT:
-        raise ParError(f"{path}: not a par link output")
+    doc = read_output(path, PEOPLE_FORMAT, "par link")
     texts = split_query(conditions)
     parsed = parse_query(texts, doc["groups"], doc["attributes"])
     results = []
