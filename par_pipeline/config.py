@@ -304,6 +304,8 @@ class TrackConfig:
                                         "every this many seconds", above=0.0)
     link: bool = option(False, "live, several cameras: give each record its person across the cameras as records "
                         "arrive (OUT/links.jsonl; par link's default rules)")
+    alert_route: str | None = option(None, "with --link: alert when one person is seen in these cameras in this "
+                                     "order, e.g. \"door > yard\" (several routes: comma-separated)")
     reconnect: int = option(5, "live: attempts to reconnect a stream that drops, with backoff", minimum=0)
     stream_timeout: float = option(5.0, "live: seconds a camera may take to answer, or a stream stay silent, before "
                                    "it counts as dropped", above=0.0)

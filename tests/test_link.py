@@ -2,6 +2,8 @@
 synthetic site: test_readme.py's TestLink)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -133,3 +135,42 @@ def test_the_live_link_is_the_offline_link_and_forgets_who_cannot_be_joined():
     assert same_partition(last, truth) and same_partition(link_labels(far, rules)[0], last)
     assert held <= 4  # a person's two sightings and the next person's
     assert (first[::2] == last[::2]).all()  # a person's first sighting had their number when it arrived
+
+
+def test_a_route_alerts_when_the_link_makes_it_and_retracts_when_the_settled_link_does_not(tmp_path):
+    """door > yard: a yard record linked to an earlier door record alerts at once; when a later yard record turns
+    out nearer and the settled person is two yard sightings, the alert is retracted."""
+    from par_pipeline.footage.live_link import LiveLink, parse_routes, route_end
+    from par_pipeline.footage.records import _vector_text
+
+    assert route_end(("door", "yard"), [(5, "yard", "a"), (1, "door", "b"), (9, "yard", "c")]) == "a"
+    assert route_end(("door", "yard"), [(1, "yard", "a"), (3, "yard", "c")]) is None
+    assert parse_routes("door > yard, yard>door", ["door", "yard"]) == [("door", "yard"), ("yard", "door")]
+    for bad in ("door", "door > hall", "door > door"):
+        with pytest.raises(ParError, match="--alert-route"):
+            parse_routes(bad, ["door", "yard"])
+    alerts: list[dict] = []
+    link = LiveLink(tmp_path, {"door": (1, 1000.0), "yard": (1, 1000.0)},
+                    ["backpack", "top color red", "top color blue", "top color black"], ["backpack", "top color"],
+                    rules(weights={"colour": 1.0}, threshold=0.3), lambda: 1000.0, [("door", "yard")],
+                    alerts.append)
+    e = np.eye(8)
+
+    def record(track: int, t0: float, t1: float, colour: np.ndarray) -> dict:
+        colour = colour / np.linalg.norm(colour)
+        return {"id": track, "first_time": t0, "last_time": t1, "line": f"track {track}",
+                "appearance": _vector_text(colour), "colour": _vector_text(colour),
+                "probabilities": {"backpack": 0.5, "top color red": 0.2, "top color blue": 0.3, "top color black": 0.5}}
+    for k in range(4):  # others, so that the site's mean is not the three below (nobody settles before the end)
+        link.arrived("door", record(10 + k, 100.0 + 10 * k, 101.0 + 10 * k, e[4 + k]))
+    link.arrived("door", record(1, 0.0, 4.0, e[0]))
+    link.arrived("yard", record(2, 7.0, 11.0, 0.6 * e[0] + 0.8 * e[1]))
+    assert [(a["event"], a["rule"], a["camera"], a["track"]) for a in alerts] == [("alert", "door > yard", "yard", 2)]
+    assert alerts[0]["sightings"] == [{"camera": "door", "track": 1}, {"camera": "yard", "track": 2}]
+    link.arrived("yard", record(3, 12.0, 13.0, 0.3 * e[0] + e[1]))
+    summary = link.finish()
+    assert [(a["event"], a["track"]) for a in alerts] == [("alert", 2), ("retracted", 2)]
+    assert link.people[("yard", 1, 2)] == link.people[("yard", 1, 3)] != link.people[("door", 1, 1)]
+    assert summary["route_alerts"] == 1 and summary["routes"] == ["door > yard"]
+    lines = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
+    assert [x["event"] for x in lines] == ["alert", "retracted"] and lines[0]["format"] == "par-alert"

@@ -100,8 +100,11 @@ def finish(proc: ForkedPar, timeout: float = 120) -> tuple[str, str]:
 
 
 def records(out: Path) -> list[dict]:
+    """Every whole line of a live folder's tracks.jsonl (a reader may catch the last one while it is written, as
+    `par search` may: read_live_records leaves it out too)."""
     path = out / "tracks.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
+    return [json.loads(line) for line in lines if line.endswith("\n")]
 
 
 def everything_in(folder: Path) -> str:
@@ -242,10 +245,11 @@ def play_udp(scene: Path, run_path: Path, base: Path) -> Path:
 def play_site(scene: Path, run_path: Path, base: Path) -> dict:
     """Two cameras of a synthetic site (par synth --cameras) played live at once, linked as records arrive."""
     site = base / "site"
-    finish(start_par("synth", site, "--video", "--cameras", 2, "--people", 4, "--seconds", 12, "--width", 320,
-                     "--height", 180, "--seed", 3))
+    finish(start_par("synth", site, "--video", "--cameras", 2, "--people", 5, "--seconds", 14, "--width", 320,
+                     "--height", 180, "--seed", 1))
     said, _ = finish(start_par("track", f"cam1={site / 'cam1' / 'video.mp4'}", f"cam2={site / 'cam2' / 'video.mp4'}",
-                               "--live", "--link", "--checkpoint", run_path, "--out", base / "o"))
+                               "--live", "--link", "--alert-route", "cam1 > cam2, cam2 > cam1", "--checkpoint",
+                               run_path, "--out", base / "o"))
     return {"out": base / "o", "said": said}
 
 
@@ -336,6 +340,20 @@ def test_live_link_gives_each_record_its_person_as_par_link_would(played, tmp_pa
     offline = {(x["camera"], x["track"]): p["person"] for p in doc["people"] for x in p["sightings"]}
     assert offline == online
     assert f"{len(online)} records of 2 cameras are {len(doc['people'])} people" in " ".join(r["said"].split())
+    # route alerts: what stands (alerted, not retracted) is every route the settled people make, where it ends
+    from par_pipeline.footage.live_link import route_end
+
+    events = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    standing = {(a["rule"], a["camera"], a["track"]) for a in events if a["event"] == "alert"} - {
+        (a["rule"], a["camera"], a["track"]) for a in events if a["event"] == "retracted"}
+    made = set()
+    for p in doc["people"]:
+        rows = [(x["first_time"], x["camera"], (x["camera"], x["track"])) for x in p["sightings"]]
+        for route in (("cam1", "cam2"), ("cam2", "cam1")):
+            end = route_end(route, rows)
+            if end is not None:
+                made.add((" > ".join(route), *end))
+    assert standing == made
 
 
 def test_a_camera_that_drops_is_reconnected(played):
@@ -492,6 +510,10 @@ def test_bad_live_sources_are_one_line_each_and_write_nothing(scene, run_path, t
     result = run_par("track", scene / "video.mp4", "--live", "--link", "--checkpoint", run_path, "--out",
                      tmp_path / "o", check=False)
     assert result.returncode == 2 and "--link links the records of several cameras" in one_error_line(result)
+    result = run_par("track", f"a={scene / 'video.mp4'}", f"b={scene / 'video.mp4'}", "--live", "--link",
+                     "--alert-route", "a > c", "--checkpoint", run_path, "--out", tmp_path / "o", check=False)
+    assert result.returncode == 2 and "--alert-route 'a > c': two or more of the cameras a, b" in \
+        one_error_line(result)
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "notes.txt").write_text("mine")
     result = run_par("track", scene / "video.mp4", "--live", "--checkpoint", run_path, "--out", tmp_path / "theirs",

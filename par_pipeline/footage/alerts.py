@@ -88,6 +88,10 @@ def check_alert_options(cfg: "TrackConfig", live: bool) -> None:
         raise ParError("--early-alerts: a recorded file's records are all final; early alerts are for --live runs")
     if cfg.early_alerts and not cfg.update_every:
         raise ParError("--early-alerts fire on provisional records: give --update-every SECONDS too")
-    if (cfg.alert_webhook or cfg.early_alerts or cfg.webhook_thumbnails) and not cfg.alerts:
+    if cfg.alert_route and not live:
+        raise ParError("--alert-route follows a person across live cameras (--live --link); for recorded videos, "
+                       "`par link` the folders and read people.json")
+    if ((cfg.early_alerts or cfg.webhook_thumbnails) and not cfg.alerts) or (
+            cfg.alert_webhook and not cfg.alerts and not cfg.alert_route):
         raise ParError("--alert-webhook, --early-alerts and --webhook-thumbnails act on alerts: give at least one "
-                       "--alert RULE")
+                       "--alert RULE (or, for the webhook, an --alert-route)")

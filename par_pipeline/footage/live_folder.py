@@ -132,8 +132,9 @@ def read_runs(out: Path) -> list[dict[str, Any]]:
 
 
 def append_line(path: Path, obj: dict[str, Any] | None) -> None:
-    """One whole line per write (O_APPEND), so a reader of the file sees whole records only (None: the file is
-    made, nothing written)."""
+    """One whole line per write (O_APPEND): writers never interleave, and a reader sees whole lines, plus at most
+    a last one still being written, without its newline (readers leave it out: read_live_records). None: the file
+    is made, nothing written."""
     line = (json.dumps(obj) + "\n").encode() if obj is not None else b""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -75,11 +75,11 @@ class OnlineLinker:
                 self.person[row.key] = changed[row.key] = person
         return changed
 
-    def settle(self, horizon: float) -> dict[Hashable, int]:
+    def settle(self, horizon: float) -> tuple[dict[Hashable, int], dict[Hashable, int]]:
         """The records of every person whose last sighting ended a transit window before `horizon` (the earliest
         start a record still to come can have): their final person, numbered after the people settled before them
-        (those settling together by first sighting, as `par link` numbers people), and the open records' people,
-        numbered after them, where that changed."""
+        (those settling together by first sighting, as `par link` numbers people); and the open records whose
+        person changed (numbered after them, and linked again without them)."""
         with self._lock:
             by_person: dict[int, list[Arrival]] = {}
             for row in self.rows:
@@ -93,10 +93,9 @@ class OnlineLinker:
                     final[r.key] = self.settled_people
                     del self.person[r.key]
             if not final:
-                return {}
+                return {}, {}
             self.rows = [r for r in self.rows if r.key not in final]
-            changed = self._relink() if self.rows else {}
-            return {**final, **changed}
+            return final, self._relink() if self.rows else {}
 
     def open_rows(self) -> int:
         return len(self.rows)
@@ -122,10 +121,10 @@ def replay(s: Sightings, rules: LinkRules) -> tuple[np.ndarray, np.ndarray, int]
         first[k] = changed[int(k)]
         under_way = s.start[order[n + 1:]]
         horizon = min(now, float(under_way.min())) if len(under_way) else now
-        changed.update(linker.settle(horizon))
+        final, moved = linker.settle(horizon)
         held = max(held, linker.open_rows())
-        for key, person in changed.items():
+        for key, person in {**changed, **final, **moved}.items():
             last[key] = person
-    for key, person in linker.settle(np.inf).items():
+    for key, person in linker.settle(np.inf)[0].items():
         last[key] = person
     return last - 1, first - 1, held

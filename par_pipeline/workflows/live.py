@@ -51,7 +51,7 @@ from ..footage.live_folder import (
     read_runs,
     start_run,
 )
-from ..footage.live_link import LINKS, LiveLink
+from ..footage.live_link import LINKS, ROUTE_ALERTS, LiveLink, parse_routes
 from ..footage.records import crop_box, mot_rows, track_record, tracks_csv
 from ..footage.stream import Gap, LiveSource, check_live_source
 from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
@@ -261,6 +261,9 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
     if cfg.link and (not several or len(mine) < len(named)):
         raise ParError("--link links the records of several cameras followed by one process: give two or more "
                        "cameras, and run it without torchrun (or link the folders afterwards with `par link`)")
+    if cfg.alert_route and not cfg.link:
+        raise ParError("--alert-route follows a person from camera to camera: give --link too")
+    routes = parse_routes(cfg.alert_route, [n for n, _ in named]) if cfg.link else []
     if several:  # refused before connecting to anything
         check_cameras_dir(Path(cfg.out), [n for n, _ in named])
     else:
@@ -289,7 +292,8 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
         for src in live:  # a source that never gives video is one line, before any output exists
             src.start()
         if several:
-            claim_cameras_dir(Path(cfg.out), [n for n, _ in named], [LINKS] if cfg.link else [])
+            claim_cameras_dir(Path(cfg.out), [n for n, _ in named],
+                              [LINKS] * cfg.link + [ROUTE_ALERTS] * bool(routes))
         starts = {}
         for (name, _), src in zip(mine, live):
             claim_dir(outs[name], LIVE_KIND)
@@ -306,7 +310,7 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
                           AlertBook(rules, cfg.early_alerts, {"camera": name, "run": starts[name].run}), webhook,
                           on_event, starts[name])
                    for (name, _), src, det, tracker in zip(mine, live, detectors, trackers)]
-        link = _live_link(cfg, cameras, meta) if cfg.link else None
+        link = _live_link(cfg, cameras, meta, routes, webhook, on_event) if cfg.link else None
         threads = [threading.Thread(target=c.run, name=f"camera {c.name}", daemon=True) for c in cameras]
         for t in threads:
             t.start()
@@ -327,13 +331,21 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
     return docs
 
 
-def _live_link(cfg: TrackConfig, cameras: list[Camera], meta: dict[str, Any]) -> LiveLink:
-    """The run's linker on the clock `par link` reads from the cameras' runs.jsonl."""
+def _live_link(cfg: TrackConfig, cameras: list[Camera], meta: dict[str, Any], routes: list[tuple[str, ...]],
+               webhook: Webhook | None, on_event: Event | None) -> LiveLink:
+    """The run's linker on the clock `par link` reads from the cameras' runs.jsonl; its route alerts go where the
+    cameras' alerts go."""
+    def on_alert(alert: dict[str, Any]) -> None:
+        if webhook is not None:
+            webhook.post(alert)
+        if on_event is not None:
+            on_event("alert", alert["camera"], alert)
+
     for c in cameras:
         c.started = epoch_of(next(r["started_at"] for r in read_runs(c.out) if r["run"] == c.start.run))
     link = LiveLink(Path(cfg.out), {c.name: (c.start.run, c.started) for c in cameras}, meta["attributes"],
                     [g.name for g in cameras[0].schema.groups], default_rules(),
-                    lambda: min(c.oldest_open() for c in cameras))
+                    lambda: min(c.oldest_open() for c in cameras), routes, on_alert)
     for c in cameras:
         c.link = link
     return link
