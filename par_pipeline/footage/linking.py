@@ -6,7 +6,8 @@ Every pair of tracks gets, as whole matrices (no Python loop over pairs):
 - colour: the cosine of their colour histograms (chromaticity of the upper and lower body, records' `colour`);
 - attributes: the cosine of their answer distributions' square roots (per group: a yes/no group p and 1 - p, a
   multi-valued group its values' probabilities normalised; the Bhattacharyya coefficient's vectors);
-  each of the three after the sightings' mean is removed (`centred`), so what every track shares does not count;
+  each of the three after the sightings' mean is removed (`centred`; per camera for `camera_centred` cues: the
+  colour, as each camera has its own colour response), so what every track shares does not count;
 - a conflict: a group both tracks answer confidently (the answer's probability >= `confident`) and differently. A
   conflict forbids the pair: a confident "backpack" and a confident "no backpack" are not one person. Groups that
   describe the moment rather than the person (`moment_groups`: pose, motion; a camera sees a walker from its own
@@ -61,12 +62,14 @@ class LinkRules:
     confident: float  # an answer this probable (or more) is confident: two confident answers that differ conflict
     max_gap: float  # seconds from a sighting's end to the next sighting's start, in another camera
     moment_groups: tuple[str, ...] = ()  # groups that describe the moment (pose, motion), not the person: not compared
+    camera_centred: tuple[str, ...] = ()  # cues centred per camera (each camera's colour response is its own)
     cues: tuple[str, ...] = CUES
     transit: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)  # (from, to) -> min, max s
 
     def record(self, cameras: list[str]) -> dict[str, Any]:
         return {"cues": list(self.cues), "threshold": self.threshold, "weights": self.weights,
                 "confident": self.confident, "max_gap_s": self.max_gap, "moment_groups": list(self.moment_groups),
+                "camera_centred": list(self.camera_centred),
                 "transit": [{"from": cameras[a], "to": cameras[b], "min": lo, "max": hi}
                             for (a, b), (lo, hi) in sorted(self.transit.items())]}
 
@@ -76,6 +79,7 @@ def default_rules(**given: Any) -> LinkRules:
     d = load_json("linking", "default")
     values = {k: d[k] for k in ("threshold", "weights", "confident", "max_gap")}
     values["moment_groups"] = tuple(d["moment_groups"])
+    values["camera_centred"] = tuple(d["camera_centred"])
     values.update({k: v for k, v in given.items() if v is not None})
     return LinkRules(**values)
 
@@ -83,13 +87,43 @@ def default_rules(**given: Any) -> LinkRules:
 CENTRE_PRIOR = 4  # the mean removed is sum / (n + CENTRE_PRIOR): a few sightings keep most of what they share
 
 
-def centred(vectors: np.ndarray, total: tuple[np.ndarray, int] | None = None) -> np.ndarray:
-    """Unit vectors less their mean over the sightings, normalised again: what every track shares (the scene's
-    light and background, a CLIP embedding's common direction) stops counting as likeness. The mean is shrunk
-    towards zero (CENTRE_PRIOR), so two sightings alone are not pushed apart by their own mean. `total` (sum,
-    count): the mean of other sightings than these (the live linker's, of everything seen so far)."""
-    summed, count = total if total is not None else (vectors.sum(0, dtype=np.float64), len(vectors))
-    v = vectors - summed[None, :] / (count + CENTRE_PRIOR)
+Totals = dict[tuple[str, int], tuple[np.ndarray, int]]  # (cue, camera or ALL_CAMERAS) -> (sum, count)
+ALL_CAMERAS = -1
+
+
+def centring_totals(s: Sightings, rules: LinkRules) -> Totals:
+    """What the cues are centred by: each cue's sum and count over the sightings, per camera for the cues that are
+    centred per camera (`camera_centred`). Totals add up, so the live linker keeps them for everything seen."""
+    out: Totals = {}
+    for cue, v in similarity_vectors(s, rules).items():
+        v = v.astype(np.float64)
+        if cue in rules.camera_centred:
+            for k in np.unique(s.camera).tolist():
+                mine = s.camera == k
+                out[(cue, k)] = (v[mine].sum(0), int(mine.sum()))
+        else:
+            out[(cue, ALL_CAMERAS)] = (v.sum(0), len(v))
+    return out
+
+
+def add_totals(a: Totals, b: Totals) -> Totals:
+    return {k: (a[k][0] + b[k][0], a[k][1] + b[k][1]) if k in a and k in b else a.get(k) or b[k]
+            for k in {*a, *b}}
+
+
+def centred(vectors: np.ndarray, camera: np.ndarray, totals: Totals, cue: str) -> np.ndarray:
+    """Unit vectors less their mean, normalised again: what every track shares (the scene's light and background,
+    a CLIP embedding's common direction) stops counting as likeness; for a cue centred per camera, what every
+    track of the camera shares (its colour response). The mean is shrunk towards zero (CENTRE_PRIOR), so two
+    sightings alone are not pushed apart by their own mean."""
+    v = vectors.astype(np.float64)
+    if (cue, ALL_CAMERAS) in totals:
+        summed, count = totals[(cue, ALL_CAMERAS)]
+        v = v - summed[None, :] / (count + CENTRE_PRIOR)
+    else:
+        for k in np.unique(camera).tolist():
+            summed, count = totals[(cue, k)]
+            v[camera == k] -= summed[None, :] / (count + CENTRE_PRIOR)
     return (v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
@@ -149,14 +183,15 @@ def similarity_vectors(s: Sightings, rules: LinkRules) -> dict[str, np.ndarray]:
     return {"appearance": s.appearance, "colour": s.colour, "attributes": roots}
 
 
-def cues_of(s: Sightings, rules: LinkRules, totals: dict[str, tuple[np.ndarray, int]] | None = None) -> Cues:
-    """`totals`: per cue the (sum, count) to centre with, when not these sightings' own."""
+def cues_of(s: Sightings, rules: LinkRules, totals: Totals | None = None) -> Cues:
+    """`totals`: what to centre with (`centring_totals`), when not these sightings' own."""
+    totals = totals if totals is not None else centring_totals(s, rules)
     dists = answer_distributions(s, rules.moment_groups)
     sure = np.concatenate([(d.max(1, keepdims=True) >= rules.confident) for d in dists], axis=1).astype(np.float32)
     answers = np.concatenate([np.eye(d.shape[1], dtype=np.float32)[d.argmax(1)] * sure[:, [g]]
                               for g, d in enumerate(dists)], axis=1)
-    return Cues({cue: centred(v, totals[cue] if totals else None)
-                 for cue, v in similarity_vectors(s, rules).items()}, sure, answers)
+    return Cues({cue: centred(v, s.camera, totals, cue) for cue, v in similarity_vectors(s, rules).items()},
+                sure, answers)
 
 
 def link_distances(s: Sightings, cues: Cues, rules: LinkRules) -> np.ndarray:
@@ -211,8 +246,7 @@ def _gaps_allowed(s: Sightings, members: np.ndarray, rules: LinkRules) -> bool:
     return True
 
 
-def link_labels(s: Sightings, rules: LinkRules, totals: dict[str, tuple[np.ndarray, int]] | None = None
-                ) -> tuple[np.ndarray, Cues]:
+def link_labels(s: Sightings, rules: LinkRules, totals: Totals | None = None) -> tuple[np.ndarray, Cues]:
     """The person of every sighting (0 .. P-1, numbered by first appearance) and the cues behind it."""
     cues = cues_of(s, rules, totals)
     n = len(s)

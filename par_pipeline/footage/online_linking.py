@@ -21,7 +21,7 @@ from typing import Hashable
 
 import numpy as np
 
-from .linking import LinkRules, Sightings, link_labels, similarity_vectors
+from .linking import LinkRules, Sightings, Totals, add_totals, centring_totals, link_labels
 
 
 @dataclass
@@ -47,7 +47,7 @@ class OnlineLinker:
         self.rows: list[Arrival] = []
         self.person: dict[Hashable, int] = {}  # each open row's person (1, 2, ...: settled people come first)
         self.settled_people = 0
-        self.totals: dict[str, tuple[np.ndarray, int]] = {}
+        self.totals: Totals = {}
         self._lock = threading.Lock()
 
     def _sightings(self, rows: list[Arrival]) -> Sightings:
@@ -60,9 +60,7 @@ class OnlineLinker:
     def add(self, arrival: Arrival) -> dict[Hashable, int]:
         """Link `arrival`: the open records whose person this changed (the arrival's own among them)."""
         with self._lock:
-            for cue, v in similarity_vectors(self._sightings([arrival]), self.rules).items():
-                summed, count = self.totals.get(cue, (np.zeros(v.shape[1], np.float64), 0))
-                self.totals[cue] = (summed + v[0], count + 1)
+            self.totals = add_totals(self.totals, centring_totals(self._sightings([arrival]), self.rules))
             self.rows.append(arrival)
             return self._relink()
 
