@@ -5,7 +5,8 @@ Per camera a thread runs decode (its own reader thread, footage.stream) -> detec
 most `keep_crops` crops, thinned evenly as it grows (`KeptCrops`), so they always span it; when the tracker closes a
 track (unmatched for `lost_frames`), the crops of its T chosen frames go to the one `AttributeBatcher` all cameras
 share (the checkpoint's CLIP + fusion model, in full batches), and the record is appended to OUT/tracks.jsonl (one
-line, flushed: a reader never sees half a line) with its MOTChallenge rows to tracks.txt. Alert rules
+line, one write: a reader sees whole lines and at most a last one still being written, which readers leave out)
+with its MOTChallenge rows to tracks.txt. Alert rules
 (footage/alerts.py) turn records into events in alerts.jsonl and, with `--alert-webhook`, POSTs (footage/webhook.py,
 never blocking the video). At the end (the stream over, Ctrl-C or SIGTERM: open tracks are closed and written first)
 tracks.json, tracks.csv and tracks.html are made from every run's records. OUT is par's own folder, continued by a
