@@ -12,6 +12,7 @@ from rich.table import Table
 from par_pipeline.config import (
     BenchConfig,
     EvalConfig,
+    ExportConfig,
     ExtractConfig,
     ImportConfig,
     LinkConfig,
@@ -401,8 +402,8 @@ def _predict(own: dict[str, Any], given: dict[str, Any]) -> None:
     cfg = _command_config("predict", own, given, {"checkpoint": own["checkpoint"]})
     items = collect_inputs(own["inputs"] or [], own["mars_root"], own["tracklet"])
     with progress_bar("predict", None, "frames") as update:
-        records = predict(items, cfg, update)
-    write_predictions(records, cfg)
+        records, runtime = predict(items, cfg, update)
+    write_predictions(records, runtime, cfg)
     groups = list(records[0]["description"])
     shown = records[:6]  # one column per tracklet; --json / --csv hold every record
     t = Table(title=f"predicted attributes ({len(records)} tracklet(s){', first 6 shown' if len(records) > 6 else ''})",
@@ -413,6 +414,7 @@ def _predict(own: dict[str, Any], given: dict[str, Any]) -> None:
     for g in groups:
         t.add_row(g, *(f"{r['description'][g]} ({r['confidence'][g]:.2f})" for r in shown))
     console.print(t)
+    console.print(runtime_said(runtime), highlight=False)
 
 
 command_with_config(app, "predict", PredictConfig, [
@@ -423,6 +425,46 @@ command_with_config(app, "predict", PredictConfig, [
     parameter("tracklet", typer.Option([], help="MARS tracklet id (repeatable), e.g. 0001C1T0001"), list[str]),
     CONFIG,
 ], _predict, "Attributes of new tracklets and videos: probabilities and a decoded description per group.")
+
+
+def runtime_said(record: dict[str, Any]) -> str:
+    """One line on what answered: the runtime, and an export's quantisation with its measured agreement."""
+    text = f"runtime {record['name']} {record['version']}"
+    if record.get("export"):
+        text += f" (export {record['export']}"
+        q, a = record.get("quantization"), record.get("agreement") or {}
+        if q:
+            text += (f", {q['precision']}: token cosine >= {a['token_min_cosine']:.4f}, probabilities within "
+                     f"{a['probability_max_difference']:.3f}, F1 {a['f1_export']:.3f} vs {a['f1_torch']:.3f} fp32")
+        text += ")"
+    return text
+
+
+def _export(own: dict[str, Any], given: dict[str, Any]) -> None:
+    from par_pipeline.workflows.export import export_checkpoint
+
+    cfg = _command_config("export", own, given, {"checkpoint": own["checkpoint"], "out": str(own["out"])})
+    with console.status("exporting") as status:
+        doc = export_checkpoint(cfg, lambda msg: status.update(msg))
+    a = doc["agreement"]
+    rows = [("graphs", ", ".join(g["file"] for g in doc["graphs"].values())),
+            ("quantization", doc["quantization"]["precision"] if doc["quantization"] else "none (fp32)"),
+            ("checked on", f"{a['tracklets']} tracklets, {a['frames']} frames of {a['manifest']}"),
+            ("token min cosine", f"{a['token_min_cosine']:.6f}"),
+            ("probability max difference", f"{a['probability_max_difference']:.2e}"),
+            ("decisions differing", f"{a['decisions_differing']} of {a['decisions']}"),
+            ("F1 (protocol) export / PyTorch", f"{a['f1_export']:.4f} / {a['f1_torch']:.4f}")]
+    console.print(kv_table(f"par export {cfg.checkpoint}", rows))
+    console.print(f"wrote {cfg.out}: export.json, " + ", ".join(g["file"] for g in doc["graphs"].values()))
+
+
+command_with_config(app, "export", ExportConfig, [
+    parameter("checkpoint", typer.Argument(..., help="run folder (best.json), best.json/last.json or .safetensors"),
+              str),
+    parameter("out", typer.Option(..., help="export folder to write"), Path),
+    CONFIG,
+], _export, "The checkpoint's CLIP encoder and fusion model as ONNX graphs (checked against PyTorch) for "
+            "--runtime onnxruntime / openvino.")
 
 
 @app.command()
@@ -565,6 +607,8 @@ def _tracks_table(doc: dict[str, Any]) -> None:
     console.print(t)
     if n > 40:
         console.print(f"[dim]the first 40 of {n} shown; tracks.csv holds every one[/]")
+    if doc.get("runtime"):
+        console.print(runtime_said(doc["runtime"]), highlight=False)
     console.print()
 
 

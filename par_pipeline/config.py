@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from .compiling import COMPILE_MODES
 from .data.layouts import LAYOUTS
 from .data.texts import TEXT_SOURCES
+from .deploy import RUNTIMES
 from .engine.resident import CACHE_TIERS
 from .errors import ParError
 from .experiments import DEFAULT_EXPERIMENT, TRACKERS
@@ -24,6 +25,12 @@ from .resources import load_json, shipped_names
 from .store.format import FORMATS
 
 DEFAULT_RECIPE = "vtf-par-official"
+
+
+def runtime_option() -> Any:
+    """`--runtime` of par predict and par track (par_pipeline/deploy/runtime.py)."""
+    return option("auto", "what runs CLIP and the fusion model: torch (a checkpoint), onnxruntime or openvino (a "
+                  "`par export` folder); auto: by what --checkpoint names", choices=RUNTIMES)
 
 
 @dataclass
@@ -161,7 +168,7 @@ class EvalConfig:
 
 @dataclass
 class PredictConfig:
-    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors", cli=False)
+    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors; or a `par export` folder", cli=False)
     pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
     frames: int | None = option(None, "T evenly spaced frames (default: all frames)", minimum=1)
     json: str | None = option(None, "write the records as JSON to this file")
@@ -169,6 +176,21 @@ class PredictConfig:
     device: str = option("cpu", "cpu, cuda or cuda:N")
     batch_size: int = option(64, "frames per CLIP batch", minimum=1)
     workers: int = option(2, "JPEG decode workers", minimum=0)
+    runtime: str = runtime_option()
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors", cli=False)
+    out: str = option("", "export folder to write: export.json, encoder.onnx (or encoder.int8.onnx), fusion.onnx",
+                      cli=False)
+    pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
+    quantize: str = option("none", "int8: the encoder's matrix products in int8 (ONNX Runtime dynamic quantisation), "
+                           "its agreement with fp32 measured and stated", choices=("none", "int8"))
+    check_manifest: str | None = option(None, "manifest whose test tracklets check the export against PyTorch "
+                                        "(default: the one the checkpoint's store was extracted from)")
+    check_tracklets: int = option(32, "test tracklets the check runs on (0: all)", minimum=0)
+    batch_size: int = option(16, "frames per CLIP batch of the check", minimum=1)
 
 
 @dataclass
@@ -262,7 +284,7 @@ class ImportConfig:
 
 @dataclass
 class TrackConfig:
-    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors", cli=False)
+    checkpoint: str = option("", "run folder, best.json/last.json or .safetensors; or a `par export` folder", cli=False)
     out: str = option("", "output folder: tracks.json, tracks.csv, tracks.txt, tracks.html", cli=False)
     pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
     detector: str = option("motion", "motion (background subtraction, fixed cameras, no weights) or "
@@ -295,6 +317,7 @@ class TrackConfig:
                                 "evaluate on", minimum=0.0, maximum=1.0)
     device: str = option("cpu", "cpu, cuda or cuda:N")
     batch_size: int = option(32, "crops per CLIP batch", minimum=1)
+    runtime: str = runtime_option()
     live: bool = option(False, "read files as live streams: one pass at their own rate (streams and capture devices "
                         "are always live); each person's record in tracks.jsonl as they leave")
     speed: float = option(1.0, "--live files: play at this many times their frame rate", above=0.0)
@@ -334,7 +357,8 @@ class LinkConfig:
 
 
 STAGES = {"extract": ExtractConfig, "train": TrainConfig}
-COMMANDS = {**STAGES, "import": ImportConfig, "eval": EvalConfig, "predict": PredictConfig, "synth": SynthConfig,
+COMMANDS = {**STAGES, "import": ImportConfig, "eval": EvalConfig, "predict": PredictConfig, "export": ExportConfig,
+            "synth": SynthConfig,
             "bench": BenchConfig, "track": TrackConfig, "link": LinkConfig}
 
 

@@ -113,6 +113,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.suffix.lower() in (".zarr", ".h5", ".hdf5") or (path / "zarr.json").is_file():
         raise ParError(f"{path}: is a token store (`par extract`), not a checkpoint; give the run folder that "
                        f"`par train {path} --out RUN` wrote (or its best.json / last.json)")
+    if (path / "export.json").is_file() or path.name == "export.json":
+        raise ParError(f"{path}: is a `par export` folder (ONNX graphs for par predict and par track); this command "
+                       f"needs the checkpoint it was exported from (its export.json names it)")
     if path.is_dir():
         path = path / "best.json"
     elif path.suffix == ".safetensors":

@@ -19,7 +19,7 @@ def test_predict_agrees_with_eval(checkpoint, store_path, manifest_path, tmp_pat
     m = read_manifest(manifest_path)
     tests = m.split("test")[:3]
     items = [TrackletInput(r.tracklet, frames=[m.resolve(f) for f in r.frames]) for r in tests]
-    records = predict(items, PredictConfig(checkpoint=str(checkpoint), frames=3, workers=0))
+    records, _ = predict(items, PredictConfig(checkpoint=str(checkpoint), frames=3, workers=0))
     tiny_eval(store_path, checkpoint, out=str(tmp_path / "ev"), frames=3)  # T=3 as trained
     ev = np.load(tmp_path / "ev" / "predictions.npz")
     for rec in records:

@@ -1,6 +1,6 @@
 """One CLIP + fusion model for every live camera: the T chosen crops of each closed (or provisional) track, gathered
 into full batches, encoded as the checkpoint's store was (prepared the same way, tokens rounded to the store's dtype)
-and answered with the track's probabilities, from a thread of its own."""
+and answered with the track's probabilities by the run's runtime (PyTorch or an export), from a thread of its own."""
 from __future__ import annotations
 
 import queue
@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from ..data.preprocess import prepare_image
-from ..store.codec import TokenCodec
+from ..deploy.runtime import AttributeRuntime
 from .records import colour_histogram, track_cues, track_probabilities
 from .tracking import Track
 
@@ -33,8 +33,8 @@ class AttributeBatcher:
     """One CLIP + fusion model for every camera: requests (T crops of a track) are gathered into batches of up to
     `batch_size` crops, so a GPU sees full batches however many cameras feed it."""
 
-    def __init__(self, model: torch.nn.Module, enc: Any, codec: TokenCodec, device: str, batch_size: int):
-        self.model, self.enc, self.codec, self.device, self.batch_size = model, enc, codec, device, batch_size
+    def __init__(self, rt: AttributeRuntime, batch_size: int):
+        self.rt, self.batch_size = rt, batch_size
         self.error: BaseException | None = None
         self.batches = 0
         self._queue: queue.Queue[Request | None] = queue.Queue()
@@ -77,13 +77,13 @@ class AttributeBatcher:
 
     @torch.no_grad()
     def _answer(self, requests: list[Request]) -> None:
-        images = np.stack([prepare_image(c, self.enc.preprocess) for r in requests for c in r.crops])
+        images = np.stack([prepare_image(c, self.rt.preprocess) for r in requests for c in r.crops])
         chunks = [torch.from_numpy(images[k:k + self.batch_size]) for k in range(0, len(images), self.batch_size)]
-        feats = torch.cat([self.codec.round_trip(self.enc.encode_frames(c)).cpu() for c in chunks])  # as stored
+        feats = torch.cat([self.rt.tokens(c) for c in chunks])  # as stored
         self.batches += 1
         at = 0
         for r in requests:
             tokens = feats[at:at + len(r.crops)]
             at += len(r.crops)
-            r.camera.deliver(r, track_probabilities(self.model, tokens, self.device),
+            r.camera.deliver(r, track_probabilities(self.rt, tokens),
                              track_cues(tokens, [colour_histogram(c) for c in r.crops]))

@@ -16,11 +16,11 @@ from ..reports import csv_text
 from .tracking import Track
 
 
-@torch.no_grad()
-def track_probabilities(model: torch.nn.Module, frames: torch.Tensor, device: str) -> np.ndarray:
-    """A track's chosen frames' tokens [T, N, D] -> its A probabilities, as `par predict` computes them."""
-    visual = frames if model.cfg.needs_frames else frames.mean(0)
-    return torch.sigmoid(model(visual.unsqueeze(0).to(device)).float())[0].cpu().numpy()
+def track_probabilities(rt: Any, frames: torch.Tensor) -> np.ndarray:
+    """A track's chosen frames' tokens [T, N, D] -> its A probabilities, as `par predict` computes them (`rt`: the
+    run's AttributeRuntime)."""
+    visual = frames if rt.needs_frames else frames.mean(0)
+    return rt.probabilities(visual.unsqueeze(0))[0]
 
 
 COLOUR_BINS = 8  # chromaticity bins per axis of the colour cue

@@ -50,6 +50,7 @@ class VTFPAR(nn.Module):
         self.head_weight = nn.Parameter(torch.empty(A, H).uniform_(-bound, bound))
         self.head_bias = nn.Parameter(torch.empty(A).uniform_(-bound, bound))
         self.bn = GlobalBatchNorm1d(A) if cfg.head_batchnorm else nn.Identity()
+        self.exporting = False  # par export's graph (head_logits)
 
     def attribute_tokens(self) -> torch.Tensor:
         return self.text_embed(self.text_features) if self.cfg.text_tokens else self.attribute_queries
@@ -71,8 +72,15 @@ class VTFPAR(nn.Module):
         else:
             pooled = self.fc(v.mean(dim=1))
             tokens = pooled.unsqueeze(1) + t  # each head still reads its own attribute token
-        logits = (tokens * self.head_weight).sum(-1) + self.head_bias
-        return self.bn(logits)
+        return self.bn(self.head_logits(tokens))
+
+    def head_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Head i (a Linear(H, 1)) on attribute token i: [B, A, H] -> [B, A]. Exported graphs take the same sum as one
+        batched matrix product (`exporting`): OpenVINO's CPU plugin (2026.4) computes the Mul -> ReduceSum -> Add that
+        the elementwise form exports to wrongly, by up to 0.5 in a logit."""
+        if self.exporting:
+            return torch.einsum("bah,ah->ba", tokens, self.head_weight) + self.head_bias
+        return (tokens * self.head_weight).sum(-1) + self.head_bias
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):

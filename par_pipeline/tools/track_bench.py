@@ -27,12 +27,11 @@ import torch
 from ..config import BenchConfig, build_config
 from ..data.layouts import read_attribute_csv
 from ..data.schema import schema_from_dict
+from ..deploy.runtime import load_runtime
 from ..engine.metrics import evaluate_predictions, group_answers
 from ..footage.records import crop_box, track_probabilities
 from ..model.checkpoint import load_checkpoint
-from ..model.clip import encoder_for_checkpoint
 from ..reports import spread
-from ..store.codec import TokenCodec
 from ..workflows.track import track_video
 from .scenes import write_scene
 
@@ -82,9 +81,7 @@ def _per_frame_votes(doc: dict[str, Any], scene: Path, run: str, schema: Any, th
     from ..data.preprocess import prepare_image
     from ..data.video import FrameSource
 
-    model, meta = load_checkpoint(run, device)
-    enc = encoder_for_checkpoint(meta, None, device)
-    codec = TokenCodec(meta["store_identity"]["dtype"])
+    rt = load_runtime(run, "torch", None, device)
     wanted: dict[int, list[tuple[int, list[float]]]] = {}
     for k, t in enumerate(doc["tracks"]):
         boxes = {int(b[0]): b for b in t["boxes"]}
@@ -93,10 +90,8 @@ def _per_frame_votes(doc: dict[str, Any], scene: Path, run: str, schema: Any, th
     answers: dict[int, list[list[int]]] = {k: [] for k in range(len(doc["tracks"]))}
     for index, rgb in FrameSource(scene / "video.mp4"):
         for k, (_, x, y, w, h, _) in wanted.get(index, []):
-            image = torch.from_numpy(prepare_image(crop_box(rgb, (x, y, x + w, y + h)), enc.preprocess))[None]
-            with torch.no_grad():
-                tokens = codec.round_trip(enc.encode_frames(image)).cpu()
-            probs = track_probabilities(model, tokens, device)  # one frame: a track of one
+            image = torch.from_numpy(prepare_image(crop_box(rgb, (x, y, x + w, y + h)), rt.preprocess))[None]
+            probs = track_probabilities(rt, rt.tokens(image))  # one frame: a track of one
             answers[k].append([a for a, _ in group_answers(probs, schema.groups, threshold)])
     voted = np.zeros((len(doc["tracks"]), schema.num_attributes), dtype=np.float32)
     for k, rows in answers.items():

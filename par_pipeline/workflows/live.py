@@ -31,6 +31,7 @@ import numpy as np
 
 from ..config import TrackConfig, check_device
 from ..data.schema import AttributeSchema, schema_from_dict
+from ..deploy.runtime import load_runtime
 from ..errors import ParError
 from ..footage import TRACKS_FORMAT, TRACKS_VERSION, epoch_of, now_text, read_live_records
 from ..footage.alerts import AlertBook, check_alert_options, parse_alerts
@@ -57,12 +58,9 @@ from ..footage.records import crop_box, mot_rows, track_record, tracks_csv
 from ..footage.stream import Gap, LiveSource, check_live_source
 from ..footage.tracking import KeptCrops, PersonTracker, Track, TrackerOptions
 from ..footage.webhook import Webhook
-from ..model.checkpoint import load_checkpoint
-from ..model.clip import encoder_for_checkpoint
 from ..outputs import atomic_write, claim_dir, exclusive
 from ..pages.render import thumbnail_uri
 from ..pages.tracks_page import tracks_html
-from ..store.codec import TokenCodec
 
 Event = Callable[[str, str, dict[str, Any]], None]  # (kind: frames|record|alert, camera, payload)
 
@@ -269,7 +267,8 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
         check_cameras_dir(Path(cfg.out), [n for n, _ in named])
     else:
         check_camera_dir(Path(cfg.out))
-    model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
+    rt = load_runtime(cfg.checkpoint, cfg.runtime, cfg.pretrained, cfg.device)
+    meta = {**rt.meta, "runtime": rt.record()}
     schema = schema_from_dict(meta["schema_definition"])
     rules = parse_alerts(cfg.alerts, schema)
     T = cfg.frames or meta["eval_frames"]
@@ -278,7 +277,6 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
                        f"at least {T}")
     for name, _ in mine:
         _check_history(outs[name], meta)
-    enc = encoder_for_checkpoint(meta, cfg.pretrained, cfg.device)
     options = TrackerOptions(cfg.activation, cfg.high_confidence, cfg.match_iou, cfg.confirm_frames, cfg.lost_frames)
     live = [LiveSource(s, reconnect=cfg.reconnect, speed=cfg.speed, timeout=cfg.stream_timeout) for _, s in mine]
     def stop(why: str) -> None:
@@ -301,12 +299,12 @@ def track_live(sources: list[str], cfg: TrackConfig, on_event: Event | None = No
             held.enter_context(exclusive(outs[name], "live track"))
             starts[name] = start_run(outs[name], {"source": src.name, "checkpoint": meta["_path"],
                                                   "checkpoint_sha256": meta["weights_sha256"],
-                                                  "attributes": meta["attributes"], "pid": os.getpid()})
+                                                  "runtime": meta["runtime"], "attributes": meta["attributes"],
+                                                  "pid": os.getpid()})
             if rules:  # there from the start: an empty alerts.jsonl says no rule has fired yet
                 append_line(outs[name] / ALERTS, None)
         webhook = Webhook(cfg.alert_webhook, retries=cfg.webhook_retries) if cfg.alert_webhook else None
-        batcher = AttributeBatcher(model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg.device,
-                                   cfg.batch_size)
+        batcher = AttributeBatcher(rt, cfg.batch_size)
         cameras = [Camera(name, src, outs[name], det, tracker, options, cfg, T, schema, meta["threshold"], batcher,
                           AlertBook(rules, cfg.early_alerts, {"camera": name, "run": starts[name].run}), webhook,
                           on_event, starts[name])
@@ -372,7 +370,7 @@ def _finish(camera: Camera, meta: dict[str, Any], webhook: dict[str, Any] | None
     thumbnails = {r["id"]: r.pop("thumbnails") for r in tracks}
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": camera.source.name, "fps": camera.source.fps,
            "frames_read": camera.source.stats.frames_read, "stopped": None, "checkpoint": meta["_path"],
-           "checkpoint_sha256": meta["weights_sha256"], "threshold": meta["threshold"],
+           "checkpoint_sha256": meta["weights_sha256"], "runtime": meta["runtime"], "threshold": meta["threshold"],
            "detector": camera.detector.record(), "tracker": camera.options.record(),
            "min_track_frames": camera.cfg.min_track_frames, "frames_per_track": camera.T,
            "attributes": meta["attributes"], "groups": [g.name for g in camera.schema.groups], "tracks": tracks,

@@ -2,7 +2,8 @@
 
 The CLIP model, weights, precision, preprocessing and token dtype are the ones the checkpoint's store was built
 with (recorded in the checkpoint), so a tracklet gets the probabilities `par eval` would give it on the same
-frames. Frames of many tracklets go through CLIP together in batches.
+frames. Frames of many tracklets go through CLIP together in batches, run by the checkpoint's PyTorch model or an
+export of it (`--runtime`, par_pipeline/deploy).
 """
 from __future__ import annotations
 
@@ -21,13 +22,11 @@ from ..data.layouts import mars_tracklet_frames
 from ..data.sampling import sample_frames
 from ..data.schema import schema_from_dict
 from ..data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..deploy.runtime import AttributeRuntime, load_runtime
 from ..engine.metrics import describe
 from ..errors import ParError
-from ..model.checkpoint import load_checkpoint
-from ..model.clip import encoder_for_checkpoint
 from ..outputs import json_format_is, write_output_file
 from ..reports import csv_text
-from ..store.codec import TokenCodec
 from ..workers import stop_with_parent
 
 PREDICTIONS_FORMAT = "par-predictions"
@@ -76,33 +75,45 @@ def collect_inputs(
     return out
 
 
-def predict(inputs: list[TrackletInput], cfg: PredictConfig,
-            on_progress: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """One record per input (README: `par predict --json`)."""
+def predict(inputs: list[TrackletInput], cfg: PredictConfig, on_progress: Callable[[int, int], None] | None = None
+            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One record per input (README: `par predict --json`), and what answered (the runtime's record)."""
     check_device(cfg.device)
-    device, batch_size = cfg.device, cfg.batch_size
-    model, meta = load_checkpoint(cfg.checkpoint, device)
-    enc = encoder_for_checkpoint(meta, cfg.pretrained, device)
-    codec = TokenCodec(meta["store_identity"]["dtype"])
-    keep = model.cfg.needs_frames
-    frames = cfg.frames or (meta["eval_frames"] if keep else None)
-    # Which frames of each tracklet: all (default) or T evenly spaced (the rule `par eval` uses).
+    rt = load_runtime(cfg.checkpoint, cfg.runtime, cfg.pretrained, cfg.device)
+    meta = rt.meta
+    probs, counts = tracklet_probabilities(rt, inputs, cfg.frames, cfg.batch_size, cfg.workers, on_progress)
+    schema = schema_from_dict(meta["schema_definition"])
+    records = []
+    for t, n, p in zip(inputs, counts, probs):
+        answers, confidence = describe(p, schema, meta["threshold"])
+        records.append({"tracklet": t.name, "frames": n, "description": answers, "confidence": confidence,
+                        "probabilities": dict(zip(meta["attributes"], map(float, p)))})
+    return records, rt.record()
+
+
+def tracklet_probabilities(rt: AttributeRuntime, inputs: list[TrackletInput], frames: int | None, batch_size: int,
+                           workers: int, on_progress: Callable[[int, int], None] | None = None
+                           ) -> tuple[np.ndarray, list[int]]:
+    """Probabilities [n, A] of the tracklets and the frames each used: all frames (`frames` None, a temporal model
+    its checkpoint's T) or T evenly spaced (the rule `par eval` uses), through CLIP in batches across tracklets."""
+    keep = rt.needs_frames
+    frames = frames or (rt.meta["eval_frames"] if keep else None)
     jobs: list[tuple[int, Any]] = []
     counts = []
     for i, t in enumerate(inputs):
-        items: Sequence[Any] = video_frames(t.video, enc.preprocess) if t.video is not None else (t.frames or [])
+        items: Sequence[Any] = video_frames(t.video, rt.preprocess) if t.video is not None else (t.frames or [])
         if not items:
             raise ParError(f"{t.name}: no frames")
         idx = np.arange(len(items)) if frames is None else sample_frames(len(items), frames, None)
         jobs.extend((i, items[k]) for k in idx)
         counts.append(len(idx))
-    tokens = torch.zeros(len(jobs), enc.num_tokens, enc.dim) if keep else None
-    sums = torch.zeros(len(inputs), enc.num_tokens, enc.dim)
+    tokens = torch.zeros(len(jobs), rt.num_tokens, rt.dim) if keep else None
+    sums = torch.zeros(len(inputs), rt.num_tokens, rt.dim)
     done = 0
 
     def accumulate(positions: list[int], images: torch.Tensor) -> None:
         nonlocal done
-        feats = codec.round_trip(enc.encode_frames(images)).cpu()  # what the store would hold
+        feats = rt.tokens(images)  # what the store would hold
         owners = torch.tensor([jobs[p][0] for p in positions])
         if keep:
             tokens[positions] = feats
@@ -117,11 +128,11 @@ def predict(inputs: list[TrackletInput], cfg: PredictConfig,
         accumulate(chunk, torch.from_numpy(np.stack([jobs[p][1] for p in chunk])))
     files = [p for p, (_, item) in enumerate(jobs) if not isinstance(item, np.ndarray)]
     if files:  # decode JPEGs in loader workers while CLIP runs, as `par extract` does
-        rows = FrameRows([str(jobs[p][1]) for p in files], enc.preprocess)
-        loader = DataLoader(rows, batch_size=batch_size, num_workers=cfg.workers, collate_fn=collate_rows,
-                            pin_memory=enc.device.type == "cuda", worker_init_fn=stop_with_parent())
+        rows = FrameRows([str(jobs[p][1]) for p in files], rt.preprocess)
+        loader = DataLoader(rows, batch_size=batch_size, num_workers=workers, collate_fn=collate_rows,
+                            pin_memory=rt.device.type == "cuda", worker_init_fn=stop_with_parent())
         for r, payload, good, reasons in loader:
-            images, good, reasons = decode_rows(rows, r, payload, good, reasons, enc.device)
+            images, good, reasons = decode_rows(rows, r, payload, good, reasons, rt.device)
             if not bool(good.all()):
                 k = int(np.flatnonzero(~good.numpy())[0])
                 raise ParError(f"{rows.paths[int(r[k])]}: {reasons[k]}; remove or replace the frame")
@@ -131,15 +142,7 @@ def predict(inputs: list[TrackletInput], cfg: PredictConfig,
         visual = torch.stack(by_tracklet)
     else:
         visual = sums / torch.tensor(counts, dtype=torch.float32).view(-1, 1, 1)
-    with torch.no_grad():
-        probs = torch.sigmoid(model(visual.to(device)).float()).cpu().numpy()
-    schema = schema_from_dict(meta["schema_definition"])
-    records = []
-    for t, n, p in zip(inputs, counts, probs):
-        answers, confidence = describe(p, schema, meta["threshold"])
-        records.append({"tracklet": t.name, "frames": n, "description": answers, "confidence": confidence,
-                        "probabilities": dict(zip(meta["attributes"], map(float, p)))})
-    return records
+    return rt.probabilities(visual), counts
 
 
 def _is_predictions_csv(path: Path) -> bool:
@@ -150,11 +153,12 @@ def _is_predictions_csv(path: Path) -> bool:
         return False
 
 
-def write_predictions(records: list[dict[str, Any]], cfg: PredictConfig) -> None:
-    """`--json`: {format, version, checkpoint, records}; `--csv`: one row per tracklet (answers, then probabilities)."""
+def write_predictions(records: list[dict[str, Any]], runtime: dict[str, Any], cfg: PredictConfig) -> None:
+    """`--json`: {format, version, checkpoint, runtime, records}; `--csv`: one row per tracklet (answers, then
+    probabilities)."""
     if cfg.json is not None:
         text = json.dumps({"format": PREDICTIONS_FORMAT, "version": 1, "checkpoint": cfg.checkpoint,
-                           "records": records}, indent=2) + "\n"
+                           "runtime": runtime, "records": records}, indent=2) + "\n"
         write_output_file(Path(cfg.json), "predictions file", json_format_is(PREDICTIONS_FORMAT),
                           lambda tmp: tmp.write_text(text))
     if cfg.csv is not None:

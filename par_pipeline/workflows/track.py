@@ -30,6 +30,7 @@ from ..data.preprocess import prepare_image
 from ..data.sampling import sample_frames
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..data.video import FrameSource
+from ..deploy.runtime import AttributeRuntime, load_runtime
 from ..engine.metrics import group_answers
 from ..errors import ParError
 from ..footage import TRACKS_FORMAT, TRACKS_VERSION
@@ -49,12 +50,9 @@ from ..footage.records import (
 from ..footage.stream import check_not_a_broken_url
 from ..footage.tracking import PersonTracker, Track, TrackerOptions
 from ..footage.webhook import Webhook
-from ..model.checkpoint import load_checkpoint
-from ..model.clip import encoder_for_checkpoint
 from ..outputs import atomic_write, check_dir_target, fault_point, replace_dir
 from ..pages.render import thumbnail_uri
 from ..pages.tracks_page import tracks_html
-from ..store.codec import TokenCodec
 
 
 class StageClock:
@@ -123,8 +121,8 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     if cfg.annotate:
         check_annotate_target(Path(cfg.annotate))
     source = FrameSource(source_path)
-    model, meta = load_checkpoint(cfg.checkpoint, cfg.device)
-    enc = encoder_for_checkpoint(meta, cfg.pretrained, cfg.device)
+    rt = load_runtime(cfg.checkpoint, cfg.runtime, cfg.pretrained, cfg.device)
+    meta = rt.meta
     detector = make_detector(cfg)
     schema = schema_from_dict(meta["schema_definition"])
     rules = parse_alerts(cfg.alerts, schema)  # a wrong rule is one line before the footage is read
@@ -156,13 +154,13 @@ def track_video(source_path: Path, out: Path, cfg: TrackConfig, on_progress: Pro
     # pass 2: crops of each track's chosen frames -> CLIP -> the fusion model
     T = cfg.frames or meta["eval_frames"]
     thumbnails: dict[int, list[str]] = {}
-    results = _attributes(source, read, tracks, T, model, enc, TokenCodec(meta["store_identity"]["dtype"]), cfg,
-                          clock, on_progress, thumbnails)
+    results = _attributes(source, read, tracks, T, rt, cfg, clock, on_progress, thumbnails)
     fault_point("track-pass-2")
     records = [track_record(t, *results[t.id], schema, meta["threshold"]) for t in tracks]
     doc = {"format": TRACKS_FORMAT, "version": TRACKS_VERSION, "source": str(source_path), "fps": source.fps,
            "frames_read": read, "stopped": None if stopped is None else stopped.__dict__,
-           "checkpoint": meta["_path"], "checkpoint_sha256": meta["weights_sha256"], "threshold": meta["threshold"],
+           "checkpoint": meta["_path"], "checkpoint_sha256": meta["weights_sha256"], "runtime": rt.record(),
+           "threshold": meta["threshold"],
            "detector": detector.record(), "tracker": options.record(),
            "min_track_frames": cfg.min_track_frames, "frames_per_track": T, "attributes": meta["attributes"],
            "groups": [g.name for g in schema.groups], "tracks": records}
@@ -205,8 +203,8 @@ def _post(events: list[dict[str, Any]], records: list[dict[str, Any]], thumbnail
     return hook.close()
 
 
-def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, model: torch.nn.Module, enc: Any,
-                codec: TokenCodec, cfg: TrackConfig, clock: StageClock, on_progress: Progress | None,
+def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, rt: AttributeRuntime,
+                cfg: TrackConfig, clock: StageClock, on_progress: Progress | None,
                 thumbnails: dict[int, list[str]]) -> dict[int, tuple[np.ndarray, list[int], dict[str, str]]]:
     """Track id -> (A probabilities, the frames used, what links it across cameras); each used crop's thumbnail
     goes into `thumbnails` (for tracks.html). A track's tokens are held only between its first and last chosen frame."""
@@ -223,14 +221,14 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
             return
         t = time.perf_counter()
         images = torch.from_numpy(np.stack([img for _, img in batch]))
-        feats = codec.round_trip(enc.encode_frames(images)).cpu()  # what a store would hold
+        feats = rt.tokens(images)  # what a store would hold
         t = clock.add("clip", t)
         for (p, _), f in zip(batch, feats):
             p.tokens.append(f)
             if len(p.tokens) == len(p.chosen):
                 used = [p.track.frames[k] for k in p.chosen]
                 tokens = torch.stack(p.tokens)
-                results[p.track.id] = (track_probabilities(model, tokens, cfg.device), used,
+                results[p.track.id] = (track_probabilities(rt, tokens), used,
                                        track_cues(tokens, p.colours))
                 p.tokens = []
         clock.add("fusion", t)
@@ -241,7 +239,7 @@ def _attributes(source: FrameSource, read: int, tracks: list[Track], T: int, mod
         t = time.perf_counter()
         for p, box in wanted.get(index, []):
             crop = crop_box(rgb, box)
-            batch.append((p, prepare_image(crop, enc.preprocess)))
+            batch.append((p, prepare_image(crop, rt.preprocess)))
             p.colours.append(colour_histogram(crop))
             thumbnails.setdefault(p.track.id, []).append(thumbnail_uri(crop))
         clock.add("crop", t)
