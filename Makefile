@@ -37,6 +37,7 @@ BENCH_EPOCHS ?= 6
 BENCH_HOST_FRAMES ?= 4096
 BENCH_SWEEP_FRAMES ?= 1 2 4 6
 BENCH_TRAIN_BATCH ?= 8
+BENCH_DEPLOY_SECONDS ?= 2
 # make track-bench: par track on synthetic footage (tracking, attributes, throughput, memory) with the demo's model,
 TRACK_CHECKPOINT ?= $(DEMO)/run
 TRACK_SEEDS ?= 3
@@ -121,7 +122,7 @@ bench: $(STAMP)
 	$(PAR) bench --out $(BENCH) --clip-model $(BENCH_CLIP) --tracklets $(BENCH_TRACKLETS) \
 		--frames-per-tracklet $(BENCH_FRAMES) --batch-size 16 --workers 2 --fusion-model vtf-par-small \
 		--train-batch $(BENCH_TRAIN_BATCH) --epochs $(BENCH_EPOCHS) --sweep-epochs 1 --sweep-frames "$(BENCH_SWEEP_FRAMES)" \
-		--host-frames $(BENCH_HOST_FRAMES)
+		--host-frames $(BENCH_HOST_FRAMES) --deploy-seconds $(BENCH_DEPLOY_SECONDS)
 
 $(DEMO)/run/best.json:
 	$(MAKE) demo

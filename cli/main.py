@@ -448,14 +448,15 @@ def _export(own: dict[str, Any], given: dict[str, Any]) -> None:
         doc = export_checkpoint(cfg, lambda msg: status.update(msg))
     a = doc["agreement"]
     rows = [("graphs", ", ".join(g["file"] for g in doc["graphs"].values())),
-            ("quantization", doc["quantization"]["precision"] if doc["quantization"] else "none (fp32)"),
+            ("quantization", f"int8: {doc['quantization']['method']}" if doc["quantization"] else "none (fp32)"),
             ("checked on", f"{a['tracklets']} tracklets, {a['frames']} frames of {a['manifest']}"),
             ("token min cosine", f"{a['token_min_cosine']:.6f}"),
             ("probability max difference", f"{a['probability_max_difference']:.2e}"),
             ("decisions differing", f"{a['decisions_differing']} of {a['decisions']}"),
             ("F1 (protocol) export / PyTorch", f"{a['f1_export']:.4f} / {a['f1_torch']:.4f}")]
     console.print(kv_table(f"par export {cfg.checkpoint}", rows))
-    console.print(f"wrote {cfg.out}: export.json, " + ", ".join(g["file"] for g in doc["graphs"].values()))
+    files = [f["file"] for g in doc["graphs"].values() for f in (g, g.get("weights")) if f]
+    console.print(f"wrote {cfg.out}: export.json, " + ", ".join(files))
 
 
 command_with_config(app, "export", ExportConfig, [

@@ -185,8 +185,12 @@ class ExportConfig:
     out: str = option("", "export folder to write: export.json, encoder.onnx (or encoder.int8.onnx), fusion.onnx",
                       cli=False)
     pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
-    quantize: str = option("none", "int8: the encoder's matrix products in int8 (ONNX Runtime dynamic quantisation), "
-                           "its agreement with fp32 measured and stated", choices=("none", "int8"))
+    quantize: str = option("none", "int8: the encoder's matrix products in int8 (ONNX Runtime's dynamic quantisation, "
+                           "an ONNX file for either runtime); int8-openvino: OpenVINO's static int8 (NNCF) calibrated "
+                           "on the check manifest's crops, for --runtime openvino; the agreement with PyTorch is "
+                           "measured and stated", choices=("none", "int8", "int8-openvino"))
+    calibration_frames: int = option(64, "int8-openvino: crops of the check tracklets its activations are calibrated "
+                                     "on", minimum=1)
     check_manifest: str | None = option(None, "manifest whose test tracklets check the export against PyTorch "
                                         "(default: the one the checkpoint's store was extracted from)")
     check_tracklets: int = option(32, "test tracklets the check runs on (0: all)", minimum=0)
@@ -218,11 +222,13 @@ class SynthConfig:
 @dataclass
 class BenchConfig:
     out: str = option("bench", "folder for bench.json and the work files")
-    part: str = option("all", "all (extract,train,predict,sweep), or a comma-separated list of those, track, link "
-                       "and grid")
-    clip_model: str = option("ViT-B-16-quickgelu", "CLIP model of the extract part (random weights: speed does not "
-                             "depend on them)")
-    fusion_model: str = option("vtf-par", "fusion model config of the train part")
+    part: str = option("all", "all (extract,train,predict,sweep,deploy), or a comma-separated list of those, track, "
+                       "link and grid")
+    clip_model: str = option("ViT-B-16-quickgelu", "CLIP model of the extract and deploy parts (random weights: speed "
+                             "does not depend on them)")
+    fusion_model: str = option("vtf-par", "fusion model config of the train and deploy parts")
+    deploy_seconds: float = option(2.0, "deploy part: seconds each runtime's rate is timed over (at least 3 batches)",
+                                   above=0.0)
     device: str = option("cpu", "cpu, cuda or cuda:N")
     precision: str | None = option(None, "CLIP precision (default: fp16 on GPU, fp32 on CPU: CPU fp16 is an "
                                    "emulation, not a figure)", choices=PRECISIONS)

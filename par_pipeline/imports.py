@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import sys
 from typing import Any, Iterator
 
@@ -47,3 +48,8 @@ def timm_module(name: str) -> Any:
     """A timm module, timm imported first as `import_timm` does."""
     import_timm()
     return importlib.import_module(name)
+
+
+def is_installed(module: str) -> bool:
+    """Whether an optional package (a runtime of par_pipeline/deploy) can be imported, without importing it."""
+    return importlib.util.find_spec(module) is not None

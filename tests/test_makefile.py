@@ -18,11 +18,12 @@ import pytest
 from conftest import par_env, shared_once
 from test_readme import EXAMPLE_TRACKLET, NOT_RUN_HERE, ROOT, readme_blocks, readme_predict_example, run_script, workdir
 
-SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2", "FRAMES": "1 2",
-         "BENCH_CLIP": "par-tiny-clip", "BENCH_TRACKLETS": "4", "BENCH_FRAMES": "4", "BENCH_EPOCHS": "2",
-         "BENCH_HOST_FRAMES": "256", "BENCH_SWEEP_FRAMES": "1 2", "BENCH_TRAIN_BATCH": "2", "TRACK_SEEDS": "1",
-         "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1", "TRACK_CAMERAS": "1", "LINK_CAMERAS": "2", "LINK_SEEDS": "1",
-         "LINK_PEOPLE": "3", "LINK_SECONDS": "6", "LINK_SCALE": "300"}
+SIZES = {"DEMO_TRACKLETS": "10", "DEMO_FRAMES": "3-6", "DEMO_EPOCHS": "2", "EPOCHS": "1", "SEEDS": "2",
+         "FRAMES": "1 2", "BENCH_CLIP": "par-tiny-clip", "BENCH_TRACKLETS": "4", "BENCH_FRAMES": "4",
+         "BENCH_EPOCHS": "2", "BENCH_HOST_FRAMES": "256", "BENCH_SWEEP_FRAMES": "1 2", "BENCH_TRAIN_BATCH": "2",
+         "BENCH_DEPLOY_SECONDS": "0.05", "TRACK_SEEDS": "1", "TRACK_SECONDS": "3", "TRACK_MINUTES": "0.1",
+         "TRACK_CAMERAS": "1", "LINK_CAMERAS": "2", "LINK_SEEDS": "1", "LINK_PEOPLE": "3", "LINK_SECONDS": "6",
+         "LINK_SCALE": "300"}
 
 
 @dataclass
@@ -181,6 +182,14 @@ class TestMakeBench:
         for dtype in ("float16", "int8"):
             host = e["host_loop"][dtype]
             assert host["frames"] > 0 and host["direct"]["frames_per_s"] > 0 and host["zarr"]["frames_per_s"] > 0
+        d = data["deploy"]  # every runtime side by side; the exported encoder's tokens are CLIP's
+        assert set(d["crops"]) == {"torch fp32", "torch bf16 autocast", "onnxruntime fp32", "onnxruntime int8",
+                                   "openvino fp32", "openvino int8", "openvino int8 nncf static"}
+        assert all(r["crops_per_s"] > 0 for r in d["crops"].values()) and set(d["fusion"]) == \
+            {"torch fp32", "onnxruntime", "openvino"}
+        assert d["crops"]["onnxruntime fp32"]["token_min_cosine"] > 0.9999
+        assert d["crops"]["onnxruntime int8"]["token_min_cosine"] > 0.99
+        assert "onnxruntime int8" in bench.out["bench"]
 
 
 

@@ -136,8 +136,9 @@ def readme_block(containing: str) -> list[str]:
 # What identifies each README workflow block (the first block, `make demo` / `make test`, is test_makefile's)
 BLOCKS = {"mars": "par manifest mars $MARS", "torchrun": "torchrun --nproc-per-node $GPUS", "ablation": "make ablation",
           "duke": "par manifest duke", "import": "par import vtf-par", "compare": "--val-fraction",
-          "predict": "par predict", "footage": "--annotate people.mp4", "crops": "--crops-train",
-          "live": "--alert-webhook", "trackers": "par export-logs", "link": "par link site-tracks"}
+          "predict": "par predict --checkpoint runs/t6 --pretrained", "footage": "--annotate people.mp4",
+          "crops": "--crops-train", "live": "--alert-webhook", "trackers": "par export-logs",
+          "link": "par link site-tracks", "export": "par export runs/t6"}
 ENV = {"OMP_NUM_THREADS": "1", "FRAMES": "1 2"}  # make ablation takes the frame counts as a Makefile variable
 
 
@@ -269,6 +270,23 @@ class TestPredict:
         mars_folder.run("predict")
         preds = json.loads((mars_folder.work / "predictions.json").read_text())
         assert [r["tracklet"] for r in preds["records"]] == ["person_0001", "walk"]
+
+
+class TestExport:
+    """The export block, continuing the MARS folder: ONNX graphs of the run, OpenVINO's int8, a prediction and a
+    tracked video with each."""
+
+    def test_readme_export_predict_and_track(self, mars_folder):
+        out = mars_folder.run("export")
+        work = mars_folder.work
+        fp32 = json.loads((work / "runs" / "t6-onnx" / "export.json").read_text())
+        assert fp32["format"] == "par-export" and fp32["agreement"]["within_fp32_tolerance"]
+        preds = json.loads((work / "predictions-onnx.json").read_text())
+        assert preds["runtime"]["name"] == "onnxruntime" and [r["tracklet"] for r in preds["records"]] == \
+            ["person_0001"]
+        tracks = json.loads((work / "people-int8" / "tracks.json").read_text())
+        assert tracks["runtime"]["name"] == "openvino" and tracks["runtime"]["quantization"]["precision"] == "int8"
+        assert "int8: token cosine" in out  # par track says it ran int8
 
 
 class TestFootage:

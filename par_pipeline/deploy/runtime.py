@@ -82,7 +82,7 @@ def _check_signature(path: Path, signature: list[tuple[str, str, int]], want: tu
                        f"export; export again with `par export`")
 
 
-def _sessions(backend: str, paths: list[Path], wants: list[tuple[str, str, tuple[int, ...]]], device: str
+def graph_sessions(backend: str, paths: list[Path], wants: list[tuple[str, str, tuple[int, ...]]], device: str
               ) -> tuple[list[Any], str]:
     """One callable per graph file (numpy in, numpy out), each graph's input checked, and the backend's version."""
     if backend == "onnxruntime":
@@ -128,7 +128,7 @@ def _sessions(backend: str, paths: list[Path], wants: list[tuple[str, str, tuple
                       i.get_partial_shape().rank.get_length()) for i, t in zip(compiled.inputs, types)]
         _check_signature(path, signature, want)
         out.append(lambda x, c=compiled: c(x)[0])
-    return out, ov.__version__
+    return out, ov.__version__.split("-")[0]
 
 
 class OnnxRuntime(AttributeRuntime):
@@ -145,7 +145,7 @@ class OnnxRuntime(AttributeRuntime):
                            f"exported (probabilities up to {checked['probability_max_difference']:.2e} apart); run "
                            f"it with --runtime onnxruntime")
         frames_axis = (4,) if doc["needs_frames"] else (3,)
-        (self._encoder, self._fusion), self.version = _sessions(
+        (self._encoder, self._fusion), self.version = graph_sessions(
             backend, [folder / graphs["encoder"]["file"], folder / graphs["fusion"]["file"]],
             [("images", "uint8", (4,)), ("tokens", "float", frames_axis)], device)
         self.preprocess = Preprocess.from_dict(meta["store_identity"]["preprocessing"])
@@ -185,13 +185,21 @@ def read_export(folder: Path) -> dict[str, Any]:
         raise ParError(f"{path}: export version {doc.get('version')} is not supported (this par reads "
                        f"{EXPORT_VERSION}); export again with this par")
     for graph in doc["graphs"].values():
-        file = folder / graph["file"]
-        if not file.is_file():
-            raise ParError(f"{file}: missing from the export; export again with `par export`")
-        if file_sha256(file) != graph["sha256"]:
-            raise ParError(f"{file}: does not match the sha256 {EXPORT_FILE} records; the export is damaged or was "
-                           f"changed - export again with `par export`")
+        for entry in (graph, graph.get("weights")):
+            if entry is None:
+                continue
+            file = folder / entry["file"]
+            if not file.is_file():
+                raise ParError(f"{file}: missing from the export; export again with `par export`")
+            if file_sha256(file) != entry["sha256"]:
+                raise ParError(f"{file}: does not match the sha256 {EXPORT_FILE} records; the export is damaged or "
+                               f"was changed - export again with `par export`")
     return doc
+
+
+def _only_openvino(doc: dict[str, Any]) -> bool:
+    """An encoder in OpenVINO's own format (--quantize int8-openvino) runs only there."""
+    return doc["graphs"]["encoder"].get("format") == "openvino-ir"
 
 
 def load_runtime(checkpoint: str | os.PathLike, runtime: str, pretrained: str | None, device: str
@@ -210,4 +218,9 @@ def load_runtime(checkpoint: str | os.PathLike, runtime: str, pretrained: str | 
     if runtime == "torch":
         raise ParError(f"{folder}: is a par export (ONNX graphs); --runtime torch runs the checkpoint it was exported "
                        f"from ({doc['checkpoint']['path']})")
-    return OnnxRuntime(folder, doc, "onnxruntime" if runtime == "auto" else runtime, device)
+    if runtime == "auto":
+        runtime = "openvino" if _only_openvino(doc) else "onnxruntime"
+    if runtime == "onnxruntime" and _only_openvino(doc):
+        raise ParError(f"{folder}: its encoder is OpenVINO's int8 (--quantize int8-openvino), which ONNX Runtime "
+                       f"cannot run; use --runtime openvino, or export with --quantize int8 for ONNX Runtime")
+    return OnnxRuntime(folder, doc, runtime, device)

@@ -45,7 +45,7 @@ from ..workflows.extract import encode_shards, extract, preprocess_of
 from ..workflows.train import build_model, train, train_together
 from .stubs import StubFrames
 
-PARTS = ("extract", "train", "predict", "sweep")  # `all`
+PARTS = ("extract", "train", "predict", "sweep", "deploy")  # `all`
 OTHER_PARTS = ("track", "link", "grid")  # asked for by name (`make track-bench`; scripts/gpu_check.sh)
 Log = Callable[[str], None]
 
@@ -512,6 +512,10 @@ def run_bench(sizes: BenchConfig, log: Log) -> tuple[dict[str, Any], list[tuple[
         results["predict"] = bench_predict(out, sizes, log)
     if "sweep" in parts:
         results["sweep"] = bench_sweep(out, results["extract"]["extract_s"], sizes, log)
+    if "deploy" in parts:
+        from .deploy_bench import bench_deploy
+
+        results["deploy"] = bench_deploy(out, sizes, log)
     if "track" in parts:
         from .track_bench import bench_track
 
@@ -594,6 +598,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         p = results["predict"]
         rows.append((f"predict ({p['tracklets']} tracklets, all {p['frames']} frames)",
                      f"{p['tracklets_per_s']:,.2f} tracklets/s", ""))
+    if "deploy" in results:
+        from .deploy_bench import deploy_rows
+
+        rows += deploy_rows(results["deploy"])
     if "sweep" in results:
         w = results["sweep"]
         rows += [(f"sweep T={w['frames']} x {w['epochs']} epochs: ours (extract once + train)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..deploy.graphs import OPSET, EncoderGraph, FusionGraph, import_onnx_export
 from ..deploy.runtime import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, OnnxRuntime, TorchRuntime
 from ..engine.metrics import evaluate_predictions, is_positive
 from ..errors import ParError
+from ..imports import is_installed
 from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
 from ..outputs import check_dir_target, file_sha256, replace_dir
@@ -68,10 +70,12 @@ def check_tracklets(meta: dict[str, Any], cfg: ExportConfig) -> tuple[list[Track
 
 
 def _sample_images(inputs: list[TrackletInput], rt: TorchRuntime, count: int) -> torch.Tensor:
-    """Up to `count` prepared frames, one per tracklet first (the token check at batch 1 and batch N)."""
+    """Up to `count` prepared frames taken across the tracklets (each one's first frame, then each one's second...):
+    the token check at batch 1 and N, and the calibration crops of a static int8 encoder."""
     from PIL import Image
 
-    paths = [t.frames[0] for t in inputs if t.frames][:count]
+    longest = max(len(t.frames or []) for t in inputs)
+    paths = [t.frames[k] for k in range(longest) for t in inputs if t.frames and k < len(t.frames)][:count]
     arrays = []
     for p in paths:
         with Image.open(p) as img:
@@ -79,7 +83,8 @@ def _sample_images(inputs: list[TrackletInput], rt: TorchRuntime, count: int) ->
     return torch.from_numpy(np.stack(arrays))
 
 
-def _min_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+def min_token_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The smallest cosine between corresponding tokens of two [..., D] tensors."""
     a, b = a.reshape(-1, a.shape[-1]).double(), b.reshape(-1, b.shape[-1]).double()
     return float(torch.nn.functional.cosine_similarity(a, b, dim=-1).min())
 
@@ -103,8 +108,8 @@ def agreement(ref: TorchRuntime, runtimes: list[OnnxRuntime], inputs: list[Track
         f1_exp = evaluate_predictions(p_exp, labels, boundaries, names, threshold)["protocol"]["mean"]
         out = {"runtime": rt.backend, "runtime_version": rt.version, "tracklets": len(inputs),
                "frames": int(sum(counts)), "batch_sizes": [1, int(len(images))],
-               "token_min_cosine": min(_min_cosine(ours, rt._encode(images)), _min_cosine(ours[:1], rt._encode(
-                   images[:1]))),
+               "token_min_cosine": min(min_token_cosine(ours, rt._encode(images)),
+                                       min_token_cosine(ours[:1], rt._encode(images[:1]))),
                "fusion_max_difference": fusion_diff, "probability_max_difference": float(np.abs(p_exp - p_ref).max()),
                "decisions_differing": int((is_positive(p_exp, threshold) != is_positive(p_ref, threshold)).sum()),
                "decisions": int(p_ref.size), "f1_torch": float(f1_ref["f1"]), "f1_export": float(f1_exp["f1"]),
@@ -114,14 +119,6 @@ def agreement(ref: TorchRuntime, runtimes: list[OnnxRuntime], inputs: list[Track
             and max(out["probability_max_difference"], fusion_diff) <= FP32_TOLERANCE["probability_max_difference"])
         found.append(out)
     return found
-
-
-def _openvino_installed() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @contextlib.contextmanager
@@ -137,7 +134,8 @@ def _quiet_quantizer() -> Iterator[None]:
 
 
 def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
-    """Dynamic int8 (ONNX Runtime): int8 weights of the matrix products, activations quantised per batch."""
+    """Dynamic int8 (ONNX Runtime): int8 weights of the matrix products, activations quantised per batch; an ONNX
+    file both runtimes read."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with _quiet_quantizer():
@@ -146,10 +144,34 @@ def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
             "weights": "int8, per tensor", "activations": "uint8, scaled per batch", "ops": QUANTIZED_OPS}
 
 
+def quantize_int8_openvino(src: Path, dst: Path, calibration: torch.Tensor) -> dict[str, Any]:
+    """Static int8 (OpenVINO's NNCF, its transformer preset) calibrated on the user's own crops: OpenVINO IR (dst
+    .xml with its .bin), for --runtime openvino; int8 matrix products on CPUs with VNNI / AMX."""
+    samples = [x[None].numpy() for x in calibration]
+    with _quiet_quantizer(), contextlib.redirect_stdout(io.StringIO()):  # NNCF draws its own progress bars
+        for name in ("nncf", "torch.utils.cpp_extension"):  # NNCF's import looks for CUDA, and says so
+            logging.getLogger(name).setLevel(logging.ERROR)
+        try:
+            import nncf
+            import openvino as ov
+        except ImportError as exc:
+            raise ParError(f"--quantize int8-openvino needs {exc.name}: pip install 'par[openvino]'") from None
+        model = nncf.quantize(ov.Core().read_model(str(src)), nncf.Dataset(samples),
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples))
+        ov.save_model(model, str(dst), compress_to_fp16=False)
+    return {"precision": "int8", "graph": "encoder", "method": f"openvino nncf {nncf.__version__} static quantization "
+            "(transformer preset)", "weights": "int8, per channel", "activations": "int8, calibrated",
+            "calibration_frames": len(samples), "format": "openvino-ir"}
+
+
 def _graph(folder: Path, name: str, input_name: str, input_shape: str, output_name: str, output_shape: str
            ) -> dict[str, Any]:
-    return {"file": name, "sha256": file_sha256(folder / name), "input": input_name, "input_shape": input_shape,
-            "output": output_name, "output_shape": output_shape}
+    graph = {"file": name, "sha256": file_sha256(folder / name), "input": input_name, "input_shape": input_shape,
+             "output": output_name, "output_shape": output_shape, "format": "onnx"}
+    if name.endswith(".xml"):  # OpenVINO IR: the graph, and its weights beside it
+        weights = Path(name).with_suffix(".bin").name
+        graph.update(format="openvino-ir", weights={"file": weights, "sha256": file_sha256(folder / weights)})
+    return graph
 
 
 def export_checkpoint(cfg: ExportConfig, log: Progress = lambda _: None) -> dict[str, Any]:
@@ -187,21 +209,27 @@ def export_checkpoint(cfg: ExportConfig, log: Progress = lambda _: None) -> dict
         write_graph(FusionGraph(model), example, folder / "fusion.onnx", "tokens", "probabilities")
         encoder_file = "encoder.onnx"
         if cfg.quantize == "int8":
-            log("quantising the encoder to int8")
+            log("quantising the encoder to int8 (dynamic)")
             doc["quantization"] = quantize_int8(folder / encoder_file, folder / "encoder.int8.onnx")
-            (folder / encoder_file).unlink()
             encoder_file = "encoder.int8.onnx"
+        elif cfg.quantize == "int8-openvino":
+            log(f"quantising the encoder to int8 (static, calibrated on {cfg.calibration_frames} crops)")
+            doc["quantization"] = quantize_int8_openvino(folder / encoder_file, folder / "encoder.int8.xml",
+                                                         _sample_images(inputs, ref, cfg.calibration_frames))
+            encoder_file = "encoder.int8.xml"
+        if encoder_file != "encoder.onnx":
+            (folder / "encoder.onnx").unlink()
         doc["graphs"] = {
             "encoder": _graph(folder, encoder_file, "images", f"uint8 [B, 3, {S}, {S}] (prepared, not normalised)",
                               "tokens", f"float32 [B, {N}, {D}] (CLS + patches after ln_post, times proj)"),
             "fusion": _graph(folder, "fusion.onnx", "tokens", visual_shape, "probabilities", f"float32 [B, {A}]")}
         log(f"checking the graphs against PyTorch on {len(inputs)} tracklet(s) of {manifest}")
-        runtimes = [OnnxRuntime(folder, doc, "onnxruntime", "cpu")]
-        if _openvino_installed():  # checked where it is installed: --runtime openvino refuses an export it failed
+        runtimes = [] if cfg.quantize == "int8-openvino" else [OnnxRuntime(folder, doc, "onnxruntime", "cpu")]
+        if is_installed("openvino"):  # checked where it is installed: --runtime openvino refuses an export it failed
             runtimes.append(OnnxRuntime(folder, doc, "openvino", "cpu"))
         found, *others = agreement(ref, runtimes, inputs, labels, schema, meta["threshold"], T, cfg.batch_size)
         doc["agreement"] = {"manifest": manifest, **found, "tolerance": None if doc["quantization"] else FP32_TOLERANCE,
-                            "openvino": others[0] if others else None}
+                            "openvino": others[0] if others else found if found["runtime"] == "openvino" else None}
         if doc["quantization"] is None and not found["within_fp32_tolerance"]:
             raise ParError(f"{out}: the exported graphs disagree with PyTorch (token cosine "
                            f"{found['token_min_cosine']:.6f}, probabilities up to "
