@@ -293,14 +293,19 @@ class TrackConfig:
     checkpoint: str = option("", "run folder, best.json/last.json or .safetensors; or a `par export` folder", cli=False)
     out: str = option("", "output folder: tracks.json, tracks.csv, tracks.txt, tracks.html", cli=False)
     pretrained: str | None = option(None, "the CLIP weights file the checkpoint's store was built with")
-    detector: str = option("motion", "motion (background subtraction, fixed cameras, no weights) or "
+    detector: str = option("motion", "motion (background subtraction, fixed cameras, no weights), "
                            "torchvision:NAME (fasterrcnn_resnet50_fpn_v2, retinanet_resnet50_fpn_v2, "
-                           "fcos_resnet50_fpn, ssdlite320_mobilenet_v3_large, ... with --detector-weights)")
+                           "fcos_resnet50_fpn, ssdlite320_mobilenet_v3_large, ... with --detector-weights), or a "
+                           "YOLO-family file as Ultralytics exports it: onnx:FILE (ONNX Runtime), openvino:FILE")
     detections: str | None = option(None, "use these detections instead of a detector: MOTChallenge rows "
                                     "frame,id,x,y,w,h,conf (det.txt, gt.txt)")
     detector_weights: str | None = option(None, "torchvision's COCO checkpoint of the --detector model (local file)")
     allow_random_detector: bool = option(False, "a torchvision detector with random weights: tests only")
-    detector_threshold: float = option(0.5, "torchvision detector: minimum person score", minimum=0.0, maximum=1.0)
+    detector_threshold: float = option(0.5, "torchvision and file detectors: minimum person score", minimum=0.0,
+                                       maximum=1.0)
+    detector_iou: float = option(0.7, "file detectors ([B, 4+C, N] layout): IoU of non-maximum suppression "
+                                 "(Ultralytics' default)", minimum=0.0, maximum=1.0)
+    person_class: int = option(0, "file detectors: the person's class index (COCO's: 0)", minimum=0)
     motion_threshold: float = option(30.0, "motion detector: grey-level change that counts as moving", above=0.0)
     min_height: int = option(24, "smallest person box, in pixels of height", minimum=1)
     detector_batch: int = option(4, "frames per detector batch (torchvision)", minimum=1)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -72,28 +73,45 @@ class TorchRuntime(AttributeRuntime):
         return {"name": "torch", "version": torch.__version__, "quantization": None}
 
 
-def _check_signature(path: Path, signature: list[tuple[str, str, int]], want: tuple[str, str, tuple[int, ...]]) -> None:
+@dataclass(frozen=True)
+class GraphInput:
+    """What a graph must take where par runs it: its one input's name (None: any), element type and rank(s), and how
+    the user gets a right one."""
+    name: str | None
+    dtype: str
+    ranks: tuple[int, ...]
+    what: str = "a par export"
+    fix: str = "export again with `par export`"
+
+
+@dataclass
+class Graph:
+    run: Callable[[np.ndarray], np.ndarray]  # numpy in, the first output out
+    input_shape: list[int | None]  # None: a dynamic axis
+
+
+def _check_signature(path: Path, signature: list[tuple[str, str, int]], want: GraphInput) -> None:
     """A graph par did not write for this place (another model's, the other graph of the export) is one line, not a
     runtime's shape error on the first crop."""
-    name, dtype, ranks = want
-    if len(signature) != 1 or signature[0][0] != name or signature[0][1] != dtype or signature[0][2] not in ranks:
+    if len(signature) != 1 or want.name not in (None, signature[0][0]) or signature[0][1] != want.dtype \
+            or signature[0][2] not in want.ranks:
         got = ", ".join(f"{n}: {t} rank {r}" for n, t, r in signature)
-        raise ParError(f"{path}: takes ({got}), not the {name}: {dtype} rank {'/'.join(map(str, ranks))} of a par "
-                       f"export; export again with `par export`")
+        name = f"{want.name}: " if want.name else ""
+        raise ParError(f"{path}: takes ({got}), not the {name}{want.dtype} rank {'/'.join(map(str, want.ranks))} of "
+                       f"{want.what}; {want.fix}")
 
 
-def graph_sessions(backend: str, paths: list[Path], wants: list[tuple[str, str, tuple[int, ...]]], device: str
-              ) -> tuple[list[Any], str]:
-    """One callable per graph file (numpy in, numpy out), each graph's input checked, and the backend's version."""
+def graph_sessions(backend: str, paths: list[Path], wants: list[GraphInput], device: str) -> tuple[list[Graph], str]:
+    """Each graph file loaded by `backend` (its input checked) and the backend's version."""
     if backend == "onnxruntime":
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ParError(f"--runtime onnxruntime needs ONNX Runtime: {INSTALL['onnxruntime']}") from None
+            raise ParError(f"ONNX Runtime is not installed: {INSTALL['onnxruntime']}") from None
         providers: list[Any] = ["CPUExecutionProvider"]
         if device.startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise ParError(f"--device {device} with --runtime onnxruntime needs onnxruntime-gpu (pip install "
+                raise ParError(f"--device {device} with ONNX Runtime needs onnxruntime-gpu (pip install "
                                f"onnxruntime-gpu); this one has {ort.get_available_providers()}")
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(device.partition(":")[2] or 0)}))
         options = ort.SessionOptions()
@@ -103,31 +121,32 @@ def graph_sessions(backend: str, paths: list[Path], wants: list[tuple[str, str, 
             try:
                 session = ort.InferenceSession(str(path), options, providers=providers)
             except Exception as exc:  # a foreign or damaged graph: many types
-                raise ParError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:120]}); export "
-                               f"again with `par export`") from None
-            signature = [(i.name, i.type.removeprefix("tensor(").removesuffix(")"), len(i.shape))
-                         for i in session.get_inputs()]
-            _check_signature(path, signature, want)
-            out.append(lambda x, s=session, n=signature[0][0]: s.run(None, {n: x})[0])
+                raise ParError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:120]}); "
+                               f"{want.fix}") from None
+            inputs = session.get_inputs()
+            _check_signature(path, [(i.name, i.type.removeprefix("tensor(").removesuffix(")"), len(i.shape))
+                                    for i in inputs], want)
+            shape = [d if isinstance(d, int) else None for d in inputs[0].shape]
+            out.append(Graph(lambda x, s=session, n=inputs[0].name: s.run(None, {n: x})[0], shape))
         return out, ort.__version__
     try:
         import openvino as ov
     except ImportError:
-        raise ParError(f"--runtime openvino needs OpenVINO: {INSTALL['openvino']}") from None
+        raise ParError(f"OpenVINO is not installed: {INSTALL['openvino']}") from None
     if device != "cpu":
-        raise ParError(f"--runtime openvino runs on the CPU here; use --device cpu (not {device})")
+        raise ParError(f"OpenVINO runs on the CPU here; use --device cpu (not {device})")
     core, out = ov.Core(), []
     for path, want in zip(paths, wants):
         try:  # f32 asked for: on CPUs with AMX OpenVINO would otherwise compute in bf16, silently
             compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
         except Exception as exc:
-            raise ParError(f"{path}: OpenVINO cannot load it ({str(exc).splitlines()[0][:120]}); export again with "
-                           f"`par export`") from None
+            raise ParError(f"{path}: OpenVINO cannot load it ({str(exc).splitlines()[0][:120]}); {want.fix}") from None
         types = [i.get_element_type().get_type_name() for i in compiled.inputs]
-        signature = [(i.get_any_name(), {"u8": "uint8", "f32": "float"}.get(t, t),
-                      i.get_partial_shape().rank.get_length()) for i, t in zip(compiled.inputs, types)]
-        _check_signature(path, signature, want)
-        out.append(lambda x, c=compiled: c(x)[0])
+        _check_signature(path, [(i.get_any_name(), {"u8": "uint8", "f32": "float"}.get(t, t),
+                                 i.get_partial_shape().rank.get_length()) for i, t in zip(compiled.inputs, types)],
+                         want)
+        shape = [d.get_length() if d.is_static else None for d in compiled.inputs[0].get_partial_shape()]
+        out.append(Graph(lambda x, c=compiled: c(x)[0], shape))
     return out, ov.__version__.split("-")[0]
 
 
@@ -145,9 +164,10 @@ class OnnxRuntime(AttributeRuntime):
                            f"exported (probabilities up to {checked['probability_max_difference']:.2e} apart); run "
                            f"it with --runtime onnxruntime")
         frames_axis = (4,) if doc["needs_frames"] else (3,)
-        (self._encoder, self._fusion), self.version = graph_sessions(
+        (encoder, fusion), self.version = graph_sessions(
             backend, [folder / graphs["encoder"]["file"], folder / graphs["fusion"]["file"]],
-            [("images", "uint8", (4,)), ("tokens", "float", frames_axis)], device)
+            [GraphInput("images", "uint8", (4,)), GraphInput("tokens", "float", frames_axis)], device)
+        self._encoder, self._fusion = encoder.run, fusion.run
         self.preprocess = Preprocess.from_dict(meta["store_identity"]["preprocessing"])
         self.num_tokens, self.dim = int(doc["tokens"][0]), int(doc["tokens"][1])
         self.device = torch.device("cpu")  # crops are handed over as numpy arrays

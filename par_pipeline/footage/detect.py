@@ -7,6 +7,7 @@
   CCTV; people who overlap become one blob, and someone who stands still fades into the background.
 - `TorchvisionDetector`: torchvision's COCO detectors (`data_manifests/detectors/torchvision.json`) from a local
   weights file whose sha256 is recorded; COCO's person class above a score threshold; frames batched on the device.
+- `YoloDetector` (footage/yolo.py): YOLO-family graphs exported by Ultralytics, under ONNX Runtime or OpenVINO.
 """
 from __future__ import annotations
 
@@ -231,7 +232,13 @@ def make_detector(cfg: "TrackConfig") -> Any:
     if cfg.detector == "motion":
         return MotionDetector(cfg.motion_threshold, cfg.min_height)
     kind, _, name = cfg.detector.partition(":")
+    if kind in ("onnx", "openvino") and name:
+        from .yolo import YoloDetector
+
+        return YoloDetector(kind, name, cfg.detector_threshold, cfg.detector_iou, cfg.person_class, cfg.device,
+                            cfg.min_height)
     if kind != "torchvision" or not name:
-        raise ParError(f"--detector {cfg.detector}: give motion or torchvision:NAME (or --detections FILE)")
+        raise ParError(f"--detector {cfg.detector}: give motion, torchvision:NAME, onnx:FILE or openvino:FILE (or "
+                       f"--detections FILE)")
     return TorchvisionDetector(name, cfg.detector_weights, cfg.allow_random_detector, cfg.detector_threshold,
                                cfg.device, cfg.min_height)

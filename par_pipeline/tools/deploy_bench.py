@@ -17,7 +17,7 @@ import torch
 from ..config import BenchConfig
 from ..data.preprocess import Preprocess
 from ..deploy.graphs import EncoderGraph, FusionGraph, write_graph
-from ..deploy.runtime import graph_sessions
+from ..deploy.runtime import GraphInput, graph_sessions
 from ..imports import is_installed
 from ..model.block import load_model_config
 from ..model.clip import ClipEncoder, token_geometry
@@ -70,7 +70,8 @@ def bench_deploy(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
         if backend == "openvino" and (folder / "encoder.int8.xml").is_file():
             files.append(("int8 nncf static", "encoder.int8.xml"))
         for precision, file in files:
-            [run], version = graph_sessions(backend, [folder / file], [("images", "uint8", (4,))], "cpu")
+            [graph], version = graph_sessions(backend, [folder / file], [GraphInput("images", "uint8", (4,))], "cpu")
+            run = graph.run
             crops[f"{backend} {precision}"] = {"crops_per_s": _rate(lambda: run(x), batch, seconds),
                                                "version": version, "token_min_cosine": min_token_cosine(
                                                    torch.from_numpy(run(x)), reference)}
@@ -91,7 +92,8 @@ def bench_deploy(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
     t = tokens.numpy()
     for backend in ("onnxruntime", "openvino"):
         if is_installed(backend):
-            [run], _ = graph_sessions(backend, [folder / "fusion.onnx"], [("tokens", "float", (3,))], "cpu")
+            [graph], _ = graph_sessions(backend, [folder / "fusion.onnx"], [GraphInput("tokens", "float", (3,))], "cpu")
+            run = graph.run
             fusion[backend] = {"tracklets_per_s": _rate(lambda: run(t), len(t), seconds)}
     for row in fusion.values():
         row["over_torch"] = row["tracklets_per_s"] / fusion["torch fp32"]["tracklets_per_s"]
