@@ -229,6 +229,9 @@ class BenchConfig:
     fusion_model: str = option("vtf-par", "fusion model config of the train and deploy parts")
     deploy_seconds: float = option(2.0, "deploy part: seconds each runtime's rate is timed over (at least 3 batches)",
                                    above=0.0)
+    deploy_detectors: list[str] = option(["torchvision:ssdlite320_mobilenet_v3_large"], "deploy part: person "
+                                         "detectors timed on 640 x 360 frames (--detector values: torchvision:NAME "
+                                         "with random weights, onnx:FILE, openvino:FILE)")
     device: str = option("cpu", "cpu, cuda or cuda:N")
     precision: str | None = option(None, "CLIP precision (default: fp16 on GPU, fp32 on CPU: CPU fp16 is an "
                                    "emulation, not a figure)", choices=PRECISIONS)

@@ -190,6 +190,7 @@ class TestMakeBench:
         assert d["crops"]["onnxruntime fp32"]["token_min_cosine"] > 0.9999
         assert d["crops"]["onnxruntime int8"]["token_min_cosine"] > 0.99
         assert "onnxruntime int8" in bench.out["bench"]
+        assert d["detectors"]["torchvision:ssdlite320_mobilenet_v3_large"]["frames_per_s"] > 0
 
 
 

@@ -99,7 +99,21 @@ def bench_deploy(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
         row["over_torch"] = row["tracklets_per_s"] / fusion["torch fp32"]["tracklets_per_s"]
     return {"clip_model": sizes.clip_model, "batch_size": batch, "threads": torch.get_num_threads(),
             "crops": crops, "int8_ops": QUANTIZED_OPS, "fusion_model": sizes.fusion_model,
-            "fusion_batch": sizes.train_batch, "fusion": fusion}
+            "fusion_batch": sizes.train_batch, "fusion": fusion,
+            "detectors": {spec: _detector_rate(spec, seconds, log) for spec in sizes.deploy_detectors}}
+
+
+def _detector_rate(spec: str, seconds: float, log: Log) -> dict[str, Any]:
+    """Frames per second of a person detector on one 640 x 360 frame at a time (a camera's frames, as they come)."""
+    from ..config import TrackConfig
+    from ..footage.detect import make_detector
+
+    detector = make_detector(TrackConfig(detector=spec, allow_random_detector=True))
+    frame = np.random.default_rng(0).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    rate = _rate(lambda: detector.detect(0, frame), 1, seconds)
+    log(f"deploy: detector {spec}: {rate:,.2f} frames/s")
+    record = detector.record()
+    return {"frames_per_s": rate, "kind": record["kind"], **({"input": record["input"]} if "input" in record else {})}
 
 
 def deploy_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -110,4 +124,7 @@ def deploy_rows(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows += [(f"fusion model {d['fusion_model']}, batch {d['fusion_batch']}: {name}",
               f"{r['tracklets_per_s']:,.1f} tracklets/s ({r['over_torch']:.2f}x)", "")
              for name, r in d["fusion"].items()]
+    rows += [(f"person detector {r['kind']}" + (f" ({r['input'][0]} x {r['input'][1]} input)" if "input" in r else "")
+              + ", 640 x 360 frames", f"{r['frames_per_s']:,.2f} frames/s", ">= 10 (one 10 fps camera)")
+             for r in d.get("detectors", {}).values()]
     return rows
