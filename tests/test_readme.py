@@ -273,20 +273,19 @@ class TestPredict:
 
 
 class TestExport:
-    """The export block, continuing the MARS folder: ONNX graphs of the run, OpenVINO's int8, a prediction and a
-    tracked video with each."""
+    """The export block, continuing the MARS folder: the run as OpenVINO's int8, a prediction and a tracked video with
+    it."""
 
     def test_readme_export_predict_and_track(self, mars_folder):
         out = mars_folder.run("export")
         work = mars_folder.work
-        fp32 = json.loads((work / "runs" / "t6-onnx" / "export.json").read_text())
-        assert fp32["format"] == "par-export" and fp32["agreement"]["within_fp32_tolerance"]
-        preds = json.loads((work / "predictions-onnx.json").read_text())
-        assert preds["runtime"]["name"] == "onnxruntime" and [r["tracklet"] for r in preds["records"]] == \
-            ["person_0001"]
+        doc = json.loads((work / "runs" / "t6-int8" / "export.json").read_text())
+        assert doc["format"] == "par-export" and doc["quantization"]["format"] == "openvino-ir"
+        preds = json.loads((work / "predictions-int8.json").read_text())
+        assert preds["runtime"]["name"] == "openvino" and [r["tracklet"] for r in preds["records"]] == ["person_0001"]
         tracks = json.loads((work / "people-int8" / "tracks.json").read_text())
         assert tracks["runtime"]["name"] == "openvino" and tracks["runtime"]["quantization"]["precision"] == "int8"
-        assert "int8: token cosine" in out  # par track says it ran int8
+        assert "int8: token cosine" in out  # par predict and par track say they ran int8
 
 
 class TestFootage:
