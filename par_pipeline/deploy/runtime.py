@@ -42,9 +42,10 @@ class AttributeRuntime:
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 3, S, S] -> float32 [B, N, D] on the CPU, rounded to the store's dtype (what it would hold)."""
-        return self.codec.round_trip(self._encode(images)).cpu()
+        return self.codec.round_trip(self.raw_tokens(images)).cpu()
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+    def raw_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, S, S] -> the encoder's tokens, before rounding to the store's dtype (on its device)."""
         raise NotImplementedError
 
     def probabilities(self, visual: torch.Tensor) -> np.ndarray:
@@ -62,7 +63,7 @@ class TorchRuntime(AttributeRuntime):
         self.model, self.enc, self.precision = model, enc, precision
         self.preprocess, self.num_tokens, self.dim, self.device = enc.preprocess, enc.num_tokens, enc.dim, enc.device
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+    def raw_tokens(self, images: torch.Tensor) -> torch.Tensor:
         return self.enc.encode_frames(images, self.precision)
 
     @torch.no_grad()
@@ -172,7 +173,7 @@ class OnnxRuntime(AttributeRuntime):
         self.num_tokens, self.dim = int(doc["tokens"][0]), int(doc["tokens"][1])
         self.device = torch.device("cpu")  # crops are handed over as numpy arrays
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+    def raw_tokens(self, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(self._encoder(np.ascontiguousarray(images.cpu().numpy()))))
 
     def probabilities(self, visual: torch.Tensor) -> np.ndarray:

@@ -200,7 +200,7 @@ def load_clip(name: str, pretrained: str | None, allow_random_init: bool, seed: 
 
     cfg = _model_config(name)
     identity = weights_identity(pretrained, allow_random_init, seed)
-    with torch.random.fork_rng(devices=[]), _quiet_root_logger():  # leave the caller's RNG and logging alone
+    with torch.random.fork_rng(devices=[]), quiet_root_logger():  # leave the caller's RNG and logging alone
         torch.manual_seed(seed)  # open_clip initialises from the global RNG
         model = open_clip.create_model(name, pretrained=None)
     if identity["kind"] != "random-init":
@@ -212,8 +212,9 @@ def load_clip(name: str, pretrained: str | None, allow_random_init: bool, seed: 
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """open_clip logs a root-logger warning for every model built without its own weights (ours load right after)."""
+def quiet_root_logger() -> Iterator[None]:
+    """Libraries' advice on the root logger, silenced while they run: open_clip warns of every model built without its
+    own weights (ours load right after), ONNX Runtime's and NNCF's quantisers advise (par states what it did)."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))

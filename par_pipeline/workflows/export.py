@@ -14,7 +14,7 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from ..engine.metrics import evaluate_predictions, is_positive
 from ..errors import ParError
 from ..imports import is_installed
 from ..model.checkpoint import load_checkpoint
-from ..model.clip import encoder_for_checkpoint
+from ..model.clip import encoder_for_checkpoint, quiet_root_logger
 from ..outputs import check_dir_target, file_sha256, replace_dir
 from ..run import resolve_checkpoint
 from ..store.reader import TokenStore
@@ -95,7 +95,7 @@ def agreement(ref: TorchRuntime, runtimes: list[OnnxRuntime], inputs: list[Track
     the same tokens (batch 1 and N), and end to end on the check tracklets (`par predict`'s path, `frames` evenly
     spaced): the largest probability difference, decisions that differ, and both F1 (the paper's protocol)."""
     images = _sample_images(inputs, ref, 8)
-    ours = ref._encode(images).float()
+    ours = ref.raw_tokens(images).float()
     visual = ours.unsqueeze(1).expand(-1, frames, -1, -1) if ref.needs_frames else ours
     p_ref, counts = tracklet_probabilities(ref, inputs, frames, batch_size, 0)
     boundaries, names = schema.boundaries, schema.group_names
@@ -108,8 +108,8 @@ def agreement(ref: TorchRuntime, runtimes: list[OnnxRuntime], inputs: list[Track
         f1_exp = evaluate_predictions(p_exp, labels, boundaries, names, threshold)["protocol"]["mean"]
         out = {"runtime": rt.backend, "runtime_version": rt.version, "tracklets": len(inputs),
                "frames": int(sum(counts)), "batch_sizes": [1, int(len(images))],
-               "token_min_cosine": min(min_token_cosine(ours, rt._encode(images)),
-                                       min_token_cosine(ours[:1], rt._encode(images[:1]))),
+               "token_min_cosine": min(min_token_cosine(ours, rt.raw_tokens(images)),
+                                       min_token_cosine(ours[:1], rt.raw_tokens(images[:1]))),
                "fusion_max_difference": fusion_diff, "probability_max_difference": float(np.abs(p_exp - p_ref).max()),
                "decisions_differing": int((is_positive(p_exp, threshold) != is_positive(p_ref, threshold)).sum()),
                "decisions": int(p_ref.size), "f1_torch": float(f1_ref["f1"]), "f1_export": float(f1_exp["f1"]),
@@ -121,24 +121,12 @@ def agreement(ref: TorchRuntime, runtimes: list[OnnxRuntime], inputs: list[Track
     return found
 
 
-@contextlib.contextmanager
-def _quiet_quantizer() -> Iterator[None]:
-    """ONNX Runtime's quantizer logs advice on the root logger; par states what it did itself."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
 def quantize_int8(src: Path, dst: Path) -> dict[str, Any]:
     """Dynamic int8 (ONNX Runtime): int8 weights of the matrix products, activations quantised per batch; an ONNX
     file both runtimes read."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with _quiet_quantizer():
+    with quiet_root_logger():
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS)
     return {"precision": "int8", "graph": "encoder", "method": "onnxruntime dynamic quantization",
             "weights": "int8, per tensor", "activations": "uint8, scaled per batch", "ops": QUANTIZED_OPS}
@@ -148,7 +136,7 @@ def quantize_int8_openvino(src: Path, dst: Path, calibration: torch.Tensor) -> d
     """Static int8 (OpenVINO's NNCF, its transformer preset) calibrated on the user's own crops: OpenVINO IR (dst
     .xml with its .bin), for --runtime openvino; int8 matrix products on CPUs with VNNI / AMX."""
     samples = [x[None].numpy() for x in calibration]
-    with _quiet_quantizer(), contextlib.redirect_stdout(io.StringIO()):  # NNCF draws its own progress bars
+    with quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # NNCF draws its own progress bars
         for name in ("nncf", "torch.utils.cpp_extension"):  # NNCF's import looks for CUDA, and says so
             logging.getLogger(name).setLevel(logging.ERROR)
         try:
