@@ -62,6 +62,8 @@ def write_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
     quiet.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():  # the exporter prints its steps
+            # the exporter's optimiser stays on: without it the int8 graphs run at fp32's speed (measured: ONNX
+            # Runtime int8 7.9 vs 25 crops/s, OpenVINO's 9.8 vs 38), their matrix products left unfused
             program = torch.onnx.export(module.eval(), (example,), dynamo=True, input_names=[input_name],
                                         output_names=[output_name], opset_version=OPSET,
                                         dynamic_shapes=({0: batch},), verbose=False)
