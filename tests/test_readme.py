@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, one_error_line, par_env, run_par, shared_once
+from par_pipeline.outputs import file_sha256
 from par_pipeline.store.reader import TokenStore
 from tracked import expected_curve, mlflow_curve, tensorboard_scalars, trackers_of, wandb_history
 
@@ -276,7 +277,7 @@ class TestExport:
     """The export block, continuing the MARS folder: the run as OpenVINO's int8, a prediction and a tracked video with
     it."""
 
-    def test_readme_export_predict_and_track(self, mars_folder):
+    def test_readme_export_predict_and_track(self, mars_folder, tmp_path):
         out = mars_folder.run("export")
         work = mars_folder.work
         doc = json.loads((work / "runs" / "t6-int8" / "export.json").read_text())
@@ -286,6 +287,17 @@ class TestExport:
         tracks = json.loads((work / "people-int8" / "tracks.json").read_text())
         assert tracks["runtime"]["name"] == "openvino" and tracks["runtime"]["quantization"]["precision"] == "int8"
         assert "int8: token cosine" in out  # par predict and par track say they ran int8
+        assert doc["agreement"]["runtime"] == "openvino" and 0.9 < doc["agreement"]["token_min_cosine"] < 1.0
+        assert doc["quantization"]["calibration_frames"] >= 1
+        export = work / "runs" / "t6-int8"
+        assert file_sha256(export / "encoder.int8.bin") == doc["graphs"]["encoder"]["weights"]["sha256"]
+        person = mars_folder.values["PERSON"]
+        error = one_error_line(run_par("predict", person, "--checkpoint", export, "--runtime", "onnxruntime",
+                                       check=False))
+        assert "which ONNX Runtime cannot run; use --runtime openvino" in error
+        shutil.copytree(export, tmp_path / "no-weights", ignore=shutil.ignore_patterns("encoder.int8.bin"))
+        error = one_error_line(run_par("predict", person, "--checkpoint", tmp_path / "no-weights", check=False))
+        assert "encoder.int8.bin: missing from the export" in error
 
 
 class TestFootage:

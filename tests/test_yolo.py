@@ -77,26 +77,26 @@ def test_par_track_with_a_yolo_file_records_it(yolo, scene, run_path, tmp_path):
 def test_a_file_par_cannot_read_is_one_line(yolo, scene, run_path, tmp_path):
     base, _, _ = yolo
 
-    def error(detector, *extra):
-        return one_error_line(run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out",
-                                      tmp_path / "o", "--detector", detector, *extra, check=False))
-
     class Flat(torch.nn.Module):
         def forward(self, images):
             return images.mean((2, 3))  # [B, 3]: no detector's layout
 
     from par_pipeline.deploy.graphs import write_graph
+    from par_pipeline.errors import ParError
 
     write_graph(Flat(), torch.zeros(1, 3, 64, 64), tmp_path / "flat.onnx", "images", "out")
-    assert "gives an output of shape [1, 3], not a layout par reads" in error(f"onnx:{tmp_path / 'flat.onnx'}")
+    message = one_error_line(run_par("track", scene / "video.mp4", "--checkpoint", run_path, "--out", tmp_path / "o",
+                                     "--detector", f"onnx:{tmp_path / 'flat.onnx'}", check=False))
+    assert "gives an output of shape [1, 3], not a layout par reads" in message  # through par track: one line
+    assert not (tmp_path / "o").exists()
     cut = tmp_path / "cut.onnx"
     cut.write_bytes((base / "v8.onnx").read_bytes()[:5000])
-    assert "ONNX Runtime cannot load it" in error(f"onnx:{cut}")
-    assert "OpenVINO cannot load it" in error(f"openvino:{cut}")
-    assert "detector file not found" in error(f"onnx:{tmp_path / 'none.onnx'}")
-    assert "has 80 classes; --person-class 80 is not one of them" in error(f"onnx:{base / 'v8.onnx'}",
-                                                                           "--person-class", 80)
-    assert not (tmp_path / "o").exists()
+    for kind, path, person, expected in (
+            ("onnx", cut, 0, "ONNX Runtime cannot load it"), ("openvino", cut, 0, "OpenVINO cannot load it"),
+            ("onnx", tmp_path / "none.onnx", 0, "detector file not found"),
+            ("onnx", base / "v8.onnx", 80, "has 80 classes; --person-class 80 is not one of them")):
+        with pytest.raises(ParError, match=expected):
+            YoloDetector(kind, str(path), CONF, IOU, person, "cpu")
 
 
 def test_par_never_imports_ultralytics():
