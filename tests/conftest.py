@@ -492,12 +492,12 @@ def shared_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> P
 # processes run side by side. Scopes start in this order, the longest first, so that neither process ends with a
 # long one alone; the builders of shared state come first, so that its users find it ready.
 LONGEST_FIRST = ("TestMarsWorkflow", "TestMakeDemo", "test_live.py", "test_train.py", "test_experiments.py",
-                 "TestMakeTrackBench", "test_kill.py", "TestGpuCheckTrack", "TestLive", "TestTrackers",
-                 "TestAblationAndComparison", "TestCrops", "TestFootage", "test_track.py", "TestTorchrun",
-                 "test_packaging.py", "TestGpuCheckChain", "TestGpuCheckAlone", "test_cli.py", "TestDuke",
-                 "TestMakeBench", "TestPredict", "TestImport", "test_extract.py", "TestMakeAblation",
-                 "test_ablation.py", "test_pages.py", "test_import.py", "test_cache.py", "test_weights.py",
-                 "test_alerts.py")
+                 "TestMakeTrackBench", "test_kill.py", "test_export.py", "TestGpuCheckTrack", "TestLive",
+                 "TestTrackers", "TestAblationAndComparison", "TestCrops", "TestFootage", "TestExport", "TestLink",
+                 "test_track.py", "TestTorchrun", "test_yolo.py", "test_packaging.py", "TestGpuCheckChain",
+                 "TestGpuCheckAlone", "test_cli.py", "TestDuke", "TestMakeBench", "TestPredict", "TestImport",
+                 "test_extract.py", "TestMakeAblation", "test_ablation.py", "test_pages.py", "test_import.py",
+                 "test_cache.py", "test_weights.py", "test_alerts.py")
 
 
 def test_scope(item) -> str:
