@@ -159,7 +159,17 @@ def test_bad_exports_and_misplaced_ones_are_one_line(exported, run_path, manifes
     meta = json.loads((moved / "best.json").read_text())
     (moved / "best.json").write_text(json.dumps({**meta, "store_path": str(tmp_path / "gone.zarr")}))
     assert "give --check-manifest MANIFEST" in error("export", moved, "--out", tmp_path / "e2")
-    assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+    m = read_manifest(manifest_path)  # check frames cut short: the first is named, as par predict names it
+    header, *lines = (manifest_path).read_text().splitlines()
+    record = json.loads(next(line for line in lines if json.loads(line)["split"] == "test"))
+    for f in record["frames"]:
+        (tmp_path / "root" / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "root" / f).write_bytes(m.resolve(f).read_bytes()[:200])
+    (tmp_path / "bad.jsonl").write_text(json.dumps({**json.loads(header), "root": str(tmp_path / "root")}) + "\n"
+                                        + json.dumps(record) + "\n")
+    message = error("export", run_path, "--out", tmp_path / "e3", "--check-manifest", tmp_path / "bad.jsonl")
+    assert "F001.jpg: corrupt or truncated image" in message and message.endswith("remove or replace the frame")
+    assert not any((tmp_path / name).exists() for name in ("e1", "e2", "e3"))
 
 
 def test_an_export_that_disagrees_with_pytorch_is_refused(run_path, tmp_path, monkeypatch):

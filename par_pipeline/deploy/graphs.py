@@ -68,8 +68,6 @@ def write_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, inpu
                                         output_names=[output_name], opset_version=OPSET,
                                         dynamic_shapes=({0: batch},), verbose=False)
             program.save(str(path), external_data=False)
-    except ParError:
-        raise
     except Exception as exc:  # the exporter's failures come in many types; the first line says which op
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
         raise ParError(f"cannot export the {path.stem} graph to ONNX ({first}); report it with the checkpoint's "

@@ -1,10 +1,10 @@
 """`par export RUN --out DIR`: the checkpoint's CLIP image encoder and fusion model as ONNX graphs, with export.json.
 
 The export checks itself before anything is written: tracklets of a manifest (by default the one the checkpoint's
-store was extracted from, its test split) go through `par predict`'s path twice, once with the checkpoint in PyTorch
-(fp32) and once with the graphs under ONNX Runtime. An fp32 export whose tokens or probabilities stray beyond
-FP32_TOLERANCE is refused; an int8 one (`--quantize int8`) is written with its agreement stated (export.json, the
-console, and every tracks.json made with it), never silently.
+store was extracted from, its test split) go through `par predict`'s path with the checkpoint in PyTorch (fp32) and
+with the graphs under each installed runtime (ONNX Runtime, OpenVINO). An fp32 export whose tokens or probabilities
+stray beyond FP32_TOLERANCE is refused; an int8 one (`--quantize int8`, `int8-openvino`) is written with its
+agreement stated (export.json, the console, and every tracks.json made with it), never silently.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import torch
 from .. import __version__
 from ..config import ExportConfig
 from ..data.manifest import read_manifest
-from ..data.preprocess import prepare_image
+from ..data.preprocess import load_frame
 from ..data.schema import AttributeSchema, schema_from_dict
 from ..deploy.graphs import OPSET, EncoderGraph, FusionGraph, import_onnx_export, write_graph
 from ..deploy.runtime import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, OnnxRuntime, TorchRuntime
@@ -72,14 +72,14 @@ def check_tracklets(meta: dict[str, Any], cfg: ExportConfig) -> tuple[list[Track
 def _sample_images(inputs: list[TrackletInput], rt: TorchRuntime, count: int) -> torch.Tensor:
     """Up to `count` prepared frames taken across the tracklets (each one's first frame, then each one's second...):
     the token check at batch 1 and N, and the calibration crops of a static int8 encoder."""
-    from PIL import Image
-
     longest = max(len(t.frames or []) for t in inputs)
     paths = [t.frames[k] for k in range(longest) for t in inputs if t.frames and k < len(t.frames)][:count]
     arrays = []
     for p in paths:
-        with Image.open(p) as img:
-            arrays.append(prepare_image(img, rt.preprocess))
+        image, reason = load_frame(p, rt.preprocess)
+        if image is None:  # as `par predict` says it of a frame it cannot read
+            raise ParError(f"{p}: {reason}; remove or replace the frame")
+        arrays.append(image)
     return torch.from_numpy(np.stack(arrays))
 
 
