@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from .config import as_dict
+from .deploy import export_folder
 from .errors import ParError
 from .outputs import atomic_write, fault_point, file_sha256, fsync_dir, io_errors, remove_own, write_json
 from .store.format import TOKEN_KEYS, check_identity
@@ -113,7 +114,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if path.suffix.lower() in (".zarr", ".h5", ".hdf5") or (path / "zarr.json").is_file():
         raise ParError(f"{path}: is a token store (`par extract`), not a checkpoint; give the run folder that "
                        f"`par train {path} --out RUN` wrote (or its best.json / last.json)")
-    if (path / "export.json").is_file() or path.name == "export.json":
+    if export_folder(path) is not None:
         raise ParError(f"{path}: is a `par export` folder (ONNX graphs for par predict and par track); this command "
                        f"needs the checkpoint it was exported from (its export.json names it)")
     if path.is_dir():

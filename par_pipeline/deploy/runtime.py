@@ -20,9 +20,8 @@ from ..model.checkpoint import load_checkpoint
 from ..model.clip import encoder_for_checkpoint
 from ..outputs import file_sha256
 from ..store.codec import TokenCodec
-from . import RUNTIMES
+from . import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, RUNTIMES, export_folder
 
-EXPORT_FORMAT, EXPORT_VERSION, EXPORT_FILE = "par-export", 1, "export.json"
 INSTALL = {"onnxruntime": "pip install 'par[onnx]'", "openvino": "pip install 'par[openvino]'"}
 
 
@@ -183,14 +182,6 @@ class OnnxRuntime(AttributeRuntime):
         return {"name": self.backend, "version": self.version, "export": str(self.folder),
                 "export_sha256": file_sha256(self.folder / EXPORT_FILE), "quantization": self.doc["quantization"],
                 "agreement": self.doc["agreement"]}
-
-
-def export_folder(path: str | os.PathLike) -> Path | None:
-    """The export folder `path` names (the folder or its export.json), or None when it is not an export."""
-    path = Path(path)
-    if path.name == EXPORT_FILE and path.is_file():
-        return path.parent
-    return path if (path / EXPORT_FILE).is_file() else None
 
 
 def read_export(folder: Path) -> dict[str, Any]:

@@ -24,8 +24,9 @@ from ..config import ExportConfig
 from ..data.manifest import read_manifest
 from ..data.preprocess import load_frame
 from ..data.schema import AttributeSchema, schema_from_dict
+from ..deploy import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION
 from ..deploy.graphs import OPSET, EncoderGraph, FusionGraph, import_onnx_export, write_graph
-from ..deploy.runtime import EXPORT_FILE, EXPORT_FORMAT, EXPORT_VERSION, OnnxRuntime, TorchRuntime
+from ..deploy.runtime import OnnxRuntime, TorchRuntime
 from ..engine.metrics import evaluate_predictions, is_positive
 from ..errors import ParError
 from ..imports import is_installed
