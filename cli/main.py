@@ -673,7 +673,8 @@ def _link(own: dict[str, Any], given: dict[str, Any]) -> None:
 
     cfg = _command_config("link", own, given, {"out": str(own["out"])})
     doc, _ = link_folders(own["folders"], Path(cfg.out), cfg.threshold, cfg.max_gap, cfg.cues,
-                          Path(cfg.transit) if cfg.transit else None, parse_offsets(own["offset"]), cfg.weights)
+                          Path(cfg.transit) if cfg.transit else None, parse_offsets(own["offset"]), cfg.weights,
+                          cfg.same_camera_gap)
     people = doc["people"]
     several = [p for p in people if len(p["cameras"]) > 1]
     t = Table(title=f"{len(people)} people in {len(doc['cameras'])} cameras ({len(several)} seen by more than one)",

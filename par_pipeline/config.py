@@ -363,6 +363,9 @@ class LinkConfig:
                                      "(default: data_manifests/linking/default.json)")
     max_gap: float | None = option(None, "most seconds from a person's sighting to their next one in another camera "
                                    "(default: data_manifests/linking/default.json)", above=0.0)
+    same_camera_gap: float | None = option(None, "most seconds between a person's two sightings in one camera (a "
+                                           "track the tracker lost and found again; default: "
+                                           "data_manifests/linking/default.json)", minimum=0.0)
     transit: str | None = option(None, "CSV with columns from,to,min,max: each camera pair's transit seconds (a "
                                  "pair holds both ways unless the other way has its own row)")
     cues: str = option(",".join(CUES), f"what links tracks: {', '.join(CUES)} (a comma list)")

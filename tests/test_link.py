@@ -3,13 +3,17 @@ synthetic site: test_readme.py's TestLink)."""
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from par_pipeline.errors import ParError
-from par_pipeline.footage.linking import LinkRules, Sightings, baseline_labels, default_rules, link_labels
-from par_pipeline.workflows.link import parse_weights
+from par_pipeline.footage import linking
+from par_pipeline.footage.linking import LinkRules, Sightings, baseline_labels, default_rules, link_labels, visits
+from par_pipeline.tools.link_bench import scale_sightings
+from par_pipeline.workflows.link import parse_weights, read_transit
 
 GROUPS = [[0], [1, 2, 3]]  # backpack (yes/no); top color: red, blue, black
 
@@ -92,6 +96,36 @@ def test_the_transit_window_holds_between_consecutive_sightings():
     assert len(set(link_labels(ends, too_fast)[0])) == 2
 
 
+def test_one_camera_sees_a_person_once_on_a_visit_but_finds_a_lost_track_again():
+    """Two people alike pass one camera 3 s apart: two people (someone dressed alike passing the same camera soon
+    after is the commonest wrong link); a track the tracker lost and found again 0.5 s later is one person.
+    --same-camera-gap says how far apart is too far; without the time cue the rule is not applied."""
+    look = np.ones(16)
+    found_again = sightings([0, 0], [(0.0, 4.0), (4.5, 8.0)], [look] * 2)
+    assert len(set(link_labels(found_again, default_rules())[0])) == 1
+    alike = sightings([0, 0], [(0.0, 4.0), (7.0, 11.0)], [look] * 2)
+    assert len(set(link_labels(alike, default_rules())[0])) == 2
+    assert len(set(link_labels(alike, rules(same_camera_gap=5.0))[0])) == 1
+    assert len(set(link_labels(alike, rules(cues=("appearance", "colour", "attributes")))[0])) == 1
+    table = Path(tempfile.mkdtemp()) / "transit.csv"
+    table.write_text("from,to,min,max\ncam0,cam0,0,5\n")
+    with pytest.raises(ParError, match="transit.csv:2: a transit row joins two cameras; one camera's gap is "
+                                       "--same-camera-gap"):
+        read_transit(table, ["cam0", "cam1"])
+
+
+def test_a_day_links_as_its_visits_each_on_its_own_exactly_as_all_at_once(monkeypatch):
+    """Sightings with a quiet transit window between them cannot be one person, so a day is linked as its visits,
+    each its own small problem: the same people, numbered alike, as one n x n problem gives."""
+    s = scale_sightings(800, seed=1)
+    parts = visits(s, default_rules())
+    assert len(parts) > 20 and sorted(np.concatenate(parts).tolist()) == list(range(800))
+    assert len(visits(s, rules(cues=("appearance", "colour", "attributes")))) == 1  # no time, no window
+    by_visit, _ = link_labels(s, default_rules())
+    monkeypatch.setattr(linking, "visits", lambda s, rules: [np.argsort(s.start, kind="stable")])
+    assert (link_labels(s, default_rules())[0] == by_visit).all()
+
+
 def test_weights_are_cue_weight_pairs():
     """--weights names similarity cues with weights >= 0, at least one above 0; a cue not named weighs 0."""
     assert parse_weights("appearance=1, attributes=2.5") == {"appearance": 1.0, "colour": 0.0, "attributes": 2.5}
@@ -101,7 +135,7 @@ def test_weights_are_cue_weight_pairs():
             parse_weights(bad)
 
 
-def visits(n: int, seconds_apart: float, seed: int = 0) -> tuple[Sightings, np.ndarray]:
+def people_walking(n: int, seconds_apart: float, seed: int = 0) -> tuple[Sightings, np.ndarray]:
     """`n` people, each through cameras 0 then 1 (3 s walk), one every `seconds_apart` s, looks their own."""
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(n, 32))
@@ -124,12 +158,12 @@ def test_the_live_link_is_the_offline_link_and_forgets_who_cannot_be_joined():
     included. People far apart in time settle and leave it: it holds a window's people, not the run's."""
     from par_pipeline.footage.online_linking import replay
 
-    s, truth = visits(6, 10.0)
+    s, truth = people_walking(6, 10.0)
     offline, _ = link_labels(s, default_rules())
     last, first, held = replay(s, default_rules())
     assert (last == offline).all() and len(set(offline.tolist())) >= 4
     assert held == len(s)  # nothing settled before the end: every row stayed open
-    far, truth = visits(30, 100.0, seed=1)
+    far, truth = people_walking(30, 100.0, seed=1)
     rules = default_rules(max_gap=20.0)
     last, first, held = replay(far, rules)
     assert same_partition(last, truth) and same_partition(link_labels(far, rules)[0], last)

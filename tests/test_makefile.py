@@ -223,10 +223,11 @@ class TestMakeTrackBench:
         for detector in ("ground_truth", "motion"):
             row = link["sites"]["2 cameras"][detector]
             assert set(row) == {"par", "par_no_appearance", "par_no_colour", "par_no_attributes", "par_no_time",
-                                "par_live", "par_live_on_arrival", "pp_human"}
+                                "par_no_same_camera_gap", "par_live", "par_live_on_arrival", "pp_human"}
             assert all(0 <= m[k]["mean"] <= 1 for m in row.values() for k in ("idf1", "idp", "idr", "precision",
                                                                                  "recall"))
-        assert link["scale"]["tracks"] == 300 and link["scale"]["seconds"] > 0 and link["scale"]["people"] >= 1
+        assert list(link["scale"]) == ["day", "hour"]
+        assert all(v["tracks"] == 300 and v["seconds"] > 0 and v["people"] >= 1 for v in link["scale"].values())
 
 
 class TestMakeClean:

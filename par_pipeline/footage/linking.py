@@ -13,13 +13,18 @@ Every pair of tracks gets, as whole matrices (no Python loop over pairs):
   describe the moment rather than the person (`moment_groups`: pose, motion; a camera sees a walker from its own
   side) take part in neither;
 - time: two tracks that overlap in time cannot be one person (cameras whose views overlap are not modelled), nor two
-  tracks of different cameras closer in time than the pair's minimum transit.
+  tracks of different cameras closer in time than the pair's minimum transit, nor two tracks of one camera further
+  apart than `same_camera_gap` (a person passes a camera once on a visit; a track the tracker lost and found again
+  is the exception: its gaps are short, while someone dressed alike passing the same camera soon after is the
+  commonest wrong link there is).
 The similarity is the weighted mean of the cues used; tracks are joined by complete linkage (a group's distance is
 its farthest pair's, so no forbidden pair ever ends in one person) while the closest groups are nearer than the
 threshold. A join must also keep each of the person's consecutive sightings within the transit window of their
 cameras (`--max-gap`, or the pair's max in a transit table): that rule is about consecutive sightings only, which
 is why the clustering is par's own loop over joins (one numpy row update a join) and not scipy's `linkage`, which
-can only forbid pairs. PP-Human's method (`baseline_labels`) is kept beside it for the benchmark.
+can only forbid pairs. It also means that sightings with a quiet window between them (nobody seen for longer than
+any transit) cannot be one person: each such part of the day is linked on its own (`visits`). PP-Human's method
+(`baseline_labels`) is kept beside it for the benchmark.
 """
 from __future__ import annotations
 
@@ -61,14 +66,21 @@ class LinkRules:
     weights: dict[str, float]  # each similarity cue's weight (appearance, colour, attributes)
     confident: float  # an answer this probable (or more) is confident: two confident answers that differ conflict
     max_gap: float  # seconds from a sighting's end to the next sighting's start, in another camera
+    same_camera_gap: float  # seconds from a sighting's end to the next one in the same camera (a track lost, found)
     moment_groups: tuple[str, ...] = ()  # groups that describe the moment (pose, motion), not the person: not compared
     camera_centred: tuple[str, ...] = ()  # cues centred per camera (each camera's colour response is its own)
     cues: tuple[str, ...] = CUES
     transit: dict[tuple[int, int], tuple[float, float]] = field(default_factory=dict)  # (from, to) -> min, max s
 
+    @property
+    def window(self) -> float:
+        """The most seconds between a person's sighting and their next one, any cameras."""
+        return max([self.max_gap, self.same_camera_gap, *(most for _, most in self.transit.values())])
+
     def record(self, cameras: list[str]) -> dict[str, Any]:
         return {"cues": list(self.cues), "threshold": self.threshold, "weights": self.weights,
-                "confident": self.confident, "max_gap_s": self.max_gap, "moment_groups": list(self.moment_groups),
+                "confident": self.confident, "max_gap_s": self.max_gap,
+                "same_camera_gap_s": self.same_camera_gap, "moment_groups": list(self.moment_groups),
                 "camera_centred": list(self.camera_centred),
                 "transit": [{"from": cameras[a], "to": cameras[b], "min": lo, "max": hi}
                             for (a, b), (lo, hi) in sorted(self.transit.items())]}
@@ -77,7 +89,7 @@ class LinkRules:
 def default_rules(**given: Any) -> LinkRules:
     """The shipped defaults (data_manifests/linking/default.json), with what is given instead."""
     d = load_json("linking", "default")
-    values = {k: d[k] for k in ("threshold", "weights", "confident", "max_gap")}
+    values = {k: d[k] for k in ("threshold", "weights", "confident", "max_gap", "same_camera_gap")}
     values["moment_groups"] = tuple(d["moment_groups"])
     values["camera_centred"] = tuple(d["camera_centred"])
     values.update({k: v for k, v in given.items() if v is not None})
@@ -194,15 +206,19 @@ def cues_of(s: Sightings, rules: LinkRules, totals: Totals | None = None) -> Cue
                 sure, answers)
 
 
-def link_distances(s: Sightings, cues: Cues, rules: LinkRules) -> np.ndarray:
-    """[n, n] float32: 1 - the pair's similarity (the weighted mean of the cues' cosines: one product of the
-    cues' vectors scaled by the square roots of their weights), +inf where time forbids the pair. Attribute
-    conflicts are checked when two groups are about to join (`_conflict_free`): only the few pairs that come
-    that close need it."""
-    n = len(s)
+def link_distances(s: Sightings, cues: Cues, rules: LinkRules, among: np.ndarray | None = None) -> np.ndarray:
+    """[n, n] float32 over the sightings `among` (default: all): 1 - the pair's similarity (the weighted mean of
+    the cues' cosines: one product of the cues' vectors scaled by the square roots of their weights), +inf where
+    time forbids the pair. Attribute conflicts are checked when two groups are about to join (`_conflict_free`):
+    only the few pairs that come that close need it."""
+    among = np.arange(len(s)) if among is None else among
+    n = len(among)
     used = {k: rules.weights.get(k, 0.0) for k in SIMILARITY_CUES if k in rules.cues}
     total = max(sum(used.values()), 1e-12)
-    x = np.concatenate([np.sqrt(w / total) * cues.vectors[k] for k, w in used.items()], axis=1).astype(np.float32)
+    x = np.concatenate([np.sqrt(w / total) * cues.vectors[k][among] for k, w in used.items() if w > 0] or
+                       [np.zeros((n, 1), np.float32)], axis=1).astype(np.float32)
+    start, end, camera = s.start[among], s.end[among], s.camera[among]
+    timed = "time" in rules.cues
     least = np.zeros((len(s.cameras),) * 2, dtype=np.float32)
     for (i, j), (lo, _) in rules.transit.items():
         least[i, j] = lo
@@ -212,14 +228,18 @@ def link_distances(s: Sightings, cues: Cues, rules: LinkRules) -> np.ndarray:
         block = dist[rows]
         np.matmul(x[rows], x.T, out=block)
         np.subtract(1.0, block, out=block)
-        start, end, cam = s.start[rows, None], s.end[rows, None], s.camera[rows, None]
-        overlap = (start <= s.end[None, :]) & (s.start[None, :] <= end)
-        same_camera = cam == s.camera[None, :]
-        forbidden = overlap if "time" in rules.cues else overlap & same_camera  # one camera: never two at once
-        if "time" in rules.cues and rules.transit:  # closer in time than the pair's least transit, either way
-            after = s.start[None, :] - end  # from the row's end to the column's start
-            before = start - s.end[None, :]  # from the column's end to the row's start
-            pair, back = least[cam, s.camera[None, :]], least[s.camera[None, :], cam]
+        cam = camera[rows, None]
+        after = start[None, :] - end[rows, None]  # from the row's end to the column's start
+        before = start[rows, None] - end[None, :]  # from the column's end to the row's start
+        gap = np.maximum(after, before)  # <= 0 while the two overlap in time
+        same_camera = cam == camera[None, :]
+        # one camera never sees one person twice at once; nor, with time, twice on one visit beyond a track lost
+        # and found again (same_camera_gap); nor in two cameras at once
+        forbidden = same_camera & ((gap > rules.same_camera_gap) | (gap <= 0)) if timed else same_camera & (gap <= 0)
+        if timed:
+            forbidden |= gap <= 0
+        if timed and rules.transit:  # closer in time than the pair's least transit, either way
+            pair, back = least[cam, camera[None, :]], least[camera[None, :], cam]
             forbidden |= ~same_camera & (((after >= 0) & (after < pair)) | ((before >= 0) & (before < back)))
         np.copyto(block, FAR, where=forbidden)
     np.fill_diagonal(dist, FAR)
@@ -234,25 +254,35 @@ def _conflict_free(cues: Cues, members: np.ndarray) -> bool:
 
 
 def _gaps_allowed(s: Sightings, members: np.ndarray, rules: LinkRules) -> bool:
-    """Each sighting of a person and the next in time within their cameras' transit window (`max_gap` within one
-    camera): a person's sightings form one visit, so what is linked is decided within a bounded window of time
-    (what lets the live linker forget, `OnlineLinker`)."""
+    """Each sighting of a person and the next in time within their cameras' transit window (`same_camera_gap`
+    within one camera): a person's sightings form one visit, so what is linked is decided within a bounded window
+    of time (what lets the live linker forget, `OnlineLinker`, and a day link as many small parts, `visits`)."""
     order = members[np.argsort(s.start[members], kind="stable")]
     for a, b in zip(order[:-1], order[1:]):
         ca, cb = int(s.camera[a]), int(s.camera[b])
-        _, most = rules.transit.get((ca, cb), (0.0, rules.max_gap))
+        _, most = rules.transit.get((ca, cb), (0.0, rules.same_camera_gap if ca == cb else rules.max_gap))
         if s.start[b] - s.end[a] > most:
             return False
     return True
 
 
-def link_labels(s: Sightings, rules: LinkRules, totals: Totals | None = None) -> tuple[np.ndarray, Cues]:
-    """The person of every sighting (0 .. P-1, numbered by first appearance) and the cues behind it."""
-    cues = cues_of(s, rules, totals)
-    n = len(s)
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), cues
-    dist = link_distances(s, cues, rules)
+def visits(s: Sightings, rules: LinkRules) -> list[np.ndarray]:
+    """The sightings cut where nobody was seen for longer than the transit window (`LinkRules.window`): no
+    person's consecutive sightings can straddle such a cut (`_gaps_allowed`), so each part links on its own, as
+    it would among all (a day of a site is many small problems, not one n x n matrix)."""
+    order = np.argsort(s.start, kind="stable")
+    if "time" not in rules.cues or len(order) < 2:
+        return [order]
+    latest = np.maximum.accumulate(s.end[order])  # the end of everything started so far
+    cuts = np.flatnonzero(s.start[order][1:] - latest[:-1] > rules.window) + 1
+    return np.split(order, cuts)
+
+
+def _join(s: Sightings, cues: Cues, rules: LinkRules, among: np.ndarray) -> list[np.ndarray]:
+    """The people among these sightings (each an array of sightings): complete linkage over `link_distances`,
+    a join refused where it breaks the transit window or an attribute conflict."""
+    n = len(among)
+    dist = link_distances(s, cues, rules, among)
     members: dict[int, np.ndarray] = {i: np.array([i]) for i in range(n)}
     nearest = dist.argmin(1)
     near = dist[np.arange(n), nearest]
@@ -263,8 +293,8 @@ def link_labels(s: Sightings, rules: LinkRules, totals: Totals | None = None) ->
             break
         b = int(nearest[a])
         joined = np.concatenate([members[a], members[b]])
-        if ("time" in rules.cues and not _gaps_allowed(s, joined, rules)) or (
-                "attributes" in rules.cues and not _conflict_free(cues, joined)):
+        if ("time" in rules.cues and not _gaps_allowed(s, among[joined], rules)) or (
+                "attributes" in rules.cues and not _conflict_free(cues, among[joined])):
             dist[a, b] = dist[b, a] = FAR  # these two groups stay apart; each looks for its next nearest
         else:
             members[a] = joined
@@ -279,9 +309,15 @@ def link_labels(s: Sightings, rules: LinkRules, totals: Totals | None = None) ->
         if len(stale):
             nearest[stale] = dist[stale].argmin(1)
             near[stale] = dist[stale, nearest[stale]]
-    labels = np.empty(n, dtype=np.int64)
-    groups = sorted(members.values(), key=lambda m: (s.start[m].min(), int(m.min())))
-    for person, m in enumerate(groups):
+    return [among[m] for m in members.values()]
+
+
+def link_labels(s: Sightings, rules: LinkRules, totals: Totals | None = None) -> tuple[np.ndarray, Cues]:
+    """The person of every sighting (0 .. P-1, numbered by first appearance) and the cues behind it."""
+    cues = cues_of(s, rules, totals)
+    people = [m for part in visits(s, rules) if len(part) for m in _join(s, cues, rules, part)]
+    labels = np.empty(len(s), dtype=np.int64)
+    for person, m in enumerate(sorted(people, key=lambda m: (s.start[m].min(), int(m.min())))):
         labels[m] = person
     return labels, cues
 

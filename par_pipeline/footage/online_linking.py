@@ -43,7 +43,7 @@ class OnlineLinker:
                  value_names: list[list[str]], rules: LinkRules) -> None:
         self.cameras, self.groups, self.group_names, self.value_names = cameras, groups, group_names, value_names
         self.rules = rules
-        self.window = max([rules.max_gap, *(most for _, most in rules.transit.values())])
+        self.window = rules.window
         self.rows: list[Arrival] = []
         self.person: dict[Hashable, int] = {}  # each open row's person (1, 2, ...: settled people come first)
         self.settled_people = 0

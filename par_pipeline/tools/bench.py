@@ -645,7 +645,8 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
         from ..footage.linking import CUES
 
         k = results["link"]
-        names = {"par": "par", **{f"par_no_{c}": f"par without {c}" for c in CUES}, "par_live": "par live (last link)",
+        names = {"par": "par", **{f"par_no_{c}": f"par without {c}" for c in CUES},
+                 "par_no_same_camera_gap": "par without the same-camera gap", "par_live": "par live (last link)",
                  "par_live_on_arrival": "par live (person on arrival)", "pp_human": "PP-Human's method"}
         for size, site in k["sites"].items():
             for detector in ("ground_truth", "motion"):
@@ -657,8 +658,10 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                                             for x in ("idf1", "idp", "idr", "precision", "recall")),
                                  ">= 85% IDF1 (par, ground-truth boxes)" if name == "par" and detector ==
                                  "ground_truth" else "within 2 points of par" if name == "par_live" else ""))
-        rows.append((f"link: {k['scale']['tracks']:,} tracks (random appearances, a day of times)",
-                     f"{k['scale']['seconds']:.2f} s", "< 10 s"))
+        spans = {"day": "a day of times", "hour": "a busy hour: one n x n problem"}
+        for span, scale in k["scale"].items():
+            rows.append((f"link: {scale['tracks']:,} tracks (random appearances, {spans[span]})",
+                         f"{scale['seconds']:.2f} s", "< 10 s"))
     if "grid" in results:
         g, s = results["grid"], results["grid"]["store"]
         rows += [(f"grid store: {s['tracklets']:,} MARS-shaped tracklets, {s['rows']:,} rows ({s['gb']:.1f} GB "

@@ -4,10 +4,10 @@ Per site (every camera tracked by `par track`, with the ground-truth boxes as de
 detector): the multi-camera IDF1 / IDP / IDR over all cameras with global ids (the DukeMTMC / AI City definition:
 the cameras' sequences concatenated, IoU 0.5; the `trackers` package's TrackEval-parity evaluation), and link
 precision / recall over the cross-camera pairs of tracks (a track's person: the ground-truth person it follows in
-most frames). Linkers on the same tracks: par with every cue, par without each cue (its share), par live (the
-records replayed in the order a live run receives them: its last link, and each record's person on arrival), and
-PP-Human's method (mean appearance, complete linkage at 0.5, same camera masked). Scale: a site of `link_scale` tracks
-(random appearances and attributes, a day of times) linked, in seconds.
+most frames). Linkers on the same tracks: par with every cue, par without each cue (its share) and without the
+same-camera gap, par live (the records replayed in the order a live run receives them: its last link, and each
+record's person on arrival), and PP-Human's method (mean appearance, complete linkage at 0.5, same camera masked).
+Scale: `link_scale` tracks (random appearances and attributes) of a day, and of one busy hour, linked, in seconds.
 """
 from __future__ import annotations
 
@@ -29,9 +29,11 @@ from .site import read_site, write_site
 from .track_bench import _gt_boxes, _person_of
 
 Log = Callable[[str], None]
-# par with every cue, then without each one (each cue's share), par live (the last link of the records replayed as a
-# live run receives them, and each record's person when it arrived), and PP-Human's method on the same tracks
-LINKERS = ("par", *(f"par_no_{cue}" for cue in CUES), "par_live", "par_live_on_arrival", "pp_human")
+# par with every cue, then without each one (each cue's share) and without the time cue's same-camera gap, par live
+# (the last link of the records replayed as a live run receives them, and each record's person when it arrived),
+# and PP-Human's method on the same tracks
+LINKERS = ("par", *(f"par_no_{cue}" for cue in CUES), "par_no_same_camera_gap", "par_live", "par_live_on_arrival",
+           "pp_human")
 
 
 def linker_labels(name: str, s: Sightings, rules: LinkRules) -> np.ndarray:
@@ -40,6 +42,8 @@ def linker_labels(name: str, s: Sightings, rules: LinkRules) -> np.ndarray:
     if name.startswith("par_live"):
         last, first, _ = replay(s, rules)
         return first if name == "par_live_on_arrival" else last
+    if name == "par_no_same_camera_gap":
+        return link_labels(s, LinkRules(**{**rules.__dict__, "same_camera_gap": float("inf")}))[0]
     cues = tuple(c for c in CUES if name != f"par_no_{c}")
     return link_labels(s, LinkRules(**{**rules.__dict__, "cues": cues}))[0]
 
@@ -117,9 +121,10 @@ def score_site(site: Path, folders: list[str], rules: LinkRules) -> dict[str, An
     return row
 
 
-def scale_sightings(n: int, seed: int = 0, cameras: int = 8, dim: int = 512) -> Sightings:
-    """`n` tracks of a day at a site: n / 5 people, each seen about 5 times by `cameras` cameras within a minute,
-    appearances and colours their person's plus noise, MARS-sized attributes (43 yes/no columns)."""
+def scale_sightings(n: int, seed: int = 0, cameras: int = 8, dim: int = 512, span: float = 86_400.0) -> Sightings:
+    """`n` tracks of `span` seconds at a site (default a day): n / 5 people, each seen about 5 times by `cameras`
+    cameras within a minute, appearances and colours their person's plus noise, MARS-sized attributes (43 yes/no
+    columns)."""
     rng = np.random.default_rng(seed)
     people = max(1, n // 5)
     person = np.sort(rng.integers(0, people, n))
@@ -128,7 +133,7 @@ def scale_sightings(n: int, seed: int = 0, cameras: int = 8, dim: int = 512) -> 
     appearance /= np.linalg.norm(appearance, axis=1, keepdims=True)
     colour = np.abs(rng.normal(size=(people, 128)))[person] + 0.3 * np.abs(rng.normal(size=(n, 128)))
     colour = (colour / np.linalg.norm(colour, axis=1, keepdims=True)).astype(np.float32)
-    arrive = rng.uniform(0, 86_400, people)
+    arrive = rng.uniform(0, span, people)
     start = arrive[person] + rng.uniform(0, 60, n)
     attrs = 43
     probs = np.clip(rng.random((people, attrs))[person] + 0.1 * rng.normal(size=(n, attrs)), 0, 1)
@@ -155,11 +160,15 @@ def bench_link(work: Path, sizes: BenchConfig, log: Log) -> dict[str, Any]:
             "per_site": sites,
             **{d: {n: {m: spread([r[d][n][m] for r in sites]) for m in ("idf1", "idp", "idr", "precision", "recall")}
                    for n in LINKERS} for d in ("ground_truth", "motion")}}
-    s = scale_sightings(sizes.link_scale)
-    t = time.perf_counter()
-    labels, _ = link_labels(s, rules)
-    seconds = time.perf_counter() - t
-    log(f"link: {len(s):,} tracks linked in {seconds:.2f} s ({int(labels.max()) + 1:,} people)")
+    # a day of a site: many visits apart in time, each linked on its own (`visits`); a busy hour: nobody apart
+    # from everybody for a transit window, one n x n problem (the linker's worst case, its memory n^2 floats)
+    scale = {}
+    for name, span in (("day", 86_400.0), ("hour", 3_600.0)):
+        s = scale_sightings(sizes.link_scale, span=span)
+        t = time.perf_counter()
+        labels, _ = link_labels(s, rules)
+        seconds = time.perf_counter() - t
+        log(f"link: {len(s):,} tracks of a {name} linked in {seconds:.2f} s ({int(labels.max()) + 1:,} people)")
+        scale[name] = {"tracks": len(s), "seconds": seconds, "people": int(labels.max()) + 1}
     return {"checkpoint": run, "people": sizes.link_people, "seconds": sizes.link_seconds, "seeds": sizes.link_seeds,
-            "rules": rules.record([]), "sites": per_size,
-            "scale": {"tracks": len(s), "seconds": seconds, "people": int(labels.max()) + 1}}
+            "rules": rules.record([]), "sites": per_size, "scale": scale}

@@ -155,6 +155,8 @@ def read_transit(path: Path, cameras: list[str]) -> dict[tuple[int, int], tuple[
         if not 0 <= lo <= hi:
             raise ParError(f"{path}:{k}: needs 0 <= min <= max")
         a, b = cameras.index(row["from"]), cameras.index(row["to"])
+        if a == b:
+            raise ParError(f"{path}:{k}: a transit row joins two cameras; one camera's gap is --same-camera-gap")
         table[(a, b)] = (lo, hi)
         given.add((a, b))
         if (b, a) not in given:
@@ -195,7 +197,7 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 
 def link_rules(threshold: float | None, max_gap: float | None, cues: str, transit: Path | None,
-               cameras: list[str], weights: str | None = None) -> LinkRules:
+               cameras: list[str], weights: str | None = None, same_camera_gap: float | None = None) -> LinkRules:
     used = tuple(c.strip() for c in cues.split(",") if c.strip())
     wrong = [c for c in used if c not in CUES]
     if wrong or not set(used) & set(SIMILARITY_CUES):
@@ -203,7 +205,7 @@ def link_rules(threshold: float | None, max_gap: float | None, cues: str, transi
                        f"{', '.join(SIMILARITY_CUES)}")
     table = read_transit(transit, cameras) if transit else {}
     return default_rules(threshold=threshold, max_gap=max_gap, cues=used, transit=table,
-                         weights=parse_weights(weights))
+                         weights=parse_weights(weights), same_camera_gap=same_camera_gap)
 
 
 def _answers(probs: np.ndarray, s: Sightings, threshold: float) -> dict[str, str]:
@@ -279,7 +281,7 @@ def people_mot(doc: dict[str, Any], records: list[dict[str, Any]]) -> str:
 
 def link_folders(given: list[str], out: Path | None, threshold: float | None = None, max_gap: float | None = None,
                  cues: str = ",".join(CUES), transit: Path | None = None, offsets: dict[str, float] | None = None,
-                 weights: str | None = None) -> tuple[dict[str, Any], float]:
+                 weights: str | None = None, same_camera_gap: float | None = None) -> tuple[dict[str, Any], float]:
     """Link the folders' tracks into people and write PEOPLE (when `out`); returns people.json and the seconds the
     linking itself took."""
     if out is not None:
@@ -287,7 +289,7 @@ def link_folders(given: list[str], out: Path | None, threshold: float | None = N
 
         check_dir_target(Path(out), PEOPLE_KIND)  # before anything is read
     cameras, records, s = read_cameras(given, offsets or {})
-    rules = link_rules(threshold, max_gap, cues, transit, s.cameras, weights)
+    rules = link_rules(threshold, max_gap, cues, transit, s.cameras, weights, same_camera_gap)
     t = time.perf_counter()
     labels, cues = link_labels(s, rules)
     seconds = time.perf_counter() - t
