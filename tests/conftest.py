@@ -190,6 +190,37 @@ def run_par_forked(*args, env: dict | None = None, file_size_limit: int | None =
     return Result(proc.returncode, out, err, proc.pid)
 
 
+_SERVER: dict[str, str] = {}
+
+
+def readme_par_bin() -> str:
+    """A folder whose `par` is tests/par_server.py's client of a server that imported par once (started on first
+    use, one per test process, ended with it): the README's shell blocks put it first on their PATH."""
+    if not _SERVER:
+        import atexit
+        import shutil
+        import tempfile
+        import time
+
+        folder = Path(tempfile.mkdtemp(prefix="par-server-"))
+        sock = folder / "socket"
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "par_server.py"), "serve", str(sock)],
+                                env=par_env(), stdin=subprocess.DEVNULL)
+        atexit.register(shutil.rmtree, folder, True)
+        atexit.register(proc.kill)
+        (folder / "bin").mkdir()
+        shim = folder / "bin" / "par"
+        shim.write_text(f"#!{sys.executable} -S\nimport sys\nsys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+                        f"from par_server import client\nclient({str(sock)!r}, sys.argv[1:])\n")
+        shim.chmod(0o755)
+        while not sock.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the par server ended ({proc.returncode}) before it was ready")
+            time.sleep(0.05)
+        _SERVER["bin"] = str(folder / "bin")
+    return _SERVER["bin"]
+
+
 def one_error_line(result) -> str:
     """The single `error: ...` line a failed `par` prints on stderr (exit code 2)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, one_error_line, par_env, run_par, shared_once
+from conftest import ROOT, one_error_line, par_env, readme_par_bin, run_par, shared_once
 from par_pipeline.outputs import file_sha256
 from par_pipeline.store.reader import TokenStore
 from tracked import expected_curve, mlflow_curve, tensorboard_scalars, trackers_of, wandb_history
@@ -61,7 +61,7 @@ def run_script(lines: list[str], values: dict[str, str], cwd: Path, env: dict, t
             assert m.group(1) in values, f"README variable {m.group(1)} has no test value: add it to the test"
             line = f"{m.group(1)}={values[m.group(1)]}"
         script.append(line)
-    env = {**env, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    env = {**env, "PATH": f"{readme_par_bin()}:{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
     proc = subprocess.run(["bash", "-euo", "pipefail", "-xc", "\n".join(script)], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert (
