@@ -169,7 +169,8 @@ def answer_distributions(s: Sightings, moment_groups: tuple[str, ...] = ()) -> l
     return out
 
 
-BLOCK = 1024  # rows of the pair matrix computed at once: its temporaries stay ~BLOCK x n
+BLOCK = 256  # rows of the pair matrix computed at once: temporaries of ~BLOCK x n, small enough (~20 MB at n =
+# 10,000) to be reused from the heap; 1,024 made them mmap'd anew for each block, twice as slow on a first call
 
 
 @dataclass
