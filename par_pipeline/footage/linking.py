@@ -234,11 +234,11 @@ def link_distances(s: Sightings, cues: Cues, rules: LinkRules, among: np.ndarray
         before = start[rows, None] - end[None, :]  # from the column's end to the row's start
         gap = np.maximum(after, before)  # <= 0 while the two overlap in time
         same_camera = cam == camera[None, :]
-        # one camera never sees one person twice at once; nor, with time, twice on one visit beyond a track lost
-        # and found again (same_camera_gap); nor in two cameras at once
-        forbidden = same_camera & ((gap > rules.same_camera_gap) | (gap <= 0)) if timed else same_camera & (gap <= 0)
+        # one camera never sees one person twice at once; with time, no camera does, and one camera sees a person
+        # once on a visit, but for a track lost and found again (same_camera_gap)
+        forbidden = gap <= 0 if timed else same_camera & (gap <= 0)
         if timed:
-            forbidden |= gap <= 0
+            forbidden |= same_camera & (gap > rules.same_camera_gap)
         if timed and rules.transit:  # closer in time than the pair's least transit, either way
             pair, back = least[cam, camera[None, :]], least[camera[None, :], cam]
             forbidden |= ~same_camera & (((after >= 0) & (after < pair)) | ((before >= 0) & (before < back)))
