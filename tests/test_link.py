@@ -154,14 +154,14 @@ def people_walking(n: int, seconds_apart: float, seed: int = 0) -> tuple[Sightin
 
 
 def test_the_live_link_is_the_offline_link_and_forgets_who_cannot_be_joined():
-    """Arriving one by one, within one transit window: the live linker's last link is par link's, numbers
-    included. People far apart in time settle and leave it: it holds a window's people, not the run's."""
+    """Arriving one by one, within one transit window: the live linker's last link is par link's (the same people).
+    People far apart in time settle and leave it: it holds a window's people, not the run's."""
     from par_pipeline.footage.online_linking import replay
 
     s, truth = people_walking(6, 10.0)
     offline, _ = link_labels(s, default_rules())
     last, first, held = replay(s, default_rules())
-    assert (last == offline).all() and len(set(offline.tolist())) >= 4
+    assert same_partition(last, offline) and len(set(offline.tolist())) >= 4
     assert held == len(s)  # nothing settled before the end: every row stayed open
     far, truth = people_walking(30, 100.0, seed=1)
     rules = default_rules(max_gap=20.0)
@@ -169,6 +169,23 @@ def test_the_live_link_is_the_offline_link_and_forgets_who_cannot_be_joined():
     assert same_partition(last, truth) and same_partition(link_labels(far, rules)[0], last)
     assert held <= 4  # a person's two sightings and the next person's
     assert (first[::2] == last[::2]).all()  # a person's first sighting had their number when it arrived
+
+
+def test_a_live_person_keeps_the_number_they_arrived_with():
+    """Numbers are given as people arrive and stay theirs: someone seen first but whose track ends last (a long
+    stay in view) arrives last and gets the last number, and nobody already numbered is renumbered for them
+    (`par link` numbers by first sighting: the same people, other numbers); a person linked to an earlier one
+    takes that one's number."""
+    from par_pipeline.footage.online_linking import replay
+
+    e = np.eye(16)
+    # 0: a long stay in camera 0 (0-30 s); 1, 2: one person through cameras 1 and 2 (5-8 s, 11-14 s); 3: another
+    s = sightings([0, 1, 2, 1], [(0.0, 30.0), (5.0, 8.0), (11.0, 14.0), (16.0, 19.0)], [e[0], e[1], e[1], e[2]])
+    offline, _ = link_labels(s, default_rules())
+    last, first, _ = replay(s, default_rules())
+    assert same_partition(last, offline) and last[1] == last[2] and len(set(last.tolist())) == 3
+    assert (first == last).all()  # every record kept the number it arrived with
+    assert last.tolist() == [2, 0, 0, 1] and offline.tolist() == [0, 1, 1, 2]  # by arrival, not by first sighting
 
 
 def test_a_route_alerts_when_the_link_makes_it_and_retracts_when_the_settled_link_does_not(tmp_path):

@@ -319,7 +319,8 @@ def test_a_camera_stream_gives_the_tracks_of_the_file_played_live(played, open_p
 
 def test_live_link_gives_each_record_its_person_as_par_link_would(played, tmp_path):
     """--link: each record carries its person when written, links.jsonl every change, and the run's last link of
-    each record is `par link`'s on the finished folders, numbers included."""
+    each record is `par link`'s on the finished folders (the same people; the live run numbers them as they
+    arrive)."""
     r = played["site"].result()
     out = r["out"]
     changes = [json.loads(line) for line in (out / "links.jsonl").read_text().splitlines()]
@@ -338,7 +339,8 @@ def test_live_link_gives_each_record_its_person_as_par_link_would(played, tmp_pa
     run_par("link", out, "--out", tmp_path / "people")
     doc = json.loads((tmp_path / "people" / "people.json").read_text())
     offline = {(x["camera"], x["track"]): p["person"] for p in doc["people"] for x in p["sightings"]}
-    assert offline == online
+    assert offline.keys() == online.keys()
+    assert len({(offline[k], online[k]) for k in offline}) == len(set(offline.values())) == len(set(online.values()))
     assert f"{len(online)} records of 2 cameras are {len(doc['people'])} people" in " ".join(r["said"].split())
     # route alerts: what stands (alerted, not retracted) is every route the settled people make, where it ends
     from par_pipeline.footage.live_link import route_end

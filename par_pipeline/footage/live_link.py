@@ -1,7 +1,7 @@
 """`--link` of a live multi-camera run: each camera's records go to one `OnlineLinker` as they are written; their
 people, and every later change of a record's person, are appended to OUT/links.jsonl (`par-link`, version 1: a
 line per change, `camera`, `run`, `track`, `person`, `settled`, `at`; the last line of a record is its person).
-Person numbers are the run's own (1, 2, ... in the order people were first seen, as `par link` numbers them).
+Person numbers are the run's own, and stay with people (footage/online_linking.py: 1, 2, ... as they arrive).
 
 Route alerts (`--alert-route "door > yard"`): a person seen in those cameras in that order (other sightings may come
 between). The record that completes the route raises `alert` once, as soon as the link says so (OUT/alerts.jsonl,

@@ -7,11 +7,16 @@ person's last sighting ended a window before the earliest moment any camera coul
 start of its oldest open or unfinished track, else its latest frame), nobody can join them any more, and they
 settle: their number is final, and their rows leave the linker (its memory is the people of the last window, not
 the run). Until then, every arrival links the open rows again, exactly as `par link` links a folder: a record's
-person may change while it is open (`settled: false`). When nothing settled before the run's end, its last link of
-each record is the offline link of its finished folders, numbers included; people who settled early are numbered in
-the order they settled and were linked with the cues' mean of their time (the mean the cues are centred by is that
-of everything seen so far), which is why a long run's link can differ from `par link`'s on its folders
-(`make track-bench` measures by how much).
+person may change while it is open (`settled: false`). When nothing settled before the run's end, the run's last
+link is the offline link of its finished folders (the same people); people who settled early were linked with the
+cues' mean of their time (the mean the cues are centred by is that of everything seen so far), which is why a long
+run's link can differ from `par link`'s on its folders (`make track-bench` measures by how much).
+
+Numbers stay with people: a number is given when a record arrives that joins nobody (1, 2, ... in that order), and
+it stays with that record (its founder) and whoever is linked to it; a person linked to an earlier one takes the
+smaller number, and gets their own back should the link part again. So a number, once shown, is not handed to
+someone else while its founder is open, and people are not renumbered when others settle (`par link` numbers its
+people by first sighting instead: the same people, other numbers).
 """
 from __future__ import annotations
 
@@ -45,8 +50,11 @@ class OnlineLinker:
         self.rules = rules
         self.window = rules.window
         self.rows: list[Arrival] = []
-        self.person: dict[Hashable, int] = {}  # each open row's person (1, 2, ...: settled people come first)
-        self.settled_people = 0
+        self.person: dict[Hashable, int] = {}  # each open row's person
+        self.founded: dict[Hashable, int] = {}  # open rows that were given a number, and that number
+        self.arrived: dict[Hashable, int] = {}  # each open row's place in the order of arrival
+        self.arrivals = 0
+        self.numbers = 0  # numbers given so far
         self.totals: Totals = {}
         self._lock = threading.Lock()
 
@@ -62,36 +70,45 @@ class OnlineLinker:
         with self._lock:
             self.totals = add_totals(self.totals, centring_totals(self._sightings([arrival]), self.rules))
             self.rows.append(arrival)
+            self.arrived[arrival.key] = self.arrivals
+            self.arrivals += 1
             return self._relink()
 
     def _relink(self) -> dict[Hashable, int]:
+        """Link the open rows again; each person's number: the smallest of the founders among their rows, else
+        a new one (their first-arrived row founds it). The rows whose number changed, with it."""
         labels, _ = link_labels(self._sightings(self.rows), self.rules, self.totals)
-        changed = {}
+        people: dict[int, list[Hashable]] = {}
         for row, label in zip(self.rows, labels.tolist()):
-            person = self.settled_people + label + 1
-            if self.person.get(row.key) != person:
-                self.person[row.key] = changed[row.key] = person
+            people.setdefault(label, []).append(row.key)
+        changed = {}
+        for keys in sorted(people.values(), key=lambda keys: min(self.arrived[k] for k in keys)):
+            owned = [self.founded[k] for k in keys if k in self.founded]
+            if owned:
+                number = min(owned)
+            else:
+                self.numbers += 1
+                number = self.founded[min(keys, key=self.arrived.__getitem__)] = self.numbers
+            for key in keys:
+                if self.person.get(key) != number:
+                    self.person[key] = changed[key] = number
         return changed
 
     def settle(self, horizon: float) -> tuple[dict[Hashable, int], dict[Hashable, int]]:
         """The records of every person whose last sighting ended a transit window before `horizon` (the earliest
-        start a record still to come can have): their final person, numbered after the people settled before them
-        (those settling together by first sighting, as `par link` numbers people); and the open records whose
-        person changed (numbered after them, and linked again without them)."""
+        start a record still to come can have): their final person (the number they have); and the open records
+        whose person changed (linked again without them)."""
         with self._lock:
             by_person: dict[int, list[Arrival]] = {}
             for row in self.rows:
                 by_person.setdefault(self.person[row.key], []).append(row)
-            done = sorted((min(r.start for r in rows), person) for person, rows in by_person.items()
-                          if max(r.end for r in rows) + self.window < horizon)
-            final = {}
-            for _, person in done:
-                self.settled_people += 1
-                for r in by_person[person]:
-                    final[r.key] = self.settled_people
-                    del self.person[r.key]
+            final = {r.key: person for person, rows in by_person.items()
+                     if max(r.end for r in rows) + self.window < horizon for r in rows}
             if not final:
                 return {}, {}
+            for key in final:
+                for held in (self.person, self.founded, self.arrived):
+                    held.pop(key, None)
             self.rows = [r for r in self.rows if r.key not in final]
             return final, self._relink() if self.rows else {}
 
