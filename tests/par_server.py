@@ -82,8 +82,8 @@ def _run_child(conn: socket.socket, fds: list[int], request: dict) -> None:
 
 
 def serve(path: str) -> None:
-    """Accept commands on the unix socket `path` until killed; fork one process each, tell each client its
-    process's pid and then how it ended."""
+    """Accept commands on the unix socket `path` until killed or orphaned (the test process that started it gone,
+    even by SIGKILL); fork one process each, tell each client its process's pid and then how it ended."""
     import importlib
     import selectors
 
@@ -96,7 +96,8 @@ def serve(path: str) -> None:
     waiting: dict[int, socket.socket] = {}
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
-    while True:
+    parent = os.getppid()
+    while os.getppid() == parent:
         if sel.select(timeout=0.02):
             conn, _ = listener.accept()
             head, fds, _, _ = socket.recv_fds(conn, 4, 3)
