@@ -49,11 +49,9 @@ class OnlineLinker:
         self.cameras, self.groups, self.group_names, self.value_names = cameras, groups, group_names, value_names
         self.rules = rules
         self.window = rules.window
-        self.rows: list[Arrival] = []
+        self.rows: list[Arrival] = []  # the open rows, in the order they arrived
         self.person: dict[Hashable, int] = {}  # each open row's person
         self.founded: dict[Hashable, int] = {}  # open rows that were given a number, and that number
-        self.arrived: dict[Hashable, int] = {}  # each open row's place in the order of arrival
-        self.arrivals = 0
         self.numbers = 0  # numbers given so far
         self.totals: Totals = {}
         self._lock = threading.Lock()
@@ -70,25 +68,23 @@ class OnlineLinker:
         with self._lock:
             self.totals = add_totals(self.totals, centring_totals(self._sightings([arrival]), self.rules))
             self.rows.append(arrival)
-            self.arrived[arrival.key] = self.arrivals
-            self.arrivals += 1
             return self._relink()
 
     def _relink(self) -> dict[Hashable, int]:
         """Link the open rows again; each person's number: the smallest of the founders among their rows, else
         a new one (their first-arrived row founds it). The rows whose number changed, with it."""
         labels, _ = link_labels(self._sightings(self.rows), self.rules, self.totals)
-        people: dict[int, list[Hashable]] = {}
+        people: dict[int, list[Hashable]] = {}  # each person's rows in the order they arrived, people by their first
         for row, label in zip(self.rows, labels.tolist()):
             people.setdefault(label, []).append(row.key)
         changed = {}
-        for keys in sorted(people.values(), key=lambda keys: min(self.arrived[k] for k in keys)):
+        for keys in people.values():
             owned = [self.founded[k] for k in keys if k in self.founded]
             if owned:
                 number = min(owned)
             else:
                 self.numbers += 1
-                number = self.founded[min(keys, key=self.arrived.__getitem__)] = self.numbers
+                number = self.founded[keys[0]] = self.numbers
             for key in keys:
                 if self.person.get(key) != number:
                     self.person[key] = changed[key] = number
@@ -107,7 +103,7 @@ class OnlineLinker:
             if not final:
                 return {}, {}
             for key in final:
-                for held in (self.person, self.founded, self.arrived):
+                for held in (self.person, self.founded):
                     held.pop(key, None)
             self.rows = [r for r in self.rows if r.key not in final]
             return final, self._relink() if self.rows else {}
