@@ -101,10 +101,11 @@ def agreement(ref: TorchRuntime, runtimes: list[OnnxRuntime], inputs: list[Track
     p_ref, counts = tracklet_probabilities(ref, inputs, frames, batch_size, 0)
     boundaries, names = schema.boundaries, schema.group_names
     f1_ref = evaluate_predictions(p_ref, labels, boundaries, names, threshold)["protocol"]["mean"]
+    fused_ref, fused_ref_one = ref.probabilities(visual), ref.probabilities(visual[:1])
     found = []
     for rt in runtimes:
-        fusion_diff = max(float(np.abs(rt.probabilities(visual) - ref.probabilities(visual)).max()),
-                          float(np.abs(rt.probabilities(visual[:1]) - ref.probabilities(visual[:1])).max()))
+        fusion_diff = max(float(np.abs(rt.probabilities(visual) - fused_ref).max()),
+                          float(np.abs(rt.probabilities(visual[:1]) - fused_ref_one).max()))
         p_exp, _ = tracklet_probabilities(rt, inputs, frames, batch_size, 0)
         f1_exp = evaluate_predictions(p_exp, labels, boundaries, names, threshold)["protocol"]["mean"]
         out = {"runtime": rt.backend, "runtime_version": rt.version, "tracklets": len(inputs),
